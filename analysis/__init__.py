@@ -1,0 +1,1 @@
+"""Analysis: metrics, per-epoch trajectories, loss-metric correlations, significance tests, tables, figures."""

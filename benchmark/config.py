@@ -1,0 +1,343 @@
+"""The matrix YAML: pydantic models (unknown keys are errors), YAML loading and preset look-up.
+
+A matrix names a dataset, the axes ``losses × architectures × doses × seeds`` (their cross product,
+minus ``exclude`` entries, is the set of cells), training and evaluation settings and the device.
+:func:`load_matrix` parses and validates a file or a shipped preset; :mod:`benchmark.validate`
+then checks every name against the registries before anything trains.
+
+Loss entries take four forms, all normalised to :class:`LossConfig` (a label plus weighted terms)::
+
+    losses:
+      - mse                                   # a registered name
+      - {name: charbonnier, kwargs: {eps: 1.0e-3}}
+      - 0.95 mse + 0.05 wgan_gp               # a weighted sum, as text
+      - {mse: 0.95, wgan_gp: 0.05}            # a weighted sum, as a mapping
+      - {label: mse_wgan, terms: [{name: mse, weight: 0.95}, {name: wgan_gp, weight: 0.05, kwargs: {critic_steps: 5}}]}
+"""
+
+from __future__ import annotations
+
+import re
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    NonNegativeFloat,
+    PositiveInt,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from benchmark.errors import UserError
+
+_LABEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+\-]*$")
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=False)
+
+
+def _check_label(label: str, what: str) -> str:
+    if not _LABEL_RE.match(label) or "__" in label:
+        raise ValueError(
+            f"{what} {label!r} must start with a letter or digit and use only letters, digits and '_.+-' "
+            "(no double underscore: it separates the parts of a cell id)"
+        )
+    return label
+
+
+def _fmt_weight(w: float) -> str:
+    return f"{w:g}"
+
+
+class LossTerm(Strict):
+    """One registered loss with its kwargs and weight in a weighted sum."""
+
+    name: str
+    weight: float = 1.0
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("weight")
+    @classmethod
+    def _finite_positive(cls, v: float) -> float:
+        if not v > 0 or v != v or v == float("inf"):
+            raise ValueError(f"weight must be a positive finite number, got {v}")
+        return v
+
+
+class LossConfig(Strict):
+    """A training loss: one term, or a weighted sum of terms. ``label`` names it in cell ids."""
+
+    label: str
+    terms: list[LossTerm] = Field(min_length=1)
+
+    @field_validator("label")
+    @classmethod
+    def _label(cls, v: str) -> str:
+        return _check_label(v, "loss label")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _normalise(cls, data: Any) -> Any:
+        return normalise_loss_entry(data)
+
+
+_TERM_RE = re.compile(r"^\s*(?:(?P<w>[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*\*?\s*)?(?P<name>[A-Za-z_][A-Za-z0-9_]*)\s*$")
+_STRUCTURED_KEYS = {"name", "kwargs", "label", "terms", "weight"}
+
+
+def default_label(terms: list[dict[str, Any]]) -> str:
+    if len(terms) == 1 and float(terms[0].get("weight", 1.0)) == 1.0:
+        return str(terms[0]["name"])
+    return "+".join(f"{_fmt_weight(float(t.get('weight', 1.0)))}{t['name']}" for t in terms)
+
+
+def normalise_loss_entry(data: Any) -> Any:
+    """Turn any of the accepted loss forms into ``{"label": ..., "terms": [...]}``."""
+    if isinstance(data, LossConfig):
+        return data.model_dump()
+    if isinstance(data, str):
+        terms = []
+        for part in data.split("+"):
+            m = _TERM_RE.match(part)
+            if not m:
+                raise ValueError(
+                    f"cannot read loss {data!r}: write a registered name, or a weighted sum like '0.95 mse + 0.05 wgan_gp'"
+                )
+            terms.append({"name": m["name"], "weight": float(m["w"]) if m["w"] else 1.0})
+        return {"label": default_label(terms), "terms": terms}
+    if isinstance(data, dict):
+        keys = set(data)
+        if "terms" in keys:
+            out = dict(data)
+            out.setdefault("label", default_label([dict(t) if isinstance(t, dict) else {"name": t} for t in data["terms"]]))
+            return out
+        if "name" in keys and keys <= _STRUCTURED_KEYS:
+            term = {k: data[k] for k in ("name", "kwargs", "weight") if k in data}
+            label = data.get("label") or default_label([term])
+            return {"label": label, "terms": [term]}
+        if keys and not keys & _STRUCTURED_KEYS and all(isinstance(v, int | float) for v in data.values()):
+            terms = [{"name": k, "weight": float(v)} for k, v in data.items()]
+            return {"label": default_label(terms), "terms": terms}
+        raise ValueError(
+            "a loss entry is a name, 'w1 a + w2 b', {name, kwargs, label}, {label, terms} or {name: weight, ...}; "
+            f"got keys {sorted(keys)}"
+        )
+    raise ValueError(f"a loss entry must be a string or a mapping, got {type(data).__name__}")
+
+
+class ArchitectureConfig(Strict):
+    """A registered architecture with its constructor kwargs; ``label`` names it in cell ids."""
+
+    name: str
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+    label: str = ""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_str(cls, data: Any) -> Any:
+        if isinstance(data, str):
+            return {"name": data}
+        return data
+
+    @model_validator(mode="after")
+    def _default_label(self) -> ArchitectureConfig:
+        if not self.label:
+            self.label = self.name
+        _check_label(self.label, "architecture label")
+        return self
+
+
+class DatasetConfig(Strict):
+    """``kind`` is a name in ``benchmark.data.DATASETS``; ``options`` are checked by that dataset."""
+
+    kind: str = "synth"
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class OptimizerConfig(Strict):
+    name: Literal["adam", "adamw", "sgd", "rmsprop"] = "adam"
+    lr: float = Field(1e-4, gt=0)
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+
+
+class SchedulerConfig(Strict):
+    """``step`` (kwargs step_size, gamma), ``multistep`` (milestones, gamma), ``cosine`` (over the
+    epochs), ``exponential`` (gamma), ``plateau`` (on the validation loss) or ``none``. Stepped per epoch."""
+
+    name: Literal["none", "step", "multistep", "cosine", "exponential", "plateau"] = "none"
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+
+
+class EarlyStoppingConfig(Strict):
+    enabled: bool = False
+    patience: PositiveInt = 10
+    min_delta: NonNegativeFloat = 0.0
+
+
+class TrainingConfig(Strict):
+    epochs: PositiveInt = 10
+    batch_size: PositiveInt = 16
+    patch_size: PositiveInt | None = Field(64, description="square crop size; null trains on whole slices")
+    patches_per_epoch: PositiveInt | None = Field(
+        None, description="training samples drawn per epoch; default: one per training slice"
+    )
+    augment: bool = Field(False, description="random 90° rotations and flips")
+    patient_balanced: bool = Field(False, description="every patient equally likely in patch sampling")
+    optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
+    scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
+    grad_clip: float | None = Field(None, gt=0, description="max global gradient norm; null disables")
+    early_stopping: EarlyStoppingConfig = Field(default_factory=EarlyStoppingConfig)
+    val_batch_size: PositiveInt = 8
+    val_max_images: PositiveInt | None = Field(None, description="cap on validation slices per epoch")
+
+
+class EvaluationConfig(Strict):
+    """What ``ldct-bench analyze`` scores: metrics (names in ``analysis.metrics.METRICS``), the split,
+    every N-th epoch checkpoint (the last one always), the HU window and a cap on images."""
+
+    metrics: list[str] = Field(default_factory=lambda: ["psnr", "ssim", "rmse", "vif", "niqe", "pique", "lpips", "dists"])
+    split: Literal["val", "test"] = "test"
+    every: PositiveInt = 1
+    window: str | tuple[float, float] = "abdomen"
+    max_images: PositiveInt | None = None
+    batch_size: PositiveInt = 8
+
+
+class ExcludeRule(Strict):
+    """Cells matching every given field are left out of the matrix."""
+
+    loss: str | None = None
+    architecture: str | None = None
+    dose: str | None = None
+    seed: int | None = None
+
+
+class MatrixConfig(Strict):
+    """A whole experiment matrix (see the README's matrix reference)."""
+
+    name: str = "matrix"
+    description: str = ""
+    dataset: DatasetConfig = Field(default_factory=DatasetConfig)
+    losses: list[LossConfig] = Field(min_length=1)
+    architectures: list[ArchitectureConfig] = Field(min_length=1)
+    doses: list[str] = Field(min_length=1, description="dataset condition names, e.g. '25_360'")
+    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    exclude: list[ExcludeRule] = Field(default_factory=list)
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
+    evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
+    device: str = Field("auto", description="auto, cpu, cuda or cuda:N")
+    deterministic: bool = Field(True, description="on GPU, torch.use_deterministic_algorithms (slower)")
+
+    @field_validator("doses", mode="before")
+    @classmethod
+    def _doses_are_strings(cls, v: Any) -> Any:
+        if isinstance(v, list):
+            for item in v:
+                if not isinstance(item, str):
+                    raise ValueError(f"dose {item!r} must be a condition name string such as '25_360'")
+        return v
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, v: str) -> str:
+        if not re.match(r"^(auto|cpu|cuda(:\d+)?|mps)$", v):
+            raise ValueError(f"device {v!r}: allowed are auto, cpu, cuda, cuda:N, mps")
+        return v
+
+    @model_validator(mode="after")
+    def _unique(self) -> MatrixConfig:
+        for what, labels in (
+            ("loss label", [loss.label for loss in self.losses]),
+            ("architecture label", [a.label for a in self.architectures]),
+            ("dose", self.doses),
+            ("seed", [str(s) for s in self.seeds]),
+        ):
+            dup = sorted({x for x in labels if labels.count(x) > 1})
+            if dup:
+                raise ValueError(f"duplicate {what}(s) {dup}: give each entry a distinct 'label'")
+        for s in self.seeds:
+            if s < 0:
+                raise ValueError(f"seed {s} must be >= 0")
+        for d in self.doses:
+            _check_label(d, "dose")
+        return self
+
+
+# ---------------------------------------------------------------------------------------------- YAML
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader whose ints have no underscores, so ``25_360`` stays the string '25_360'."""
+
+
+_Loader.yaml_implicit_resolvers = {
+    k: [(tag, rx) for tag, rx in v if tag != "tag:yaml.org,2002:int"] for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:int",
+    re.compile(r"^(?:[-+]?0b[0-1]+|[-+]?0[0-7]+|[-+]?(?:0|[1-9][0-9]*)|[-+]?0x[0-9a-fA-F]+)$"),
+    list("-+0123456789"),
+)
+
+
+def load_yaml(text: str, source: str = "<string>") -> Any:
+    try:
+        return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as exc:
+        raise UserError(f"not valid YAML: {exc}", field=source) from None
+
+
+def preset_names() -> list[str]:
+    return sorted(p.name for p in resources.files("benchmark.presets").iterdir() if p.name.endswith(".yaml"))
+
+
+def resolve_matrix_path(spec: str | Path) -> tuple[str, str]:
+    """Return ``(text, source)`` for a path or the name of a shipped preset (``small.yaml``)."""
+    path = Path(spec)
+    if path.is_file():
+        return path.read_text(), str(path)
+    name = path.name if path.suffix in (".yaml", ".yml") else f"{path.name}.yaml"
+    if str(spec) in (name, path.stem) or not path.parent.parts:
+        res = resources.files("benchmark.presets").joinpath(name)
+        if res.is_file():
+            return res.read_text(), f"preset {name}"
+    raise UserError(
+        f"no such file, and not a shipped preset (presets: {', '.join(preset_names())})", field=f"--matrix {spec}"
+    )
+
+
+def _format_validation_error(exc: ValidationError, source: str) -> str:
+    lines = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key (not allowed here)"
+        lines.append(f"{source}: {loc}: {msg}")
+    return "\n".join(lines)
+
+
+def parse_matrix(data: Any, source: str = "<matrix>") -> MatrixConfig:
+    if not isinstance(data, dict):
+        raise UserError("a matrix file must be a YAML mapping at the top level", field=source)
+    try:
+        return MatrixConfig.model_validate(data)
+    except ValidationError as exc:
+        raise UserError(_format_validation_error(exc, source)) from None
+
+
+def load_matrix(spec: str | Path) -> MatrixConfig:
+    """Read and validate a matrix file or preset (schema only; see :func:`benchmark.validate.check_matrix`)."""
+    text, source = resolve_matrix_path(spec)
+    return parse_matrix(load_yaml(text, source), source)
+
+
+def dump_yaml(data: Any) -> str:
+    return yaml.safe_dump(data, sort_keys=False, default_flow_style=None, allow_unicode=True)

@@ -1,0 +1,31 @@
+"""User-facing errors: the CLI prints their message and exits with code 2, without a traceback."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+
+class UserError(Exception):
+    """A problem with the user's input (a file, a field, a value), not a bug.
+
+    ``field`` names the config field or file the message is about; it is printed first.
+    """
+
+    exit_code = 2
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        self.field = field
+        self.message = message
+        super().__init__(f"{field}: {message}" if field else message)
+
+
+class UnknownNameError(UserError):
+    """A registry look-up failed; the message lists the valid names and the closest match."""
+
+    def __init__(self, kind: str, name: str, valid: Iterable[str], close: list[str], *, field: str | None = None):
+        valid = sorted(valid)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        super().__init__(f"unknown {kind} {name!r}.{hint} Valid {kind} names: {', '.join(valid)}", field=field)
+        self.name = name
+        self.valid = valid
+        self.close = close

@@ -1,0 +1,48 @@
+"""Training losses. ``LOSSES`` maps the names used in the matrix YAML to their metadata and class."""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+from torch import nn
+
+from benchmark.errors import UserError
+from benchmark.registry import lookup
+from losses.base import AdversarialLoss, CompositeLoss, LossInfo
+from losses.charbonnier import CharbonnierLoss
+from losses.l1 import L1Loss
+from losses.mse import MSELoss
+
+
+# The one place where losses are registered.
+LOSSES: dict[str, LossInfo] = {
+    "mse": LossInfo(MSELoss, "mean squared error", "Chen et al., RED-CNN, IEEE TMI 2017", dims=(2, 3), tags=("pixel",)),
+    "l1": LossInfo(L1Loss, "mean absolute error", "Zhao et al., IEEE TCI 2017", dims=(2, 3), tags=("pixel",)),
+    "charbonnier": LossInfo(
+        CharbonnierLoss, "sqrt((x-y)^2 + eps^2), eps=1e-3", "Lai et al., LapSRN, CVPR 2017", dims=(2, 3), tags=("pixel",)
+    ),
+}
+
+
+def build_term(name: str, kwargs: dict[str, Any] | None = None, *, field: str = "losses") -> nn.Module:
+    """Instantiate one registered loss; bad kwargs raise a :class:`UserError` naming the field."""
+    info = lookup(LOSSES, name, "loss", field=field)
+    kwargs = dict(kwargs or {})
+    try:
+        inspect.signature(info.cls).bind(**kwargs)
+    except TypeError as exc:
+        allowed = [p for p in inspect.signature(info.cls).parameters if p not in ("self", "args", "kwargs")]
+        raise UserError(f"loss {name!r}: {exc}; allowed kwargs: {', '.join(allowed) or '(none)'}", field=field) from None
+    try:
+        return info.cls(**kwargs)
+    except (ValueError, TypeError) as exc:
+        raise UserError(f"loss {name!r}: {exc}", field=field) from None
+
+
+def build_loss(terms: list[tuple[str, float, dict[str, Any]]], *, field: str = "losses") -> CompositeLoss:
+    """Build the weighted sum of ``(name, weight, kwargs)`` terms."""
+    return CompositeLoss([(n, w, build_term(n, kw, field=f"{field}.{n}")) for n, w, kw in terms])
+
+
+__all__ = ["LOSSES", "AdversarialLoss", "CompositeLoss", "LossInfo", "build_loss", "build_term"]

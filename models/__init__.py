@@ -1,0 +1,53 @@
+"""Denoising architectures and discriminators. ``ARCHITECTURES`` maps matrix-YAML names to metadata.
+
+Models take explicit keyword arguments and never download anything in their constructor.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+from typing import Any
+
+from torch import nn
+
+from benchmark.errors import UserError
+from benchmark.registry import lookup
+from models.dncnn import DnCNN
+from models.redcnn import REDCNN
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    cls: type[nn.Module]
+    summary: str
+    paper: str = ""
+    dims: tuple[int, ...] = (2,)
+    min_size: int = 1  # smallest input side it accepts
+
+
+# The one place where denoising architectures are registered.
+ARCHITECTURES: dict[str, ModelInfo] = {
+    "redcnn": ModelInfo(REDCNN, "RED-CNN, 10 layers, 96 filters 5x5, 3 residual shortcuts", "Chen et al., IEEE TMI 2017", min_size=21),
+    "dncnn": ModelInfo(DnCNN, "DnCNN, 17 layers, 64 filters 3x3, residual learning", "Zhang et al., IEEE TIP 2017"),
+}
+
+# The one place where discriminators (critics) are registered.
+DISCRIMINATORS: dict[str, ModelInfo] = {}
+
+
+def build_model(name: str, kwargs: dict[str, Any] | None = None, *, registry: dict[str, ModelInfo] | None = None,
+                field: str = "architectures") -> nn.Module:
+    """Instantiate a registered model; bad kwargs raise a :class:`UserError` naming the field."""
+    reg = ARCHITECTURES if registry is None else registry
+    info = lookup(reg, name, "architecture" if reg is ARCHITECTURES else "discriminator", field=field)
+    kwargs = dict(kwargs or {})
+    try:
+        inspect.signature(info.cls).bind(**kwargs)
+        return info.cls(**kwargs)
+    except (TypeError, ValueError) as exc:
+        allowed = [p for p in inspect.signature(info.cls).parameters if p not in ("self", "args", "kwargs")]
+        raise UserError(f"architecture {name!r}: {exc}; allowed kwargs: {', '.join(allowed)}", field=field) from None
+
+
+__all__ = ["ARCHITECTURES", "DISCRIMINATORS", "ModelInfo", "build_model"]

@@ -1,0 +1,43 @@
+"""RED-CNN: residual encoder-decoder CNN (Chen et al., "Low-dose CT with a residual encoder-decoder
+convolutional neural network", IEEE TMI 36(12), 2017).
+
+Five 5×5 convolutions (stride 1, no padding, no pooling) shrink the image by 4 pixels each; five 5×5
+transposed convolutions grow it back. Three residual shortcuts: input → output, after conv2 → after
+deconv3, after conv4 → after deconv1. ReLU after every layer (and, as in the paper, on the output).
+Input/output ``(N, 1, H, W)`` in network normalisation; any H, W ≥ 21.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class REDCNN(nn.Module):
+    def __init__(self, *, in_channels: int = 1, channels: int = 96, kernel_size: int = 5, output_relu: bool = True) -> None:
+        super().__init__()
+        k = kernel_size
+        self.enc = nn.ModuleList(
+            [nn.Conv2d(in_channels if i == 0 else channels, channels, k) for i in range(5)]
+        )
+        self.dec = nn.ModuleList(
+            [nn.ConvTranspose2d(channels, in_channels if i == 4 else channels, k) for i in range(5)]
+        )
+        self.output_relu = output_relu
+        self.act = nn.ReLU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        r1 = x
+        out = self.act(self.enc[0](x))
+        out = self.act(self.enc[1](out))
+        r2 = out
+        out = self.act(self.enc[2](out))
+        out = self.act(self.enc[3](out))
+        r3 = out
+        out = self.act(self.enc[4](out))
+        out = self.dec[0](out) + r3
+        out = self.dec[1](self.act(out))
+        out = self.dec[2](self.act(out)) + r2
+        out = self.dec[3](self.act(out))
+        out = self.dec[4](self.act(out)) + r1
+        return self.act(out) if self.output_relu else out
