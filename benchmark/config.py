@@ -289,7 +289,7 @@ _Loader.add_implicit_resolver(
 
 def load_yaml(text: str, source: str = "<string>") -> Any:
     try:
-        return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+        return yaml.load(text, Loader=_Loader)
     except yaml.YAMLError as exc:
         raise UserError(f"not valid YAML: {exc}", field=source) from None
 

@@ -1,0 +1,137 @@
+"""The ``ldct-bench`` command line.
+
+User errors (a bad matrix file, an unknown name, a missing dataset path ...) exit with code 2 and one
+message naming the field and what is allowed, without a traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from benchmark.errors import UserError
+
+app = typer.Typer(
+    name="ldct-bench",
+    help="Low-dose CT denoising-loss benchmark: train a matrix, score every checkpoint, compare losses.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+MatrixOpt = Annotated[str, typer.Option("--matrix", "-m", help="matrix YAML path, or a shipped preset name (small.yaml, full.yaml, ...)")]
+OutOpt = Annotated[Path, typer.Option("--out", "-o", help="run folder (cells/, analysis/ ...)")]
+
+
+@app.command()
+def run(
+    matrix: MatrixOpt,
+    out: OutOpt,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bars; one log line per epoch (CI)")] = False,
+    device: Annotated[str | None, typer.Option(help="override the matrix's device (auto, cpu, cuda, cuda:N)")] = None,
+) -> None:
+    """Train every cell of MATRIX into OUT; finished cells are skipped, unfinished ones resume."""
+    from benchmark.config import load_matrix
+    from benchmark.runner import Runner
+    from benchmark.validate import check_matrix
+
+    cfg = load_matrix(matrix)
+    if device is not None:
+        cfg = cfg.model_copy(update={"device": device})
+        type(cfg).model_validate(cfg.model_dump())
+    dataset = check_matrix(cfg)
+    runner = Runner(cfg, out, quiet=quiet, dataset=dataset)
+    try:
+        summary = runner.run()
+    except KeyboardInterrupt:
+        typer.echo("interrupted: finished epochs are checkpointed; run the same command again to resume", err=True)
+        raise typer.Exit(130) from None
+    for line in summary.lines():
+        typer.echo(line)
+    if summary.failed:
+        raise typer.Exit(1)
+
+
+@app.command()
+def validate(matrix: MatrixOpt) -> None:
+    """Check MATRIX against the registries and the dataset without training; print its cells."""
+    from benchmark.cells import expand_cells
+    from benchmark.config import load_matrix
+    from benchmark.validate import check_matrix
+
+    cfg = load_matrix(matrix)
+    check_matrix(cfg)
+    cells = expand_cells(cfg)
+    typer.echo(f"valid: {len(cells)} cell(s) x {cfg.training.epochs} epoch(s)")
+    for c in cells:
+        typer.echo(f"  {c.cell_id}")
+
+
+@app.command()
+def status(out: OutOpt, csv: Annotated[bool, typer.Option("--csv", help="CSV instead of a table")] = False) -> None:
+    """Which cells of OUT are done, partial, pending, failed or diverged."""
+    from benchmark.status import status_table
+
+    df = status_table(out)
+    if csv:
+        typer.echo(df.to_csv(index=False), nl=False)
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{out}")
+    for col in df.columns:
+        table.add_column(str(col))
+    for row in df.itertuples(index=False):
+        table.add_row(*["" if v is None or v != v else str(v) for v in row])
+    Console().print(table)
+    counts = df["status"].value_counts().to_dict()
+    typer.echo(", ".join(f"{n} {k}" for k, n in sorted(counts.items())))
+
+
+@app.command("list")
+def list_(
+    what: Annotated[str, typer.Argument(help="losses, architectures, discriminators, metrics, datasets, presets or windows")],
+) -> None:
+    """List the registered names of one kind, with their metadata."""
+    from benchmark.listing import listing
+
+    typer.echo(listing(what))
+
+
+def _mount_optional() -> None:
+    """Commands that live in other packages (data, analysis)."""
+    from benchmark.cli_data import data_app
+
+    app.add_typer(data_app, name="data", help="Build, inspect and calibrate datasets.")
+    from analysis.cli import score, weights_app
+
+    app.command("score")(score)
+    app.add_typer(weights_app, name="weights", help="Pretrained weight files: status, fetch, import.")
+    from analysis.cli_report import analyze, report
+
+    app.command("analyze")(analyze)
+    app.command("report")(report)
+
+
+try:
+    _mount_optional()
+except ImportError as _exc:  # pragma: no cover - only while a package is being written
+    _MOUNT_ERROR: ImportError | None = _exc
+else:
+    _MOUNT_ERROR = None
+
+
+def main() -> None:
+    try:
+        app()
+    except UserError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,278 @@
+"""Small training step functions; :mod:`benchmark.runner` strings them together per cell.
+
+Nothing here owns state beyond its arguments: a :class:`TrainState` is the complete, checkpointable
+state of one cell (model, optimizers, scheduler, loss, RNGs, history).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from benchmark.config import OptimizerConfig, SchedulerConfig, TrainingConfig
+from benchmark.conventions import hu_to_net, patient_balanced_weights, sample_patches
+from benchmark.data import PairedSlices
+from benchmark.errors import UserError
+from losses.base import CompositeLoss
+
+_OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
+    "adam": torch.optim.Adam,
+    "adamw": torch.optim.AdamW,
+    "sgd": torch.optim.SGD,
+    "rmsprop": torch.optim.RMSprop,
+}
+
+
+class Diverged(Exception):
+    """A loss term became NaN or infinite."""
+
+    def __init__(self, term: str, value: float, epoch: int | None = None) -> None:
+        super().__init__(f"loss term {term!r} became {value}")
+        self.term = term
+        self.value = value
+        self.epoch = epoch
+
+
+def make_optimizer(params: list[nn.Parameter], name: str, lr: float, kwargs: dict[str, Any], *, field: str) -> torch.optim.Optimizer:
+    try:
+        return _OPTIMIZERS[name](params, lr=lr, **kwargs)
+    except KeyError:
+        raise UserError(f"unknown optimizer {name!r}; allowed: {', '.join(_OPTIMIZERS)}", field=field) from None
+    except TypeError as exc:
+        raise UserError(f"optimizer {name!r}: {exc}", field=field) from None
+
+
+def build_optimizer(params: list[nn.Parameter], cfg: OptimizerConfig) -> torch.optim.Optimizer:
+    return make_optimizer(params, cfg.name, cfg.lr, cfg.kwargs, field="training.optimizer")
+
+
+def build_scheduler(opt: torch.optim.Optimizer, cfg: SchedulerConfig, epochs: int) -> Any:
+    kw = dict(cfg.kwargs)
+    try:
+        if cfg.name == "none":
+            return None
+        if cfg.name == "step":
+            return torch.optim.lr_scheduler.StepLR(opt, **{"step_size": 10, "gamma": 0.5, **kw})
+        if cfg.name == "multistep":
+            return torch.optim.lr_scheduler.MultiStepLR(opt, **{"milestones": [epochs // 2], "gamma": 0.1, **kw})
+        if cfg.name == "cosine":
+            return torch.optim.lr_scheduler.CosineAnnealingLR(opt, **{"T_max": epochs, **kw})
+        if cfg.name == "exponential":
+            return torch.optim.lr_scheduler.ExponentialLR(opt, **{"gamma": 0.95, **kw})
+        if cfg.name == "plateau":
+            return torch.optim.lr_scheduler.ReduceLROnPlateau(opt, **{"factor": 0.5, "patience": 5, **kw})
+    except TypeError as exc:
+        raise UserError(f"scheduler {cfg.name!r}: {exc}", field="training.scheduler.kwargs") from None
+    raise UserError(f"unknown scheduler {cfg.name!r}", field="training.scheduler.name")
+
+
+@dataclass
+class TrainState:
+    """Everything of one cell that changes during training and goes into a checkpoint."""
+
+    model: nn.Module
+    loss: CompositeLoss
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    critic_optimizers: dict[str, torch.optim.Optimizer]
+    generator: torch.Generator  # the cell's data/noise generator (CPU)
+    epoch: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+    best_val: float = math.inf
+    bad_epochs: int = 0
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model.state_dict(),
+            "loss": self.loss.checkpoint_state(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+            "critic_optimizers": {k: o.state_dict() for k, o in self.critic_optimizers.items()},
+            "rng": capture_rng(self.generator),
+            "epoch": self.epoch,
+            "history": list(self.history),
+            "best_val": self.best_val,
+            "bad_epochs": self.bad_epochs,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.loss.load_checkpoint_state(state["loss"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.scheduler is not None and state["scheduler"] is not None:
+            self.scheduler.load_state_dict(state["scheduler"])
+        for k, o in self.critic_optimizers.items():
+            o.load_state_dict(state["critic_optimizers"][k])
+        restore_rng(state["rng"], self.generator)
+        self.epoch = int(state["epoch"])
+        self.history = list(state["history"])
+        self.best_val = float(state["best_val"])
+        self.bad_epochs = int(state["bad_epochs"])
+
+
+def capture_rng(generator: torch.Generator) -> dict[str, Any]:
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+        "numpy": np.random.get_state(),  # noqa: NPY002 - the global state other code may use
+        "python": random.getstate(),
+        "data": generator.get_state(),
+    }
+
+
+def restore_rng(state: dict[str, Any], generator: torch.Generator) -> None:
+    torch.set_rng_state(state["torch"])
+    if state.get("cuda") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    np.random.set_state(state["numpy"])  # noqa: NPY002
+    random.setstate(state["python"])
+    generator.set_state(state["data"])
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    """Seed torch, numpy and python; return the cell's own CPU generator for data and noise."""
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)  # noqa: NPY002
+    random.seed(seed)
+    return torch.Generator().manual_seed(seed)
+
+
+def build_state(
+    model: nn.Module, loss: CompositeLoss, training: TrainingConfig, generator: torch.Generator
+) -> TrainState:
+    params = list(model.parameters()) + loss.generator_parameters()
+    opt = build_optimizer(params, training.optimizer)
+    critic_opts = {}
+    for name, term in loss.adversarial_terms.items():
+        cfg = dict(term.optimizer_config)
+        cfg_name = cfg.pop("name", "adam")
+        lr = cfg.pop("lr", 1e-4)
+        critic_opts[name] = make_optimizer(
+            list(term.discriminator.parameters()), cfg_name, lr, cfg, field=f"losses.{name}.optimizer"
+        )
+    return TrainState(model, loss, opt, build_scheduler(opt, training.scheduler, training.epochs), critic_opts, generator)
+
+
+class TrainData:
+    """The training split of one condition in network space, with the patch sampler."""
+
+    def __init__(self, slices: PairedSlices, training: TrainingConfig) -> None:
+        self.x = hu_to_net(torch.from_numpy(np.asarray(slices.inputs, dtype=np.float32)))
+        self.y = hu_to_net(torch.from_numpy(np.asarray(slices.targets, dtype=np.float32)))
+        self.weights = patient_balanced_weights(slices.patients) if training.patient_balanced else None
+        self.training = training
+        n = training.patches_per_epoch or len(slices)
+        self.steps = math.ceil(n / training.batch_size)
+        self.last_batch = n - (self.steps - 1) * training.batch_size
+
+    def batch(self, step: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        t = self.training
+        n = t.batch_size if step < self.steps - 1 else self.last_batch
+        x, y, _ = sample_patches(self.x, self.y, n, t.patch_size, generator, augment=t.augment, weights=self.weights)
+        return x, y
+
+
+def critic_step(
+    state: TrainState, x: torch.Tensor, y: torch.Tensor, device: torch.device
+) -> dict[str, float]:
+    """``critic_steps`` discriminator updates per adversarial term, on a detached fake."""
+    logs: dict[str, float] = {}
+    if not state.loss.adversarial_terms:
+        return logs
+    with torch.no_grad():
+        fake = state.model(x).detach()
+    for name, term in state.loss.adversarial_terms.items():
+        opt = state.critic_optimizers[name]
+        for _ in range(term.critic_steps):
+            opt.zero_grad(set_to_none=True)
+            d_loss, d_logs = term.critic_loss(y, fake, generator=state.generator)
+            d_loss.backward()
+            opt.step()
+        for k, v in d_logs.items():
+            logs[f"{name}_{k}"] = float(v)
+    return logs
+
+
+def generator_step(
+    state: TrainState, x: torch.Tensor, y: torch.Tensor, grad_clip: float | None
+) -> tuple[float, dict[str, float]]:
+    """One optimizer step of the denoiser (and trainable loss parameters) on the composite loss."""
+    for term in state.loss.adversarial_terms.values():
+        term.discriminator.requires_grad_(False)
+    state.optimizer.zero_grad(set_to_none=True)
+    pred = state.model(x)
+    total, terms = state.loss.compute(pred, y)
+    for name, v in terms.items():
+        fv = float(v)
+        if not math.isfinite(fv):
+            raise Diverged(name, fv)
+    if not torch.isfinite(total):
+        raise Diverged("total", float(total))
+    total.backward()
+    if grad_clip is not None:
+        torch.nn.utils.clip_grad_norm_([p for g in state.optimizer.param_groups for p in g["params"]], grad_clip)
+    state.optimizer.step()
+    for term in state.loss.adversarial_terms.values():
+        term.discriminator.requires_grad_(True)
+    return float(total), {k: float(v) for k, v in terms.items()}
+
+
+def train_epoch(
+    state: TrainState, data: TrainData, device: torch.device, grad_clip: float | None, progress: Any = None
+) -> dict[str, float]:
+    """One pass of ``data.steps`` batches; returns epoch means of the total, each term and critic logs."""
+    state.model.train()
+    state.loss.train()
+    sums: dict[str, float] = {}
+    count = 0
+    for step in range(data.steps):
+        x, y = data.batch(step, state.generator)
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        logs = critic_step(state, x, y, device)
+        total, terms = generator_step(state, x, y, grad_clip)
+        n = x.shape[0]
+        count += n
+        for k, v in {"train_loss": total, **{f"train_{t}": v for t, v in terms.items()}, **logs}.items():
+            sums[k] = sums.get(k, 0.0) + v * n
+        if progress is not None:
+            progress(step + 1, data.steps, total)
+    return {k: v / count for k, v in sums.items()}
+
+
+@torch.no_grad()
+def validate(
+    state: TrainState, slices: PairedSlices, device: torch.device, batch_size: int, max_images: int | None
+) -> dict[str, float]:
+    """The composite loss and each term on whole validation slices (mean over slices)."""
+    state.model.eval()
+    state.loss.eval()
+    n_total = len(slices) if max_images is None else min(len(slices), max_images)
+    sums: dict[str, float] = {}
+    for start in range(0, n_total, batch_size):
+        stop = min(start + batch_size, n_total)
+        x = hu_to_net(torch.from_numpy(np.asarray(slices.inputs[start:stop], dtype=np.float32))).unsqueeze(1).to(device)
+        y = hu_to_net(torch.from_numpy(np.asarray(slices.targets[start:stop], dtype=np.float32))).unsqueeze(1).to(device)
+        total, terms = state.loss.compute(state.model(x), y)
+        n = stop - start
+        for k, v in {"val_loss": float(total), **{f"val_{t}": float(v) for t, v in terms.items()}}.items():
+            sums[k] = sums.get(k, 0.0) + v * n
+    return {k: v / n_total for k, v in sums.items()}
+
+
+def step_scheduler(state: TrainState, val_loss: float) -> None:
+    if state.scheduler is None:
+        return
+    if isinstance(state.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+        state.scheduler.step(val_loss)
+    else:
+        state.scheduler.step()
+
+
+def current_lr(state: TrainState) -> float:
+    return float(state.optimizer.param_groups[0]["lr"])

@@ -1,0 +1,92 @@
+"""Check a parsed matrix against the registries before anything trains.
+
+Every problem is collected and reported in one :class:`UserError` whose lines name the field, the bad
+value and what is allowed (with the closest valid name). Losses and architectures are instantiated
+once each here, so bad kwargs and missing weight files fail now, not after hours of training.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from benchmark.cells import expand_cells
+from benchmark.config import MatrixConfig
+from benchmark.data import Dataset, open_dataset
+from benchmark.errors import UserError
+
+
+def _collect(errors: list[str], fn: Any, *args: Any, **kwargs: Any) -> Any:
+    try:
+        return fn(*args, **kwargs)
+    except UserError as exc:
+        errors.append(str(exc))
+        return None
+
+
+def check_matrix(matrix: MatrixConfig, *, instantiate: bool = True) -> Dataset | None:
+    """Raise :class:`UserError` listing every problem; return the opened dataset when all is well."""
+    from losses import LOSSES, build_term
+    from models import ARCHITECTURES, build_model
+
+    errors: list[str] = []
+    dataset = _collect(errors, open_dataset, matrix.dataset.kind, matrix.dataset.options)
+    if dataset is not None:
+        valid = dataset.conditions()
+        for i, dose in enumerate(matrix.doses):
+            if dose not in valid:
+                import difflib
+
+                close = difflib.get_close_matches(dose, valid, n=1)
+                hint = f" Did you mean {close[0]!r}?" if close else ""
+                errors.append(f"doses[{i}]: unknown condition {dose!r} for dataset {matrix.dataset.kind!r}.{hint} "
+                              f"Valid: {', '.join(valid)}")
+
+    from benchmark.registry import lookup
+
+    dims_needed: set[int] = set()
+    for i, arch in enumerate(matrix.architectures):
+        info = _collect(errors, lookup, ARCHITECTURES, arch.name, "architecture", field=f"architectures[{i}].name")
+        if info is None:
+            continue
+        dims_needed.update(info.dims)
+        p = matrix.training.patch_size
+        if p is not None and p < info.min_size:
+            errors.append(f"training.patch_size: {p} is smaller than {arch.name}'s minimum input size {info.min_size}")
+        if instantiate:
+            _collect(errors, build_model, arch.name, arch.kwargs, field=f"architectures[{i}].kwargs")
+
+    for i, loss in enumerate(matrix.losses):
+        for j, term in enumerate(loss.terms):
+            field = f"losses[{i}] ({loss.label}).terms[{j}]"
+            info = _collect(errors, lookup, LOSSES, term.name, "loss", field=f"{field}.name")
+            if info is None:
+                continue
+            if dims_needed and not dims_needed & set(info.dims):
+                errors.append(f"{field}: loss {term.name!r} supports {info.dims}-D inputs, the architectures {sorted(dims_needed)}-D")
+            if instantiate:
+                _collect(errors, build_term, term.name, term.kwargs, field=f"{field}.kwargs")
+
+    try:
+        from analysis.metrics import METRICS
+    except ImportError:  # the analysis package is optional at training time
+        METRICS = None
+    if METRICS is not None:
+        for i, m in enumerate(matrix.evaluation.metrics):
+            _collect(errors, lookup, METRICS, m, "metric", field=f"evaluation.metrics[{i}]")
+
+    labels = {
+        "loss": {x.label for x in matrix.losses},
+        "architecture": {x.label for x in matrix.architectures},
+        "dose": set(matrix.doses),
+        "seed": set(matrix.seeds),
+    }
+    for i, rule in enumerate(matrix.exclude):
+        for key, valid_set in labels.items():
+            value = getattr(rule, key)
+            if value is not None and value not in valid_set:
+                errors.append(f"exclude[{i}].{key}: {value!r} is not in the matrix ({', '.join(map(str, sorted(valid_set, key=str)))})")
+    if not errors and not expand_cells(matrix):
+        errors.append("exclude: every cell is excluded; nothing would train")
+    if errors:
+        raise UserError("the matrix is not valid:\n  " + "\n  ".join(errors))
+    return dataset

@@ -1,0 +1,48 @@
+"""Architectures: shapes, published sizes, and every parameter gets a gradient."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from benchmark.errors import UserError
+from models import ARCHITECTURES, build_model
+
+
+@pytest.mark.parametrize("name", sorted(ARCHITECTURES))
+def test_shape_and_every_parameter_gets_a_gradient(name, generator):
+    torch.manual_seed(0)
+    model = build_model(name)
+    x = torch.rand(2, 1, 40, 40, generator=generator)
+    y = model(x)
+    assert y.shape == x.shape
+    (y - x.flip(-1)).pow(2).mean().backward()
+    missing = [n for n, p in model.named_parameters() if p.grad is None or not torch.isfinite(p.grad).all() or p.grad.abs().sum() == 0]
+    assert not missing, f"parameters without gradient: {missing}"
+
+
+def test_redcnn_matches_paper_layout():
+    m = build_model("redcnn")
+    convs = [mod for mod in m.modules() if isinstance(mod, torch.nn.Conv2d | torch.nn.ConvTranspose2d)]
+    assert len(convs) == 10
+    assert all(c.kernel_size == (5, 5) and c.stride == (1, 1) and c.padding == (0, 0) for c in convs)
+    assert {c.out_channels for c in convs[:-1]} == {96}
+    # 5 conv + 5 deconv of 96 filters 5x5: (1*96 + 4*96*96 + 4*96*96 + 96*1) * 25 weights + biases
+    expected = (96 + 8 * 96 * 96 + 96) * 25 + 9 * 96 + 1
+    assert sum(p.numel() for p in m.parameters()) == expected
+
+
+def test_dncnn_depth_and_residual():
+    m = build_model("dncnn", {"depth": 17, "channels": 64})
+    convs = [mod for mod in m.modules() if isinstance(mod, torch.nn.Conv2d)]
+    assert len(convs) == 17
+    with torch.no_grad():
+        for p in m.body[-1].parameters():
+            p.zero_()
+    x = torch.rand(1, 1, 16, 16)
+    assert torch.equal(m(x), x)  # zero noise estimate returns the input: residual learning
+
+
+def test_bad_kwargs_name_the_field():
+    with pytest.raises(UserError, match=r"architectures.*allowed kwargs: .*channels"):
+        build_model("redcnn", {"chanels": 32})
