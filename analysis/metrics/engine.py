@@ -1,0 +1,207 @@
+"""Batched, chunked metric computation with a reusable reference-side cache.
+
+:func:`compute_metrics` is what the trajectory code, the ``score`` command and the benchmark call.
+Per metric it walks the images in chunks (``min(batch_size, scorer.max_batch)`` images), converts
+each chunk to the metric's input space, gets the reference side from ``ref_cache`` (or computes and
+stores it) and scores the prediction chunk.
+
+Reference cache correctness: entries are keyed by a content digest of the reference HU array
+(BLAKE2b over its float32 bytes and shape), the window, the metric, the device and the chunk
+bounds. A different reference can therefore never hit a stale entry, whatever the caller passes;
+``ref_key`` is only a label that lets a caller drop its entries (:func:`drop_ref`). Hashing costs
+about 10 ms per 16×512² stack; the cached state (windowed references, deep features) can be large
+(LPIPS-alex ≈ 11 MB, LPIPS-vgg ≈ 130 MB, DISTS ≈ 60 MB per 512² image): the caller owns the dict
+and should keep one per cell, not one for the whole run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import warnings
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from analysis import weights
+from analysis.metrics.base import MetricInfo, MetricUnavailable, Scorer
+from benchmark.conventions import HUWindow, parse_window, window_to_unit
+from benchmark.errors import UserError
+from benchmark.registry import lookup
+
+_SCORERS: dict[tuple, Scorer] = {}
+
+
+def _registry() -> dict[str, MetricInfo]:
+    from analysis.metrics import METRICS
+
+    return METRICS
+
+
+def info(name: str) -> MetricInfo:
+    """The :class:`MetricInfo` of ``name``; unknown names fail with the valid names and a close match."""
+    return lookup(_registry(), name, "metric", field="metrics")
+
+
+def available(name: str) -> tuple[bool, str]:
+    """``(True, "")`` if metric ``name`` can run here, else ``(False, reason)`` with one line naming the
+    missing file and the command that fixes it."""
+    for key in info(name).weights:
+        if not weights.is_present(key):
+            return False, f"weight file missing: {weights.weight_path(key)}; {weights.fix_command(key)}"
+    return True, ""
+
+
+def unavailable_metrics(names: list[str]) -> dict[str, str]:
+    """``{name: reason}`` for the metrics in ``names`` that cannot run here (empty if all can)."""
+    out = {}
+    for name in names:
+        ok, reason = available(name)
+        if not ok:
+            out[name] = reason
+    return out
+
+
+def get_scorer(name: str, device: torch.device | str = "cpu") -> Scorer:
+    """The (memoised) scorer of ``name`` on ``device``. The memo key includes each weight file's path
+    and modification time, so replacing a weight file (or pointing ``TORCH_HOME`` elsewhere) rebuilds."""
+    meta = info(name)
+    dev = torch.device(device)
+    ok, reason = available(name)
+    if not ok:
+        raise MetricUnavailable(name, reason)
+    wkey = tuple((str(p), p.stat().st_mtime_ns) for p in (weights.weight_path(k) for k in meta.weights))
+    key = (name, str(dev), wkey)
+    if key not in _SCORERS:
+        assert meta.build is not None, f"metric {name} has no builder"
+        _SCORERS[key] = meta.build(dev)
+    return _SCORERS[key]
+
+
+def as_nchw(x: np.ndarray | torch.Tensor, what: str) -> torch.Tensor:
+    """``(N, H, W)`` or ``(N, 1, H, W)`` numpy/torch → float32 CPU tensor ``(N, 1, H, W)``."""
+    t = torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x)
+    if t.ndim == 3:
+        t = t.unsqueeze(1)
+    if t.ndim != 4 or t.shape[1] != 1:
+        raise UserError(
+            f"expected (N, H, W) or (N, 1, H, W) images in HU, got shape {tuple(t.shape)}", field=what
+        )
+    t = t.detach().to("cpu", torch.float32)
+    if not torch.isfinite(t).all():
+        raise UserError("images contain NaN or infinite values", field=what)
+    return t.contiguous()
+
+
+def digest(x: torch.Tensor) -> str:
+    """BLAKE2b digest of a CPU float32 tensor's shape and bytes (the reference-cache identity)."""
+    h = hashlib.blake2b(digest_size=16)
+    h.update(str(tuple(x.shape)).encode())
+    h.update(x.numpy().tobytes())
+    return h.hexdigest()
+
+
+def _to_space(x: torch.Tensor, meta: MetricInfo, window: HUWindow, device: torch.device) -> torch.Tensor:
+    x = x.to(device)
+    return x if meta.space == "hu" else window_to_unit(x, window)
+
+
+def _check(meta: MetricInfo, pred: torch.Tensor, ref: torch.Tensor | None) -> None:
+    if meta.full_reference and ref is None:
+        raise UserError(f"{meta.name} is a full-reference metric: pass reference images", field="ref")
+    side = min(pred.shape[-2:])
+    if side < meta.min_size:
+        raise UserError(
+            f"{meta.name} needs images of at least {meta.min_size} pixels a side, got {tuple(pred.shape[-2:])}",
+            field="metrics",
+        )
+
+
+def drop_ref(ref_cache: dict, ref_key: str) -> None:
+    """Remove every entry a call with ``ref_key`` stored in ``ref_cache``."""
+    for k in [k for k in ref_cache if k[0] == ref_key]:
+        del ref_cache[k]
+
+
+def compute_metrics(
+    names: list[str],
+    pred_hu: np.ndarray | torch.Tensor,
+    ref_hu: np.ndarray | torch.Tensor | None,
+    *,
+    window: str | tuple[float, float] | HUWindow | None = "abdomen",
+    device: str | torch.device = "cpu",
+    batch_size: int = 16,
+    ref_cache: dict | None = None,
+    ref_key: str | None = None,
+    progress: bool = False,
+    skip_unavailable: bool = False,
+) -> dict[str, np.ndarray]:
+    """Score ``pred_hu`` against ``ref_hu`` with each metric in ``names``.
+
+    Args:
+        names: registered metric names (:data:`analysis.metrics.METRICS`).
+        pred_hu, ref_hu: ``(N, H, W)`` or ``(N, 1, H, W)`` images in HU (numpy or torch). ``ref_hu``
+            may be None when only no-reference metrics are requested.
+        window: HU window for the unit-space metrics (preset name, ``"lo,hi"``, pair or HUWindow).
+        device: where to compute. batch_size: images per chunk (metrics may use fewer).
+        ref_cache: a dict the caller keeps across calls with the same references (e.g. the epoch
+            checkpoints of one cell); reference-side work is done once per chunk and reused.
+        ref_key: optional label for the cache entries (see :func:`drop_ref`).
+        progress: show a progress bar over (metric, chunk).
+        skip_unavailable: if False (default) raise :class:`MetricUnavailable` for the first requested
+            metric whose weights are missing, before any work; if True leave such metrics out of the
+            result with a warning. Use :func:`unavailable_metrics` to get the reasons to record.
+
+    Returns:
+        ``{name: (N,) float64}`` per-image values, in the order of ``names``.
+    """
+    win = parse_window(window)
+    dev = torch.device(device)
+    if batch_size < 1:
+        raise UserError(f"batch_size must be ≥ 1, got {batch_size}", field="batch_size")
+    metas = [info(n) for n in dict.fromkeys(names)]
+    missing = unavailable_metrics([m.name for m in metas])
+    if missing and not skip_unavailable:
+        name = next(iter(missing))
+        raise MetricUnavailable(name, missing[name])
+    if missing:
+        warnings.warn(
+            "skipping unavailable metrics: " + "; ".join(f"{k}: {v}" for k, v in missing.items()),
+            stacklevel=2,
+        )
+    metas = [m for m in metas if m.name not in missing]
+    pred = as_nchw(pred_hu, "pred")
+    ref = as_nchw(ref_hu, "ref") if ref_hu is not None else None
+    if ref is not None and ref.shape != pred.shape:
+        raise UserError(
+            f"prediction {tuple(pred.shape)} and reference {tuple(ref.shape)} differ in shape", field="ref"
+        )
+    for m in metas:
+        _check(m, pred, ref)
+    ref_id = digest(ref) if (ref is not None and any(m.full_reference for m in metas)) else None
+    cache: dict = ref_cache if ref_cache is not None else {}
+    n = pred.shape[0]
+    plan = []
+    for m in metas:
+        scorer = get_scorer(m.name, dev)
+        bs = min(batch_size, scorer.max_batch or batch_size)
+        plan.append((m, scorer, [(s, min(s + bs, n)) for s in range(0, n, bs)]))
+    results: dict[str, np.ndarray] = {m.name: np.empty(n, dtype=np.float64) for m in metas}
+    with tqdm(
+        total=sum(len(c) for _, _, c in plan), desc="metrics", disable=not progress, leave=False
+    ) as bar:
+        for m, scorer, chunks in plan:
+            bar.set_postfix_str(m.name)
+            for start, stop in chunks:
+                state: Any = None
+                if m.full_reference:
+                    assert ref is not None
+                    key = (ref_key, ref_id, win.lo, win.hi, m.name, str(dev), start, stop)
+                    if key not in cache:
+                        cache[key] = scorer.prepare_ref(_to_space(ref[start:stop], m, win, dev))
+                    state = cache[key]
+                values = scorer.score(_to_space(pred[start:stop], m, win, dev), state)
+                results[m.name][start:stop] = values.detach().double().cpu().numpy()
+                bar.update(1)
+    return results
