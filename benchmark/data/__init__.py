@@ -5,10 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 from benchmark.data.base import SPLITS, Dataset, DatasetOptions, PairedSlices, Split
+from benchmark.data.synth import SynthDataset
 from benchmark.registry import lookup
 
 # The one place where dataset kinds are registered.
-DATASETS: dict[str, type[Dataset]] = {}
+DATASETS: dict[str, type[Dataset]] = {
+    "synth": SynthDataset,
+}
 
 
 def open_dataset(kind: str, options: dict[str, Any] | None = None) -> Dataset:

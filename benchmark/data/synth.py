@@ -1,0 +1,360 @@
+"""``synth``: the embedded, offline LDCT dataset simulated from procedural phantoms.
+
+Each *patient* (:mod:`benchmark.data.phantoms`) yields ``slices_per_patient`` neighbouring axial
+slices; patients are split into train / val / test (the last ``n_test`` patients are the test set,
+the ``n_val`` before them validation). Per slice the simulator
+
+1. rasterises the phantom on a 2× finer grid (``2N``, pixel ``p/2``) and converts HU to μ;
+2. forward-projects it at 720 views (fan beam, clinical-like geometry, or parallel beam);
+3. for every condition ``<dose>_<views>`` (dose ∈ {10, 25, 50, 100} % × views ∈ {180, 360, 720})
+   keeps every ``720/views``-th view, draws photon counts (:mod:`benchmark.data.simulate`, Zeng et
+   al. 2015) and reconstructs with Hann-apodised FBP on the ``N × N`` output grid, in HU.
+
+**Dose is per view.** ``I0`` counts photons per ray *per view*; ``dose`` scales it. At fixed dose
+fraction, 360 views carry half the total (patient) dose of 720 views and 180 views a quarter, so
+the FBP noise variance scales like ``1 / (dose · views)``: ``25_720`` and ``50_360`` have about the
+same noise, but ``50_360`` adds view-aliasing streaks.
+
+**Targets.** ``target: fbp`` (default) is the noiseless 720-view FBP of the same sinogram: it has the
+same resolution (detector, interpolation, Hann apodisation) as the inputs, so a denoiser is asked to
+remove noise and streaks only. ``target: phantom`` is the phantom itself (2×2 block mean of the fine
+grid), which also asks for deblurring. Both are stored; ``PairedSlices.extra`` carries the other.
+
+Cache (:mod:`benchmark.data.cache`): ``<cache_root>/synth/<size>-<hash>/<split>/`` with
+``<condition>.npy`` inputs, ``target_fbp.npy``, ``phantom.npy``, ``clean_<views>.npy`` (noiseless
+FBP at each view count, for noise measurements), ``roi.npy`` (uniform-region mask), ``patients.npy``,
+``slice_ids.npy``, ``regions.npy``, and for the training split ``sino_clean.npy`` (720-view line
+integrals) so training noise can be redrawn per epoch.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+import torch
+from pydantic import Field, NonNegativeFloat, PositiveFloat, model_validator
+from scipy import ndimage
+from tqdm.auto import tqdm
+
+from benchmark.data import cache
+from benchmark.data.base import SPLITS, Dataset, DatasetOptions, PairedSlices, Split
+from benchmark.data.phantoms import Grid, downsample2, patient_kind, patient_slices
+from benchmark.data.projector import Geometry, clinical_geometry
+from benchmark.data.simulate import NoiseModel, add_noise, project_hu, reconstruct_hu
+from benchmark.errors import UserError
+
+# Bump when anything that changes the arrays changes (phantoms, physics, projector, layout).
+GENERATOR_VERSION = "synth-1"
+
+DOSES_PERCENT: tuple[int, ...] = (10, 25, 50, 100)
+VIEWS: tuple[int, ...] = (180, 360, 720)
+FULL_VIEWS = 720
+FOV_MM = 400.0
+SLICE_MM = 3.0
+
+SizeName = Literal["tiny", "small", "full"]
+
+
+def condition_name(dose_percent: int, views: int) -> str:
+    return f"{dose_percent}_{views}"
+
+
+CONDITIONS: tuple[str, ...] = tuple(condition_name(d, v) for d in DOSES_PERCENT for v in VIEWS)
+
+
+def parse_condition(name: str) -> tuple[int, int]:
+    """``"25_360"`` → ``(25, 360)``; anything else is a :class:`UserError` listing the valid names."""
+    if name not in CONDITIONS:
+        raise UserError(
+            f"unknown synth condition {name!r}; valid: {', '.join(CONDITIONS)} (<dose %>_<views>)",
+            field="doses",
+        )
+    d, v = name.split("_")
+    return int(d), int(v)
+
+
+# size → (image side N, patients, slices per patient, (n_val, n_test), default I0 per ray per view)
+SIZES: dict[str, tuple[int, int, int, tuple[int, int], float]] = {
+    "tiny": (96, 8, 4, (1, 2), 2.0e4),
+    "small": (256, 24, 8, (4, 4), 1.0e5),
+    "full": (512, 40, 16, (5, 5), 3.0e5),
+}
+
+
+class SynthOptions(DatasetOptions):
+    """Options of ``synth`` (all optional).
+
+    ``size``: tiny (96², 8 patients × 4 slices, CI, seconds), small (256², 24 × 8, CPU default),
+    full (512², 40 × 16, GPU box). ``patients`` / ``slices_per_patient`` override the size's counts
+    (≥ 3 patients: one each for train, val, test). ``i0``: photons per ray per view at 100 % dose
+    (default per size, chosen so the full-dose noise stays clinical-like at each pixel size).
+    ``redraw_train_noise``: training inputs get fresh noise per ``(seed, epoch)`` of ``load``.
+    ``build_device``: where the projector runs while building (``auto`` = CUDA if present); noise is
+    always drawn on the CPU with numpy, so it is identical on every machine.
+    """
+
+    size: SizeName = "small"
+    target: Literal["fbp", "phantom"] = "fbp"
+    geometry: Literal["fan", "parallel"] = "fan"
+    redraw_train_noise: bool = False
+    seed: int = 0
+    patients: int | None = Field(default=None, ge=3)
+    slices_per_patient: int | None = Field(default=None, ge=1)
+    i0: PositiveFloat | None = None
+    electronic_noise_var: NonNegativeFloat = 10.0
+    filter: Literal["hann", "ramp"] = "hann"
+    build_device: Literal["auto", "cpu", "cuda"] = "auto"
+
+    @model_validator(mode="after")
+    def _cuda_present(self) -> SynthOptions:
+        if self.build_device == "cuda" and not torch.cuda.is_available():
+            raise ValueError("build_device is 'cuda' but no CUDA device is available; use 'auto' or 'cpu'")
+        return self
+
+
+def _split_counts(n_patients: int, val_test: tuple[int, int]) -> tuple[int, int, int]:
+    n_val, n_test = val_test
+    if n_patients < n_val + n_test + 1:  # scale down, keeping at least one patient per split
+        n_val = max(1, round(n_patients * n_val / (n_val + n_test + 4)))
+        n_test = max(1, round(n_patients * n_test / (n_val + n_test + 4)))
+    n_train = n_patients - n_val - n_test
+    if n_train < 1:
+        raise UserError(f"{n_patients} patients cannot be split into train/val/test", field="dataset.options.patients")
+    return n_train, n_val, n_test
+
+
+def uniform_roi(phantom_hu: np.ndarray, pixel_mm: float) -> np.ndarray:
+    """Uniform soft-tissue/fluid regions of a phantom slice ``(H, W)`` → bool mask.
+
+    Pixels whose ~8 mm neighbourhood in the phantom varies by less than 12 HU (std) and lies in
+    [−150, 250] HU: fat, muscle, organ parenchyma, not edges, bone, lung or air. Used to measure noise
+    as the standard deviation of ``input − clean FBP`` there.
+    """
+    size = max(3, round(8.0 / pixel_mm) | 1)
+    img = phantom_hu.astype(np.float64)
+    mean = ndimage.uniform_filter(img, size)
+    sq = ndimage.uniform_filter(img * img, size)
+    std = np.sqrt(np.maximum(sq - mean * mean, 0))
+    roi = (std < 12) & (img > -150) & (img < 250)
+    return ndimage.binary_erosion(roi, iterations=1)
+
+
+class SynthDataset(Dataset):
+    """Simulated LDCT from seeded anthropomorphic phantoms (see the module docstring)."""
+
+    kind: ClassVar[str] = "synth"
+    Options: ClassVar[type[DatasetOptions]] = SynthOptions
+    summary: ClassVar[str] = "simulated fan-beam LDCT of procedural abdomen/thorax/head phantoms, 12 dose × view conditions"
+
+    options: SynthOptions
+
+    # --- sizes and geometry -------------------------------------------------------------------
+    @property
+    def image_size(self) -> int:
+        return SIZES[self.options.size][0]
+
+    @property
+    def pixel_mm(self) -> float:
+        return FOV_MM / self.image_size
+
+    @property
+    def n_patients(self) -> int:
+        return self.options.patients or SIZES[self.options.size][1]
+
+    @property
+    def n_slices(self) -> int:
+        return self.options.slices_per_patient or SIZES[self.options.size][2]
+
+    @property
+    def i0(self) -> float:
+        return float(self.options.i0 or SIZES[self.options.size][4])
+
+    def split_patients(self) -> dict[str, list[int]]:
+        n_train, n_val, _ = _split_counts(self.n_patients, SIZES[self.options.size][3])
+        idx = list(range(self.n_patients))
+        return {"train": idx[:n_train], "val": idx[n_train : n_train + n_val], "test": idx[n_train + n_val :]}
+
+    def geometry(self, views: int = FULL_VIEWS, *, fine: bool = False) -> Geometry:
+        """The scanner seeing the output grid (``fine=False``) or the 2× finer forward grid."""
+        geom = clinical_geometry(self.options.geometry, self.image_size, FOV_MM, views)
+        return geom.with_image(2 * self.image_size, self.pixel_mm / 2) if fine else geom
+
+    def noise_model(self) -> NoiseModel:
+        return NoiseModel(i0=self.i0, electronic_var=self.options.electronic_noise_var)
+
+    def _hash_payload(self) -> dict[str, Any]:
+        o = self.options
+        return {
+            "version": GENERATOR_VERSION,
+            "size": o.size,
+            "geometry": o.geometry,
+            "seed": o.seed,
+            "patients": self.n_patients,
+            "slices": self.n_slices,
+            "i0": self.i0,
+            "electronic_noise_var": o.electronic_noise_var,
+            "filter": o.filter,
+        }
+
+    @property
+    def cache_folder(self) -> Path:
+        return cache.cache_dir("synth", self.options.size, self._hash_payload())
+
+    def _device(self) -> torch.device:
+        want = self.options.build_device
+        if want == "auto":
+            want = "cuda" if torch.cuda.is_available() else "cpu"
+        return torch.device(want)
+
+    # --- Dataset interface --------------------------------------------------------------------
+    def conditions(self) -> list[str]:
+        return list(CONDITIONS)
+
+    def prepare(self, *, progress: bool = True) -> None:
+        cache.ensure_built(self.cache_folder, lambda tmp: self._build(tmp, progress))
+
+    def load(self, split: Split, condition: str, *, epoch: int | None = None, seed: int | None = None) -> PairedSlices:
+        if split not in SPLITS:
+            raise UserError(f"unknown split {split!r}; valid: {', '.join(SPLITS)}", field="split")
+        dose, views = parse_condition(condition)
+        self.prepare(progress=True)
+        d = self.cache_folder / split
+        target_fbp, phantom = cache.open_array(d / "target_fbp.npy"), cache.open_array(d / "phantom.npy")
+        clean = target_fbp if views == FULL_VIEWS else cache.open_array(d / f"clean_{views}.npy")
+        if split == "train" and self.options.redraw_train_noise and epoch is not None:
+            inputs = self._redraw(d, dose, views, epoch, seed if seed is not None else 0)
+        else:
+            inputs = cache.open_array(d / f"{condition}.npy")
+        targets, other = (target_fbp, phantom) if self.options.target == "fbp" else (phantom, target_fbp)
+        return PairedSlices(
+            inputs=inputs,
+            targets=targets,
+            patients=np.load(d / "patients.npy"),
+            slice_ids=np.load(d / "slice_ids.npy"),
+            condition=condition,
+            split=split,
+            pixel_spacing_mm=self.pixel_mm,
+            extra={
+                "dose": dose / 100,
+                "views": views,
+                "target_kind": self.options.target,
+                "other_target": other,
+                "clean_fbp": clean,
+                "roi": cache.open_array(d / "roi.npy"),
+                "regions": np.load(d / "regions.npy"),
+            },
+        )
+
+    def describe(self) -> dict[str, Any]:
+        g = self.geometry()
+        out = super().describe()
+        out.update(
+            image_size=self.image_size,
+            pixel_mm=self.pixel_mm,
+            patients=self.n_patients,
+            slices_per_patient=self.n_slices,
+            split_patients={k: len(v) for k, v in self.split_patients().items()},
+            conditions=list(CONDITIONS),
+            i0_per_ray_per_view=self.i0,
+            geometry={"kind": g.kind, "channels": g.channels, "sid_mm": g.sid_mm, "sdd_mm": g.sdd_mm,
+                      "fov_mm": FOV_MM, "full_views": FULL_VIEWS},
+            cache=str(self.cache_folder),
+            built=cache.is_built(self.cache_folder),
+        )
+        return out
+
+    # --- building -----------------------------------------------------------------------------
+    def _noise_rng(self, patient: int, dose: int, views: int, epoch: int | None = None, seed: int = 0):
+        key = [self.options.seed, patient, dose, views] + ([] if epoch is None else [1, seed, epoch])
+        return np.random.default_rng(key)
+
+    def _simulate_patient(self, index: int, device: torch.device) -> dict[str, np.ndarray]:
+        """All arrays of one patient's slices (see the module docstring)."""
+        n = self.image_size
+        fine = patient_slices(self.options.seed, index, self.n_slices, Grid(2 * n, self.pixel_mm / 2), slice_mm=SLICE_MM)
+        out: dict[str, np.ndarray] = {"phantom": downsample2(fine)}
+        sino = project_hu(fine, self.geometry(fine=True), device=device)
+        out["sino_clean"] = sino
+        model = self.noise_model()
+        for views in VIEWS:
+            step = FULL_VIEWS // views
+            sub = np.ascontiguousarray(sino[:, ::step])
+            g = self.geometry(views)
+            clean = reconstruct_hu(sub, g, filter_name=self.options.filter, device=device)
+            out["target_fbp" if views == FULL_VIEWS else f"clean_{views}"] = clean
+            for dose in DOSES_PERCENT:
+                noisy = add_noise(sub, g, model, dose / 100, self._noise_rng(index, dose, views))
+                out[condition_name(dose, views)] = reconstruct_hu(noisy, g, filter_name=self.options.filter, device=device)
+        out["roi"] = np.stack([uniform_roi(p, self.pixel_mm) for p in out["phantom"]])
+        return out
+
+    def _redraw(self, d: Path, dose: int, views: int, epoch: int, seed: int) -> np.ndarray:
+        """Fresh training noise for ``(seed, epoch)``: re-simulate counts from the stored sinograms."""
+        sino = cache.open_array(d / "sino_clean.npy")
+        patients = np.load(d / "patients.npy")
+        g = self.geometry(views)
+        out = np.empty((sino.shape[0], self.image_size, self.image_size), dtype=np.float32)
+        model = self.noise_model()
+        for name in dict.fromkeys(patients.tolist()):
+            rows = np.flatnonzero(patients == name)
+            sub = np.ascontiguousarray(sino[rows][:, :: FULL_VIEWS // views])
+            noisy = add_noise(sub, g, model, dose / 100, self._noise_rng(int(name[1:]), dose, views, epoch, seed))
+            out[rows] = reconstruct_hu(noisy, g, filter_name=self.options.filter, device=self._device())
+        return out
+
+    def _build(self, tmp: Path, progress: bool) -> dict[str, Any]:
+        device = self._device()
+        n = self.image_size
+        splits = self.split_patients()
+        arrays: dict[str, dict[str, np.ndarray]] = {}
+        names = ["phantom", "target_fbp", "roi", *(f"clean_{v}" for v in VIEWS if v != FULL_VIEWS), *CONDITIONS]
+        for split, members in splits.items():
+            s = len(members) * self.n_slices
+            arrays[split] = {k: cache.new_array(tmp / split / f"{k}.npy", (s, n, n), np.bool_ if k == "roi" else np.float32)
+                             for k in names}
+            if split == "train":
+                g = self.geometry(fine=True)
+                arrays[split]["sino_clean"] = cache.new_array(tmp / split / "sino_clean.npy", (s, g.views, g.channels))
+            pats = [f"P{i:03d}" for i in members for _ in range(self.n_slices)]
+            np.save(tmp / split / "patients.npy", np.array(pats))
+            np.save(tmp / split / "slice_ids.npy", np.array([f"P{i:03d}/{k:03d}" for i in members for k in range(self.n_slices)]))
+            np.save(tmp / split / "regions.npy", np.array([patient_kind(i) for i in members for _ in range(self.n_slices)]))
+        order = [(split, pos, idx) for split, members in splits.items() for pos, idx in enumerate(members)]
+        bar = tqdm(order, desc=f"synth {self.options.size}: simulating patients", unit="patient", disable=not progress)
+        for split, pos, idx in bar:
+            sim = self._simulate_patient(idx, device)
+            rows = slice(pos * self.n_slices, (pos + 1) * self.n_slices)
+            for key, arr in arrays[split].items():
+                arr[rows] = sim[key]
+        for per_split in arrays.values():
+            for arr in per_split.values():
+                arr.flush()
+        del arrays
+        g = self.geometry()
+        return {
+            "kind": "synth",
+            "generator_version": GENERATOR_VERSION,
+            "hash_payload": self._hash_payload(),
+            "image_size": n,
+            "pixel_mm": self.pixel_mm,
+            "splits": {k: [f"P{i:03d}" for i in v] for k, v in splits.items()},
+            "conditions": list(CONDITIONS),
+            "geometry": {"kind": g.kind, "channels": g.channels, "fan_spacing_rad": g.fan_spacing_rad,
+                         "channel_mm": g.channel_mm, "sid_mm": g.sid_mm, "sdd_mm": g.sdd_mm, "fov_mm": FOV_MM},
+            "i0_per_ray_per_view": self.i0,
+            "dose_is_per_view": True,
+        }
+
+
+def noise_std_hu(pairs: PairedSlices) -> float:
+    """Noise standard deviation in HU: std of ``input − clean FBP`` (same views) over the uniform ROI."""
+    clean = pairs.extra["clean_fbp"]
+    roi = np.asarray(pairs.extra["roi"], dtype=bool)
+    diff = np.asarray(pairs.inputs, dtype=np.float64) - np.asarray(clean, dtype=np.float64)
+    return float(diff[roi].std())
+
+
+__all__ = ["CONDITIONS", "DOSES_PERCENT", "GENERATOR_VERSION", "SIZES", "VIEWS", "SynthDataset", "SynthOptions",
+           "noise_std_hu"]
