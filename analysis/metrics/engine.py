@@ -6,8 +6,8 @@ each chunk to the metric's input space, gets the reference side from ``ref_cache
 stores it) and scores the prediction chunk.
 
 Reference cache correctness: entries are keyed by a content digest of the reference HU array
-(BLAKE2b over its float32 bytes and shape), the window, the metric, the device and the chunk
-bounds. A different reference can therefore never hit a stale entry, whatever the caller passes;
+(BLAKE2b over its float32 bytes and shape), the window, the metric, the device, the weight files
+(path and modification time) and the chunk bounds. A different reference can therefore never hit a stale entry, whatever the caller passes;
 ``ref_key`` is only a label that lets a caller drop its entries (:func:`drop_ref`). Hashing costs
 about 10 ms per 16×512² stack; the cached state (windowed references, deep features) can be large
 (LPIPS-alex ≈ 11 MB, LPIPS-vgg ≈ 130 MB, DISTS ≈ 60 MB per 512² image): the caller owns the dict
@@ -63,6 +63,12 @@ def unavailable_metrics(names: list[str]) -> dict[str, str]:
     return out
 
 
+def _scorer_key(meta: MetricInfo, dev: torch.device) -> tuple:
+    """Metric, device and each weight file's path and modification time."""
+    files = (weights.weight_path(k) for k in meta.weights)
+    return (meta.name, str(dev), tuple((str(p), p.stat().st_mtime_ns) for p in files))
+
+
 def get_scorer(name: str, device: torch.device | str = "cpu") -> Scorer:
     """The (memoised) scorer of ``name`` on ``device``. The memo key includes each weight file's path
     and modification time, so replacing a weight file (or pointing ``TORCH_HOME`` elsewhere) rebuilds."""
@@ -71,8 +77,7 @@ def get_scorer(name: str, device: torch.device | str = "cpu") -> Scorer:
     ok, reason = available(name)
     if not ok:
         raise MetricUnavailable(name, reason)
-    wkey = tuple((str(p), p.stat().st_mtime_ns) for p in (weights.weight_path(k) for k in meta.weights))
-    key = (name, str(dev), wkey)
+    key = _scorer_key(meta, dev)
     if key not in _SCORERS:
         assert meta.build is not None, f"metric {name} has no builder"
         _SCORERS[key] = meta.build(dev)
@@ -197,7 +202,7 @@ def compute_metrics(
                 state: Any = None
                 if m.full_reference:
                     assert ref is not None
-                    key = (ref_key, ref_id, win.lo, win.hi, m.name, str(dev), start, stop)
+                    key = (ref_key, ref_id, win.lo, win.hi, _scorer_key(m, dev), start, stop)
                     if key not in cache:
                         cache[key] = scorer.prepare_ref(_to_space(ref[start:stop], m, win, dev))
                     state = cache[key]
