@@ -13,7 +13,9 @@ from losses.base import AdversarialLoss, CompositeLoss, LossInfo
 from losses.charbonnier import CharbonnierLoss
 from losses.l1 import L1Loss
 from losses.mse import MSELoss
+from losses.mstlf import MSTLFAttentionLoss, MSTLFLoss
 
+_MSTLF_PAPER = "Di Feola et al., Multi-scale texture loss for CT denoising with GANs, arXiv 2403.16640"
 
 # The one place where losses are registered.
 LOSSES: dict[str, LossInfo] = {
@@ -21,6 +23,14 @@ LOSSES: dict[str, LossInfo] = {
     "l1": LossInfo(L1Loss, "mean absolute error", "Zhao et al., IEEE TCI 2017", dims=(2, 3), tags=("pixel",)),
     "charbonnier": LossInfo(
         CharbonnierLoss, "sqrt((x-y)^2 + eps^2), eps=1e-3", "Lai et al., LapSRN, CVPR 2017", dims=(2, 3), tags=("pixel",)
+    ),
+    "mstlf": LossInfo(
+        MSTLFLoss, "multi-scale soft-GLCM texture loss, static aggregation (max/average/frobenius)",
+        _MSTLF_PAPER, tags=("texture",),
+    ),
+    "mstlf_attention": LossInfo(
+        MSTLFAttentionLoss, "multi-scale soft-GLCM texture loss, self-attention aggregation (trainable)",
+        _MSTLF_PAPER, has_parameters=True, tags=("texture",),
     ),
 }
 
