@@ -79,7 +79,7 @@ def add_noise(sino: np.ndarray, geom: Geometry, model: NoiseModel, dose: float, 
 
 
 def reconstruct_hu(sino: np.ndarray | torch.Tensor, geom: Geometry, *, filter_name: str = "hann",
-                   batch: int = 16, device: str | torch.device = "cpu") -> np.ndarray:
+                   batch: int = 64, device: str | torch.device = "cpu") -> np.ndarray:
     """FBP of line integrals ``(B, V, C)`` on ``geom``'s grid → HU ``(B, H, W)`` float32.
 
     Pixels outside the field-of-view circle are set to air (−1000 HU).
@@ -96,7 +96,7 @@ def reconstruct_hu(sino: np.ndarray | torch.Tensor, geom: Geometry, *, filter_na
     return out
 
 
-def project_hu(images_hu: np.ndarray, geom: Geometry, *, batch: int = 8,
+def project_hu(images_hu: np.ndarray, geom: Geometry, *, batch: int = 64,
                device: str | torch.device = "cpu") -> np.ndarray:
     """Line integrals ``(B, V, C)`` float32 of HU images ``(B, H, W)`` on ``geom``'s grid."""
     out = np.empty((images_hu.shape[0], geom.views, geom.channels), dtype=np.float32)

@@ -52,6 +52,7 @@ DOSES_PERCENT: tuple[int, ...] = (10, 25, 50, 100)
 VIEWS: tuple[int, ...] = (180, 360, 720)
 FULL_VIEWS = 720
 FOV_MM = 400.0
+GROUP_SLICES = 32  # slices simulated together (one batched projector call)
 SLICE_MM = 3.0
 
 SizeName = Literal["tiny", "small", "full"]
@@ -75,12 +76,17 @@ def parse_condition(name: str) -> tuple[int, int]:
     return int(d), int(v)
 
 
-# size → (image side N, patients, slices per patient, (n_val, n_test), default I0 per ray per view)
-SIZES: dict[str, tuple[int, int, int, tuple[int, int], float]] = {
-    "tiny": (96, 8, 4, (1, 2), 2.0e4),
-    "small": (256, 24, 8, (4, 4), 1.0e5),
-    "full": (512, 40, 16, (5, 5), 3.0e5),
+# size → (image side N, patients, slices per patient, (n_val, n_test))
+SIZES: dict[str, tuple[int, int, int, tuple[int, int]]] = {
+    "tiny": (96, 8, 4, (1, 2)),
+    "small": (256, 24, 8, (4, 4)),
+    "full": (512, 40, 16, (5, 5)),
 }
+# Photons per ray per view at 100 % dose (Zeng et al. 2015 use 1e5–5e5). The same for every size, so
+# all sizes share the photon-count regime (and the √(1/dose) noise scaling); the noise in HU grows
+# with the image size because pixels get smaller (≈ 3 / 9 / 18 HU at 100 %, 720 views, for
+# tiny / small / full in soft tissue).
+DEFAULT_I0 = 2.0e5
 
 
 class SynthOptions(DatasetOptions):
@@ -89,7 +95,7 @@ class SynthOptions(DatasetOptions):
     ``size``: tiny (96², 8 patients × 4 slices, CI, seconds), small (256², 24 × 8, CPU default),
     full (512², 40 × 16, GPU box). ``patients`` / ``slices_per_patient`` override the size's counts
     (≥ 3 patients: one each for train, val, test). ``i0``: photons per ray per view at 100 % dose
-    (default per size, chosen so the full-dose noise stays clinical-like at each pixel size).
+    (default ``DEFAULT_I0`` = 2e5 for every size).
     ``redraw_train_noise``: training inputs get fresh noise per ``(seed, epoch)`` of ``load``.
     ``build_device``: where the projector runs while building (``auto`` = CUDA if present); noise is
     always drawn on the CPU with numpy, so it is identical on every machine.
@@ -169,7 +175,7 @@ class SynthDataset(Dataset):
 
     @property
     def i0(self) -> float:
-        return float(self.options.i0 or SIZES[self.options.size][4])
+        return float(self.options.i0 or DEFAULT_I0)
 
     def split_patients(self) -> dict[str, list[int]]:
         n_train, n_val, _ = _split_counts(self.n_patients, SIZES[self.options.size][3])
@@ -270,23 +276,35 @@ class SynthDataset(Dataset):
         key = [self.options.seed, patient, dose, views] + ([] if epoch is None else [1, seed, epoch])
         return np.random.default_rng(key)
 
-    def _simulate_patient(self, index: int, device: torch.device) -> dict[str, np.ndarray]:
-        """All arrays of one patient's slices (see the module docstring)."""
-        n = self.image_size
-        fine = patient_slices(self.options.seed, index, self.n_slices, Grid(2 * n, self.pixel_mm / 2), slice_mm=SLICE_MM)
+    def _simulate_group(self, indices: list[int], device: torch.device) -> dict[str, np.ndarray]:
+        """All arrays of the slices of patients ``indices``, concatenated in that order.
+
+        The slices of several patients share each projector call (batched sparse products); the
+        noise of each patient and condition comes from its own seed, so grouping never changes the
+        arrays.
+        """
+        n, k = self.image_size, self.n_slices
+        grid = Grid(2 * n, self.pixel_mm / 2)
+        fine = np.concatenate([patient_slices(self.options.seed, i, k, grid, slice_mm=SLICE_MM) for i in indices])
         out: dict[str, np.ndarray] = {"phantom": downsample2(fine)}
         sino = project_hu(fine, self.geometry(fine=True), device=device)
+        del fine
         out["sino_clean"] = sino
         model = self.noise_model()
         for views in VIEWS:
-            step = FULL_VIEWS // views
-            sub = np.ascontiguousarray(sino[:, ::step])
+            sub = np.ascontiguousarray(sino[:, :: FULL_VIEWS // views])
             g = self.geometry(views)
-            clean = reconstruct_hu(sub, g, filter_name=self.options.filter, device=device)
-            out["target_fbp" if views == FULL_VIEWS else f"clean_{views}"] = clean
+            noisy = [sub]  # the clean sinogram first, then one per dose
             for dose in DOSES_PERCENT:
-                noisy = add_noise(sub, g, model, dose / 100, self._noise_rng(index, dose, views))
-                out[condition_name(dose, views)] = reconstruct_hu(noisy, g, filter_name=self.options.filter, device=device)
+                noisy.append(np.concatenate([
+                    add_noise(sub[j * k : (j + 1) * k], g, model, dose / 100, self._noise_rng(i, dose, views))
+                    for j, i in enumerate(indices)
+                ]))
+            recon = reconstruct_hu(np.concatenate(noisy), g, filter_name=self.options.filter, device=device)
+            s = len(indices) * k
+            out["target_fbp" if views == FULL_VIEWS else f"clean_{views}"] = recon[:s]
+            for m, dose in enumerate(DOSES_PERCENT, start=1):
+                out[condition_name(dose, views)] = recon[m * s : (m + 1) * s]
         out["roi"] = np.stack([uniform_roi(p, self.pixel_mm) for p in out["phantom"]])
         return out
 
@@ -321,13 +339,21 @@ class SynthDataset(Dataset):
             np.save(tmp / split / "patients.npy", np.array(pats))
             np.save(tmp / split / "slice_ids.npy", np.array([f"P{i:03d}/{k:03d}" for i in members for k in range(self.n_slices)]))
             np.save(tmp / split / "regions.npy", np.array([patient_kind(i) for i in members for _ in range(self.n_slices)]))
-        order = [(split, pos, idx) for split, members in splits.items() for pos, idx in enumerate(members)]
-        bar = tqdm(order, desc=f"synth {self.options.size}: simulating patients", unit="patient", disable=not progress)
-        for split, pos, idx in bar:
-            sim = self._simulate_patient(idx, device)
-            rows = slice(pos * self.n_slices, (pos + 1) * self.n_slices)
+        per_group = max(1, GROUP_SLICES // self.n_slices)
+        groups = [
+            (split, pos, members[pos : pos + per_group])
+            for split, members in splits.items()
+            for pos in range(0, len(members), per_group)
+        ]
+        bar = tqdm(total=self.n_patients, desc=f"synth {self.options.size}: simulating patients", unit="patient",
+                   disable=not progress)
+        for split, pos, idx in groups:
+            sim = self._simulate_group(idx, device)
+            rows = slice(pos * self.n_slices, (pos + len(idx)) * self.n_slices)
             for key, arr in arrays[split].items():
                 arr[rows] = sim[key]
+            bar.update(len(idx))
+        bar.close()
         for per_split in arrays.values():
             for arr in per_split.values():
                 arr.flush()
