@@ -12,8 +12,10 @@ from benchmark.registry import lookup
 from losses.base import AdversarialLoss, CompositeLoss, LossInfo
 from losses.charbonnier import CharbonnierLoss
 from losses.l1 import L1Loss
+from losses.ms_ssim import MSSSIMLoss
 from losses.mse import MSELoss
 from losses.mstlf import MSTLFAttentionLoss, MSTLFLoss
+from losses.ssim import SSIMLoss
 
 _MSTLF_PAPER = "Di Feola et al., Multi-scale texture loss for CT denoising with GANs, arXiv 2403.16640"
 
@@ -23,6 +25,15 @@ LOSSES: dict[str, LossInfo] = {
     "l1": LossInfo(L1Loss, "mean absolute error", "Zhao et al., IEEE TCI 2017", dims=(2, 3), tags=("pixel",)),
     "charbonnier": LossInfo(
         CharbonnierLoss, "sqrt((x-y)^2 + eps^2), eps=1e-3", "Lai et al., LapSRN, CVPR 2017", dims=(2, 3), tags=("pixel",)
+    ),
+    "ssim": LossInfo(
+        SSIMLoss, "1 - SSIM, Gaussian 11x11 sigma 1.5 (piq), net space or an HU window",
+        "Wang et al., IEEE TIP 2004; Zhao et al., IEEE TCI 2017", value_domain=(0.0, 2.0), tags=("structural",),
+    ),
+    "ms_ssim": LossInfo(
+        MSSSIMLoss, "1 - MS-SSIM, Gaussian 11x11 sigma 1.5 (piq), 1-5 scales",
+        "Wang, Simoncelli & Bovik, Asilomar 2003; Zhao et al., IEEE TCI 2017", value_domain=(0.0, 1.0),
+        tags=("structural",),
     ),
     "mstlf": LossInfo(
         MSTLFLoss, "multi-scale soft-GLCM texture loss, static aggregation (max/average/frobenius)",
