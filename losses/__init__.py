@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import math
 from typing import Any
 
 from torch import nn
@@ -12,10 +13,15 @@ from benchmark.registry import lookup
 from losses.base import AdversarialLoss, CompositeLoss, LossInfo
 from losses.charbonnier import CharbonnierLoss
 from losses.l1 import L1Loss
+from losses.lsgan import LSGANLoss
 from losses.ms_ssim import MSSSIMLoss
 from losses.mse import MSELoss
 from losses.mstlf import MSTLFAttentionLoss, MSTLFLoss
 from losses.ssim import SSIMLoss
+from losses.upl import UPLLoss
+from losses.vanilla_gan import VanillaGANLoss
+from losses.vgg import VGGLoss
+from losses.wgan_gp import WGANGPLoss
 
 _MSTLF_PAPER = "Di Feola et al., Multi-scale texture loss for CT denoising with GANs, arXiv 2403.16640"
 
@@ -35,6 +41,14 @@ LOSSES: dict[str, LossInfo] = {
         "Wang, Simoncelli & Bovik, Asilomar 2003; Zhao et al., IEEE TCI 2017", value_domain=(0.0, 1.0),
         tags=("structural",),
     ),
+    "vgg": LossInfo(
+        VGGLoss, "VGG16/19 feature distance at named layers (ImageNet weights file), L1/L2",
+        "Johnson et al., ECCV 2016; Yang et al., WGAN-VGG, IEEE TMI 2018", needs_weights=True, tags=("perceptual",),
+    ),
+    "upl": LossInfo(
+        UPLLoss, "untrained perceptual loss: random frozen conv net (seeded), feature L2/L1",
+        "Pfaehler et al., arXiv 2411.05884", dims=(2, 3), tags=("perceptual",),
+    ),
     "mstlf": LossInfo(
         MSTLFLoss, "multi-scale soft-GLCM texture loss, static aggregation (max/average/frobenius)",
         _MSTLF_PAPER, tags=("texture",),
@@ -42,6 +56,18 @@ LOSSES: dict[str, LossInfo] = {
     "mstlf_attention": LossInfo(
         MSTLFAttentionLoss, "multi-scale soft-GLCM texture loss, self-attention aggregation (trainable)",
         _MSTLF_PAPER, has_parameters=True, tags=("texture",),
+    ),
+    "wgan_gp": LossInfo(
+        WGANGPLoss, "WGAN-GP generator term -E[D(G(x))]; critic with gradient penalty (lambda 10), 5 critic steps",
+        "Gulrajani et al., NeurIPS 2017", value_domain=(-math.inf, math.inf), adversarial=True, tags=("adversarial",),
+    ),
+    "lsgan": LossInfo(
+        LSGANLoss, "least-squares GAN term 0.5*E[(D(G(x))-1)^2], 70x70 PatchGAN", "Mao et al., ICCV 2017",
+        adversarial=True, tags=("adversarial",),
+    ),
+    "vanilla": LossInfo(
+        VanillaGANLoss, "non-saturating BCE GAN term, 70x70 PatchGAN (pix2pix: {l1: 100, vanilla: 1})",
+        "Goodfellow et al., NeurIPS 2014; Isola et al., pix2pix, CVPR 2017", adversarial=True, tags=("adversarial",),
     ),
 }
 
