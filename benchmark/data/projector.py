@@ -31,9 +31,11 @@ times mm (μ in 1/mm gives dimensionless p); FBP returns the image units again.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from typing import Literal
 
@@ -202,7 +204,20 @@ def _taps_into(frac: torch.Tensor, n: int, stride: torch.Tensor, offset: torch.T
     val[:, k:] = w1 * weight
 
 
-_ROWS_BLOCK = 1 << 18  # matrix entries computed per step while building (keeps temporaries in cache)
+_ROWS_BLOCK = 1 << 20  # matrix entries computed per step while building (bounds the temporaries)
+
+
+@contextlib.contextmanager
+def _build_threads() -> Iterator[None]:
+    """Build matrices single-threaded on CPU: the build is a loop of many medium-sized element-wise
+    operations, for which intra-op thread synchronisation costs more than it saves (badly so on a
+    loaded machine); the sparse products that use the matrices keep all threads."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)
 
 
 def _joseph_block(geom: Geometry, angles: torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -215,6 +230,11 @@ def _joseph_block(geom: Geometry, angles: torch.Tensor, device: torch.device) ->
     x-dominant rays, ``a = centre − Y + X·dy/dx``, ``b = −dy/dx`` (a row index) and, for y-dominant
     rays, ``a = centre + X − Y·dx/dy``, ``b = −dx/dy`` (a column index).
     """
+    with _build_threads():
+        return _joseph_build(geom, angles, device)
+
+
+def _joseph_build(geom: Geometry, angles: torch.Tensor, device: torch.device) -> torch.Tensor:
     m, p = geom.image_size, geom.pixel_mm
     centre = (m - 1) / 2
     px, py, dx, dy, _ = (t.reshape(-1) for t in _ray_frames(geom, angles, geom.channel_positions(device)))
@@ -347,6 +367,11 @@ def _bp_block(geom: Geometry, first: int, last: int, weighted: bool, device: tor
     channel ``t / Δt`` and, in the fan beam, at fan angle ``γ = atan2(q, D − t)`` from the source at
     distance ``L² = (D − t)² + q²``.
     """
+    with _build_threads():
+        return _bp_build(geom, first, last, weighted, device)
+
+
+def _bp_build(geom: Geometry, first: int, last: int, weighted: bool, device: torch.device) -> torch.Tensor:
     x, y = _pixel_coords(geom, device)
     ang = geom.angles(device)[first:last]
     cos_sin = torch.stack((torch.cos(ang), torch.sin(ang))).float()  # (2, v)
