@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import io
 import os
+import pickle
 import re
 import tempfile
 from pathlib import Path
@@ -57,13 +58,35 @@ def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode())
 
 
+class _CanonicalPickler(pickle.Pickler):
+    """A pickler without memo ("fast" mode): the bytes depend on the content only, not on which
+    Python objects happen to be shared (a resumed run shares fewer strings than an uninterrupted one,
+    which would otherwise change the file while every value is equal). Tensor storages are still
+    deduplicated by torch's persistent ids."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fast = True
+
+
+class _canonical_pickle:  # noqa: N801 - stands in for the ``pickle`` module in torch.save
+    Pickler = _CanonicalPickler
+    Unpickler = pickle.Unpickler
+    dump = staticmethod(pickle.dump)
+    load = staticmethod(pickle.load)
+    HIGHEST_PROTOCOL = pickle.HIGHEST_PROTOCOL
+
+
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    """Serialise ``state`` (must contain ``format_version``, ``epoch``, ``cell``, ``model``) atomically."""
+    """Serialise ``state`` (must contain ``format_version``, ``epoch``, ``cell``, ``model``) atomically.
+
+    The bytes are a function of the content alone, so two runs of a cell, or an interrupted and
+    resumed run, give byte-identical files."""
     missing = [k for k in _REQUIRED if k not in state]
     if missing:
         raise ValueError(f"checkpoint state lacks {missing}")
     buf = io.BytesIO()
-    torch.save(state, buf)
+    torch.save(state, buf, pickle_module=_canonical_pickle)  # type: ignore[arg-type]
     atomic_write_bytes(path, buf.getvalue())
 
 

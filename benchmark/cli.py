@@ -32,17 +32,28 @@ def run(
     out: OutOpt,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bars; one log line per epoch (CI)")] = False,
     device: Annotated[str | None, typer.Option(help="override the matrix's device (auto, cpu, cuda, cuda:N)")] = None,
+    slurm: Annotated[bool, typer.Option("--slurm", help="submit one Slurm job per unfinished cell (submitit)")] = False,
+    slurm_partition: Annotated[str | None, typer.Option(help="Slurm partition")] = None,
+    slurm_time: Annotated[int, typer.Option(help="minutes per cell job")] = 24 * 60,
+    slurm_gpus: Annotated[int, typer.Option(help="GPUs per cell job")] = 1,
+    slurm_parallel: Annotated[int, typer.Option(help="max jobs running at once")] = 16,
 ) -> None:
     """Train every cell of MATRIX into OUT; finished cells are skipped, unfinished ones resume."""
-    from benchmark.config import load_matrix
+    from benchmark.config import MatrixConfig, load_matrix
     from benchmark.runner import Runner
     from benchmark.validate import check_matrix
 
     cfg = load_matrix(matrix)
     if device is not None:
-        cfg = cfg.model_copy(update={"device": device})
-        type(cfg).model_validate(cfg.model_dump())
+        cfg = MatrixConfig.model_validate({**cfg.model_dump(), "device": device})
     dataset = check_matrix(cfg)
+    if slurm:
+        from benchmark.slurm import SlurmOptions, submit
+
+        jobs = submit(cfg, out, SlurmOptions(partition=slurm_partition, timeout_min=slurm_time,
+                                             gpus_per_node=slurm_gpus, array_parallelism=slurm_parallel))
+        typer.echo(f"submitted {len(jobs)} job(s); logs under {out / 'slurm'}; `ldct-bench status --out {out}` follows them")
+        return
     runner = Runner(cfg, out, quiet=quiet, dataset=dataset)
     try:
         summary = runner.run()
@@ -87,7 +98,7 @@ def status(out: OutOpt, csv: Annotated[bool, typer.Option("--csv", help="CSV ins
         table.add_column(str(col))
     for row in df.itertuples(index=False):
         table.add_row(*["" if v is None or v != v else str(v) for v in row])
-    Console().print(table)
+    Console(width=max(160, Console().width)).print(table)
     counts = df["status"].value_counts().to_dict()
     typer.echo(", ".join(f"{n} {k}" for k, n in sorted(counts.items())))
 

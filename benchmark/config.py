@@ -202,7 +202,7 @@ class EvaluationConfig(Strict):
     """What ``ldct-bench analyze`` scores: metrics (names in ``analysis.metrics.METRICS``), the split,
     every N-th epoch checkpoint (the last one always), the HU window and a cap on images."""
 
-    metrics: list[str] = Field(default_factory=lambda: ["psnr", "ssim", "rmse", "vif", "niqe", "pique", "lpips", "dists"])
+    metrics: list[str] = Field(default_factory=lambda: ["psnr", "ssim", "rmse_hu", "vif", "niqe", "pique", "lpips", "dists"])
     split: Literal["val", "test"] = "test"
     every: PositiveInt = 1
     window: str | tuple[float, float] = "abdomen"

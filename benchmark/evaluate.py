@@ -21,7 +21,7 @@ def denoise(
     device = torch.device(device)
     out = np.empty(inputs_hu.shape, dtype=np.float32)
     for start in range(0, inputs_hu.shape[0], batch_size):
-        chunk = torch.from_numpy(np.ascontiguousarray(inputs_hu[start : start + batch_size], dtype=np.float32))
+        chunk = torch.from_numpy(np.array(inputs_hu[start : start + batch_size], dtype=np.float32))
         x = hu_to_net(chunk.unsqueeze(1).to(device))
         y = net_to_hu(model(x)).squeeze(1)
         out[start : start + batch_size] = y.float().cpu().numpy()

@@ -75,6 +75,8 @@ class RunSummary:
         ]
         if self.skipped_done and not self.trained:
             out.append("nothing to train: every cell is finished (see `ldct-bench status`)")
+        for c in self.trained:
+            out.append(f"  trained: {c}")
         for c in self.skipped_locked:
             out.append(f"  locked (another runner is training it): {c}")
         for c in self.diverged:
@@ -145,12 +147,15 @@ def _write_marker(path: Path, info: dict[str, Any]) -> None:
 
 def write_history(cell_dir: Path, history: list[dict[str, Any]]) -> None:
     """``history.csv`` = the checkpointed history (deterministic) joined with wall-clock seconds."""
+    if not history:
+        (cell_dir / HISTORY).unlink(missing_ok=True)
+        return
     df = pd.DataFrame(history)
     timing_path = cell_dir / TIMING
-    if timing_path.is_file() and len(df):
+    if timing_path.is_file():
         timing = pd.read_csv(timing_path).drop_duplicates("epoch", keep="last")
         df = df.merge(timing[["epoch", "seconds"]], on="epoch", how="left")
-    elif len(df):
+    else:
         df["seconds"] = float("nan")
     atomic_write_text(cell_dir / HISTORY, df.to_csv(index=False))
 
@@ -242,7 +247,7 @@ class Runner:
             try:
                 self.train_cell(cell, cdir)
             except Diverged as exc:
-                _write_marker(cdir / DIVERGED, {"epoch": exc.epoch, "term": exc.term, "message": str(exc)})
+                _write_marker(cdir / DIVERGED, {"epoch": exc.epoch, "term": exc.term, "message": f"epoch {exc.epoch}: {exc}"})
                 self.log(f"{cell.cell_id}: diverged at epoch {exc.epoch} ({exc})")
                 return "diverged"
             except (KeyboardInterrupt, UserError):

@@ -163,8 +163,8 @@ class TrainData:
     """The training split of one condition in network space, with the patch sampler."""
 
     def __init__(self, slices: PairedSlices, training: TrainingConfig) -> None:
-        self.x = hu_to_net(torch.from_numpy(np.asarray(slices.inputs, dtype=np.float32)))
-        self.y = hu_to_net(torch.from_numpy(np.asarray(slices.targets, dtype=np.float32)))
+        self.x = hu_to_net(torch.from_numpy(np.array(slices.inputs, dtype=np.float32)))  # a copy: memmaps are read-only
+        self.y = hu_to_net(torch.from_numpy(np.array(slices.targets, dtype=np.float32)))
         self.weights = patient_balanced_weights(slices.patients) if training.patient_balanced else None
         self.training = training
         n = training.patches_per_epoch or len(slices)
@@ -220,7 +220,7 @@ def generator_step(
     state.optimizer.step()
     for term in state.loss.adversarial_terms.values():
         term.discriminator.requires_grad_(True)
-    return float(total), {k: float(v) for k, v in terms.items()}
+    return float(total.detach()), {k: float(v) for k, v in terms.items()}
 
 
 def train_epoch(
@@ -256,8 +256,8 @@ def validate(
     sums: dict[str, float] = {}
     for start in range(0, n_total, batch_size):
         stop = min(start + batch_size, n_total)
-        x = hu_to_net(torch.from_numpy(np.asarray(slices.inputs[start:stop], dtype=np.float32))).unsqueeze(1).to(device)
-        y = hu_to_net(torch.from_numpy(np.asarray(slices.targets[start:stop], dtype=np.float32))).unsqueeze(1).to(device)
+        x = hu_to_net(torch.from_numpy(np.array(slices.inputs[start:stop], dtype=np.float32))).unsqueeze(1).to(device)
+        y = hu_to_net(torch.from_numpy(np.array(slices.targets[start:stop], dtype=np.float32))).unsqueeze(1).to(device)
         total, terms = state.loss.compute(state.model(x), y)
         n = stop - start
         for k, v in {"val_loss": float(total), **{f"val_{t}": float(v) for t, v in terms.items()}}.items():
