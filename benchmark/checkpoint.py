@@ -69,7 +69,7 @@ class _CanonicalPickler(pickle.Pickler):
         self.fast = True
 
 
-class _canonical_pickle:  # noqa: N801 - stands in for the ``pickle`` module in torch.save
+class _canonical_pickle:
     Pickler = _CanonicalPickler
     Unpickler = pickle.Unpickler
     dump = staticmethod(pickle.dump)
