@@ -234,6 +234,7 @@ class MatrixConfig(Strict):
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     device: str = Field("auto", description="auto, cpu, cuda or cuda:N")
     deterministic: bool = Field(True, description="on GPU, torch.use_deterministic_algorithms (slower)")
+    tensorboard: bool = Field(False, description="also write each cell's per-epoch scalars to <cell>/tensorboard")
 
     @field_validator("doses", mode="before")
     @classmethod

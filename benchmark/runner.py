@@ -280,6 +280,14 @@ class Runner:
         return build_state(model, loss, self.matrix.training, generator)
 
     def train_cell(self, cell: Cell, cdir: Path) -> None:
+        writer = _tensorboard_writer(cdir) if self.matrix.tensorboard else None
+        try:
+            self._train_cell(cell, cdir, writer)
+        finally:
+            if writer is not None:
+                writer.close()
+
+    def _train_cell(self, cell: Cell, cdir: Path, writer: Any) -> None:
         tr = self.matrix.training
         state = self.build(cell)
         ckpt_dir = cdir / "checkpoints"
@@ -329,6 +337,11 @@ class Runner:
             })
             _append_timing(cdir, epoch, time.perf_counter() - t0)
             write_history(cdir, state.history)
+            if writer is not None:
+                for key, value in row.items():
+                    if key != "epoch":
+                        writer.add_scalar(key, value, epoch)
+                writer.flush()
             self.log(f"{cell.cell_id}: epoch {epoch}/{tr.epochs} train_loss {row['train_loss']:.5g} "
                      f"val_loss {row['val_loss']:.5g} ({time.perf_counter() - t0:.1f} s)")
             if stop:
@@ -345,6 +358,15 @@ class Runner:
         else:
             state.bad_epochs += 1
         return es.enabled and state.bad_epochs >= es.patience
+
+
+def _tensorboard_writer(cdir: Path) -> Any:
+    """A writer for ``<cell>/tensorboard`` (needs the ``tensorboard`` package)."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError as exc:
+        raise UserError("needs the tensorboard package: pip install 'ldct-bench[tensorboard]'", field="tensorboard") from exc
+    return SummaryWriter(log_dir=str(cdir / "tensorboard"))
 
 
 def _finite(v: float) -> bool:
