@@ -69,9 +69,9 @@ class Timer:
         self.wall: dict[tuple[str, str], float] = {}
         self.cpu: dict[tuple[str, str], float] = {}
 
-    def run(self, way: str, metric: str, fn):  # type: ignore[no-untyped-def]
+    def run(self, way: str, metric: str, fn, *args, **kwargs):  # type: ignore[no-untyped-def]
         w0, c0 = time.perf_counter(), time.process_time()
-        out = fn()
+        out = fn(*args, **kwargs)
         key = (way, metric)
         self.wall[key] = self.wall.get(key, 0.0) + time.perf_counter() - w0
         self.cpu[key] = self.cpu.get(key, 0.0) + time.process_time() - c0
@@ -126,11 +126,9 @@ def compare(
     theirs: dict[str, list[np.ndarray]] = {n: [] for n in names}
     for pred in preds:
         for name in names:
-            out = timer.run("ours", name, lambda: compute_metrics([name], pred, ref, ref_cache=cache))  # noqa: B023
+            out = timer.run("ours", name, compute_metrics, [name], pred, ref, ref_cache=cache)
             ours[name].append(out[name])
-            theirs[name].append(
-                timer.run("naive", name, lambda: naive_one_checkpoint(naive[name], pred, ref))
-            )  # noqa: B023
+            theirs[name].append(timer.run("naive", name, naive_one_checkpoint, naive[name], pred, ref))
     return (
         timer,
         {n: np.concatenate(v) for n, v in ours.items()},
