@@ -5,12 +5,16 @@ from __future__ import annotations
 from typing import Any
 
 from benchmark.data.base import SPLITS, Dataset, DatasetOptions, PairedSlices, Split
+from benchmark.data.dicom import DicomPairsDataset
+from benchmark.data.mayo import Mayo2016Dataset
 from benchmark.data.synth import SynthDataset
 from benchmark.registry import lookup
 
 # The one place where dataset kinds are registered.
 DATASETS: dict[str, type[Dataset]] = {
     "synth": SynthDataset,
+    "mayo2016": Mayo2016Dataset,
+    "dicom_pairs": DicomPairsDataset,
 }
 
 

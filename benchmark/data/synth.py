@@ -35,11 +35,11 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 import torch
 from pydantic import Field, NonNegativeFloat, PositiveFloat, model_validator
-from scipy import ndimage
 from tqdm.auto import tqdm
 
 from benchmark.data import cache
 from benchmark.data.base import SPLITS, Dataset, DatasetOptions, PairedSlices, Split
+from benchmark.data.measure import difference_noise_std, uniform_roi
 from benchmark.data.phantoms import Grid, downsample2, patient_kind, patient_slices
 from benchmark.data.projector import Geometry, clinical_geometry
 from benchmark.data.simulate import NoiseModel, add_noise, project_hu, reconstruct_hu
@@ -129,22 +129,6 @@ def _split_counts(n_patients: int, val_test: tuple[int, int]) -> tuple[int, int,
     if n_train < 1:
         raise UserError(f"{n_patients} patients cannot be split into train/val/test", field="dataset.options.patients")
     return n_train, n_val, n_test
-
-
-def uniform_roi(phantom_hu: np.ndarray, pixel_mm: float) -> np.ndarray:
-    """Uniform soft-tissue/fluid regions of a phantom slice ``(H, W)`` → bool mask.
-
-    Pixels whose ~8 mm neighbourhood in the phantom varies by less than 12 HU (std) and lies in
-    [−150, 250] HU: fat, muscle, organ parenchyma, not edges, bone, lung or air. Used to measure noise
-    as the standard deviation of ``input − clean FBP`` there.
-    """
-    size = max(3, round(8.0 / pixel_mm) | 1)
-    img = phantom_hu.astype(np.float64)
-    mean = ndimage.uniform_filter(img, size)
-    sq = ndimage.uniform_filter(img * img, size)
-    std = np.sqrt(np.maximum(sq - mean * mean, 0))
-    roi = (std < 12) & (img > -150) & (img < 250)
-    return ndimage.binary_erosion(roi, iterations=1)
 
 
 class SynthDataset(Dataset):
@@ -376,10 +360,7 @@ class SynthDataset(Dataset):
 
 def noise_std_hu(pairs: PairedSlices) -> float:
     """Noise standard deviation in HU: std of ``input − clean FBP`` (same views) over the uniform ROI."""
-    clean = pairs.extra["clean_fbp"]
-    roi = np.asarray(pairs.extra["roi"], dtype=bool)
-    diff = np.asarray(pairs.inputs, dtype=np.float64) - np.asarray(clean, dtype=np.float64)
-    return float(diff[roi].std())
+    return difference_noise_std(pairs.inputs, pairs.extra["clean_fbp"], pairs.extra["roi"])
 
 
 __all__ = ["CONDITIONS", "DOSES_PERCENT", "GENERATOR_VERSION", "SIZES", "VIEWS", "SynthDataset", "SynthOptions",
