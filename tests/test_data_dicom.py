@@ -128,7 +128,7 @@ def test_corrupt_and_non_ct_files_are_named(mayo_root, tmp_cache):
     bad = mayo_root / "L067" / "full_1mm" / "broken.IMA"
     bad.write_bytes(b"this is not DICOM" * 10)
     ds = open_dataset("mayo2016", {"root": str(mayo_root)})
-    with pytest.raises(UserError, match="broken.IMA"):
+    with pytest.raises(UserError, match=r"broken\.IMA"):
         ds.prepare(progress=False)
     bad.unlink()
     shutil.copy(pydicom_file("MR_small.dcm"), mayo_root / "L067" / "full_1mm" / "mr.dcm")
@@ -161,7 +161,7 @@ def test_duplicate_positions_are_an_error(tmp_path):
     folder = tmp_path / "series"
     for i in range(2):
         write_ct(folder / f"{i}.dcm", phantom_for(0), 10.0, patient="P", series="s", instance=i)
-    with pytest.raises(UserError, match="two slices at z = 10.00"):
+    with pytest.raises(UserError, match=r"two slices at z = 10\.00"):
         index_series(folder)
 
 
