@@ -208,3 +208,17 @@ def test_dicom_pairs_on_real_slices(tmp_path, tmp_cache, rng):
         np.testing.assert_allclose(pairs.targets[1], real, atol=1e-3)
         body = (real > -200) & (real < 300)
         assert np.std((pairs.inputs[0] - pairs.targets[0])[body]) == pytest.approx(sigma, rel=0.05)
+
+
+def test_mayo_extra_doses_by_noise_insertion(mayo_root, tmp_cache):
+    opts = {"root": str(mayo_root), "extra_doses": [10], "i0": 2e4}
+    ds = open_dataset("mayo2016", opts)
+    assert ds.conditions() == ["quarter", "sim10"]
+    sim, quarter = ds.load("test", "sim10"), ds.load("test", "quarter")
+    np.testing.assert_array_equal(sim.targets, quarter.targets)  # full dose is the target of both
+    assert list(sim.slice_ids) == list(quarter.slice_ids)
+    inserted = np.asarray(sim.inputs) - np.asarray(sim.targets)
+    body = np.asarray(sim.targets) > -500
+    assert 1.0 < inserted[body].std() < 500
+    with pytest.raises(UserError, match=r"i0"):
+        open_dataset("mayo2016", {"root": str(mayo_root), "extra_doses": [10]})

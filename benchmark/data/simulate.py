@@ -84,7 +84,7 @@ def reconstruct_hu(sino: np.ndarray | torch.Tensor, geom: Geometry, *, filter_na
 
     Pixels outside the field-of-view circle are set to air (−1000 HU).
     """
-    s = torch.as_tensor(sino, dtype=torch.float32)
+    s = sino.float() if isinstance(sino, torch.Tensor) else torch.from_numpy(np.array(sino, dtype=np.float32))
     out = np.empty((s.shape[0], geom.image_size, geom.image_size), dtype=np.float32)
     idx = (torch.arange(geom.image_size, dtype=torch.float32) - (geom.image_size - 1) / 2)
     outside = (idx[:, None] ** 2 + idx[None, :] ** 2) > (geom.image_size / 2) ** 2
@@ -101,6 +101,6 @@ def project_hu(images_hu: np.ndarray, geom: Geometry, *, batch: int = 64,
     """Line integrals ``(B, V, C)`` float32 of HU images ``(B, H, W)`` on ``geom``'s grid."""
     out = np.empty((images_hu.shape[0], geom.views, geom.channels), dtype=np.float32)
     for b0 in range(0, images_hu.shape[0], batch):
-        mu = hu_to_mu(torch.as_tensor(images_hu[b0 : b0 + batch], dtype=torch.float32).to(device))
+        mu = hu_to_mu(torch.from_numpy(np.array(images_hu[b0 : b0 + batch], dtype=np.float32)).to(device))
         out[b0 : b0 + batch] = forward_project(mu, geom).cpu().numpy()  # type: ignore[arg-type]
     return out
