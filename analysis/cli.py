@@ -135,7 +135,7 @@ def _rows(
     values: dict[str, dict[str, float]] = {}
     for shape in dict.fromkeys(p.shape for _, p, _ in images):
         group = [im for im in images if im[1].shape == shape]
-        refs = None if group[0][2] is None else np.stack([r for _, _, r in group])
+        refs = None if group[0][2] is None else np.stack([r for _, _, r in group if r is not None])
         out = compute_metrics(
             names,
             np.stack([p for _, p, _ in group]),

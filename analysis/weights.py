@@ -231,7 +231,7 @@ def import_file(path: str | Path, key: str | None = None, *, check_hash: bool = 
     return dst
 
 
-def _builder(arch: str) -> Callable[[], torch.nn.Module]:
+def _builder(arch: str) -> Callable[..., torch.nn.Module]:
     from benchmark.compat import ensure_torchvision
 
     tv = ensure_torchvision()

@@ -144,3 +144,21 @@ def test_registry_metadata_is_complete() -> None:
     assert not METRICS["psnr"].weights and METRICS["lpips"].weights == ("alexnet",)
     assert METRICS["psnr"].higher_is_better and not METRICS["niqe"].higher_is_better
     assert METRICS["niqe"].kind == "no_reference" and METRICS["rmse_hu"].unit == "HU"
+
+
+def test_metadata_direction_matches_behaviour(rng: np.random.Generator) -> None:
+    """Every weight-free full-reference metric ranks a less noisy copy as better, in the direction its
+    ``higher_is_better`` says, and stays inside its ``value_domain``."""
+    names = [n for n, m in METRICS.items() if m.full_reference and not m.weights]
+    ref = gaussian_filter(rng.normal(0.0, 1.0, (2, 192, 192)), (0, 3, 3))
+    ref = (ref / ref.std() * 100.0 + 40.0).astype(np.float32)
+    mild = ref + rng.normal(0.0, 10.0, ref.shape).astype(np.float32)
+    strong = ref + rng.normal(0.0, 60.0, ref.shape).astype(np.float32)
+    a = compute_metrics(names, mild, ref)
+    b = compute_metrics(names, strong, ref)
+    for name in names:
+        m = METRICS[name]
+        better, worse = (a[name], b[name]) if m.higher_is_better else (-a[name], -b[name])
+        assert np.all(better > worse), name
+        for v in (a[name], b[name]):
+            assert np.all((v >= m.value_domain[0]) & (v <= m.value_domain[1])), name

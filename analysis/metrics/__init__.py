@@ -29,6 +29,7 @@ API::
 from __future__ import annotations
 
 from functools import partial
+from typing import Literal
 
 from analysis.metrics import deep, full_reference, no_reference
 from analysis.metrics.base import INF, MetricInfo, MetricUnavailable, Scorer
@@ -54,7 +55,8 @@ __all__ = [
     "unavailable_metrics",
 ]
 
-FR, NR = "full_reference", "no_reference"
+FR: Literal["full_reference"] = "full_reference"
+NR: Literal["no_reference"] = "no_reference"
 
 # The registry: every metric, filled in this one place.
 METRICS: dict[str, MetricInfo] = {

@@ -60,7 +60,7 @@ class LPIPS(Scorer):
     def score(self, pred: torch.Tensor, ref_state: Any) -> torch.Tensor:
         with torch.no_grad():
             feats = self._features(pred)
-            val = 0
+            val = torch.zeros(pred.shape[0], 1, 1, 1, device=pred.device)
             for kk, (f0, f1) in enumerate(zip(feats, ref_state, strict=True)):
                 val = val + self.model.lins[kk]((f0 - f1) ** 2).mean(dim=(2, 3), keepdim=True)
         return val.reshape(pred.shape[0])
@@ -112,7 +112,7 @@ class DISTS(Scorer):
     def score(self, pred: torch.Tensor, ref_state: Any) -> torch.Tensor:
         with torch.no_grad():
             feats = self.model.forward_once(gray_to_rgb(pred))
-            dist1 = dist2 = 0
+            dist1 = dist2 = torch.zeros(pred.shape[0], 1, 1, 1, device=pred.device)
             for k, (x, (y, y_mean, y_var)) in enumerate(zip(feats, ref_state, strict=True)):
                 x_mean = x.mean([2, 3], keepdim=True)
                 s1 = (2 * x_mean * y_mean + self.c1) / (x_mean**2 + y_mean**2 + self.c1)
