@@ -23,10 +23,16 @@ memory, on the GPU when there is one.
 
 from __future__ import annotations
 
+import hashlib
+import os
+import time
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from tqdm.auto import tqdm
 
 from benchmark.errors import UserError
 
@@ -170,3 +176,331 @@ def simulate_trajectories(
                                     v = centre + (scale if higher else -scale) * q
                                     records.append((*key, f"P{p:02d}", f"P{p:02d}/{s:03d}", name, float(v), SOURCE_METRIC))
     return pd.DataFrame.from_records(records, columns=COLUMNS)
+
+
+# ---------------------------------------------------------------------------------------- scoring
+
+ANALYSIS_DIR = "analysis"
+TRAJECTORIES = "trajectories.parquet"
+UNAVAILABLE = "unavailable_metrics.csv"
+CELLS_CSV = "cells.csv"
+CACHE_DIR = "cache"
+EXAMPLES_DIR = "examples"
+CACHE_COLUMNS = ["patient", "image", "metric", "value"]
+
+
+@dataclass
+class EvalSet:
+    """The evaluation slices of one dose: ``(S, H, W)`` HU stacks and their ids (a subset by ``indices``)."""
+
+    dose: str
+    inputs: np.ndarray
+    targets: np.ndarray
+    patients: np.ndarray
+    images: np.ndarray
+    stamp: str  # identity of the evaluation settings (split, window, image selection) for the cache
+
+
+@dataclass
+class ScoreSummary:
+    """What one :func:`score_run` call did. ``metric_evaluations`` counts (checkpoint, metric) pairs
+    computed (0 on a rerun with nothing new); ``skipped`` maps cell id → reason."""
+
+    checkpoints: int = 0
+    checkpoints_scored: int = 0
+    metric_evaluations: int = 0
+    images: int = 0
+    seconds: float = 0.0
+    unavailable: dict[str, str] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)
+    metrics: list[str] = field(default_factory=list)
+
+
+def select_images(n: int, max_images: int | None) -> np.ndarray:
+    """Indices of the evaluated slices: all, or ``max_images`` evenly spaced over the split (so every
+    patient keeps slices), in order."""
+    if max_images is None or max_images >= n:
+        return np.arange(n)
+    return np.unique(np.linspace(0, n - 1, max_images).round().astype(int))
+
+
+def epochs_to_score(available: Iterable[int], every: int) -> list[int]:
+    """Every ``every``-th epoch of ``available`` (epochs divisible by ``every``) and always the last."""
+    epochs = sorted(available)
+    if not epochs:
+        return []
+    keep = {e for e in epochs if e % every == 0} | {epochs[-1]}
+    return sorted(keep)
+
+
+def _stamp(*parts: object) -> str:
+    h = hashlib.blake2b(digest_size=8)
+    for p in parts:
+        h.update(repr(p).encode())
+        h.update(b"\0")
+    return h.hexdigest()
+
+
+def checkpoint_stamp(path: Path) -> str:
+    """Identity of a checkpoint file for the cache: size and modification time (a retrained epoch
+    rewrites the file, so its stamp changes)."""
+    st = path.stat()
+    return f"{st.st_size}:{st.st_mtime_ns}"
+
+
+def load_eval_set(dataset, split: str, dose: str, window: str, max_images: int | None) -> EvalSet:
+    """Load the evaluation split of one dose (HU) and pick the images to score."""
+    sl = dataset.load(split, dose)
+    idx = select_images(len(sl), max_images)
+    images = np.asarray(sl.slice_ids)[idx].astype(str)
+    return EvalSet(
+        dose=dose,
+        inputs=np.asarray(sl.inputs[idx], dtype=np.float32),
+        targets=np.asarray(sl.targets[idx], dtype=np.float32),
+        patients=np.asarray(sl.patients)[idx].astype(str),
+        images=images,
+        stamp=_stamp(split, dose, str(window), tuple(images), tuple(sl.targets.shape[1:])),
+    )
+
+
+def read_cache(path: Path, settings: str, checkpoint: str) -> pd.DataFrame | None:
+    """The cached per-image values of one checkpoint, or None if absent, unreadable or stale."""
+    import pyarrow.parquet as pq
+
+    if not path.is_file():
+        return None
+    try:
+        table = pq.read_table(path)
+    except Exception:  # a truncated or foreign file: rescore
+        return None
+    meta = table.schema.metadata or {}
+    if meta.get(b"settings", b"").decode() != settings or meta.get(b"checkpoint", b"").decode() != checkpoint:
+        return None
+    return table.to_pandas()
+
+
+def write_cache(path: Path, values: pd.DataFrame, settings: str, checkpoint: str) -> None:
+    """Write one checkpoint's values with their stamps, atomically (temporary file, then rename)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    table = pa.Table.from_pandas(values[CACHE_COLUMNS].reset_index(drop=True), preserve_index=False)
+    table = table.replace_schema_metadata({"settings": settings, "checkpoint": checkpoint})
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    pq.write_table(table, tmp)
+    os.replace(tmp, path)
+
+
+def score_checkpoint(
+    path: Path,
+    ev: EvalSet,
+    metrics: Sequence[str],
+    *,
+    window: str,
+    device: str,
+    batch_size: int,
+    chunk: int,
+    ref_cache: dict,
+) -> pd.DataFrame:
+    """Denoise the evaluation set with one checkpoint (once, in chunks of ``chunk`` slices) and compute
+    every metric in ``metrics`` per image. Returns :data:`CACHE_COLUMNS` rows."""
+    from analysis.metrics import compute_metrics
+    from benchmark.checkpoint import load_model
+    from benchmark.evaluate import denoise
+
+    model = load_model(path, device=device)
+    n = len(ev.images)
+    values = {m: np.empty(n) for m in metrics}
+    for start in range(0, n, chunk):
+        stop = min(start + chunk, n)
+        pred = denoise(model, ev.inputs[start:stop], batch_size=batch_size, device=device)
+        res = compute_metrics(list(metrics), pred, ev.targets[start:stop], window=window, device=device,
+                              batch_size=batch_size, ref_cache=ref_cache)  # fmt: skip
+        for m in metrics:
+            values[m][start:stop] = res[m]
+    frames = [pd.DataFrame({"patient": ev.patients, "image": ev.images, "metric": m, "value": values[m]}) for m in metrics]
+    return pd.concat(frames, ignore_index=True)
+
+
+def history_long(layout, cell) -> pd.DataFrame:
+    """A cell's ``history.csv`` as ``source = "history"`` rows (every loss column, every epoch)."""
+    hist = layout.history(cell.cell_id)
+    cols = [c for c in hist.columns if c.startswith(("train_", "val_"))]
+    if hist.empty or not cols:
+        return pd.DataFrame(columns=COLUMNS)
+    long = hist.melt(id_vars=["epoch"], value_vars=cols, var_name="metric", value_name="value")
+    return long.assign(cell=cell.cell_id, loss=cell.loss, architecture=cell.architecture, dose=cell.dose,
+                       seed=cell.seed, patient="", image="", source=SOURCE_HISTORY)[COLUMNS]  # fmt: skip
+
+
+def example_index(ev: EvalSet, window: str, image: str | None = None) -> int:
+    """The slice shown in the visual comparison: ``image`` if given, else the one whose windowed reference
+    has the largest standard deviation (the most visible structure in the window)."""
+    from benchmark.conventions import window_to_unit
+
+    if image is not None:
+        hits = np.flatnonzero(ev.images == image)
+        if not len(hits):
+            raise UserError(f"{image!r} is not an evaluation image (e.g. {ev.images[0]!r})", field="example_image")
+        return int(hits[0])
+    return int(np.argmax(window_to_unit(ev.targets, window).reshape(len(ev.images), -1).std(axis=1)))
+
+
+def write_example(path: Path, checkpoint: Path, epoch: int, ev: EvalSet, idx: int, *, device: str) -> None:
+    """Save one denoised slice with its low-dose input and reference (HU) for the visual comparison."""
+    from benchmark.checkpoint import load_model
+    from benchmark.evaluate import denoise
+
+    model = load_model(checkpoint, device=device)
+    out = denoise(model, ev.inputs[idx : idx + 1], batch_size=1, device=device)[0]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npz")
+    np.savez_compressed(tmp, input=ev.inputs[idx], output=out, target=ev.targets[idx], image=ev.images[idx],
+                        epoch=epoch, stamp=checkpoint_stamp(checkpoint))  # fmt: skip
+    os.replace(tmp, path)
+
+
+def _example_is_current(path: Path, checkpoint: Path, image: str) -> bool:
+    if not path.is_file():
+        return False
+    with np.load(path) as z:
+        return str(z["stamp"]) == checkpoint_stamp(checkpoint) and str(z["image"]) == image
+
+
+@dataclass
+class ScoreOptions:
+    """What :func:`score_run` scores; ``None`` fields take the matrix's ``evaluation`` settings."""
+
+    metrics: list[str] | None = None
+    every: int | None = None
+    max_images: int | None = None
+    batch_size: int | None = None
+    device: str | None = None
+    chunk: int = 64
+    include_partial: bool = False
+    example_image: str | None = None
+    progress: bool = True
+
+
+def drop_too_small(summary: ScoreSummary, shape: tuple[int, ...]) -> None:
+    """Record as unavailable the metrics whose implementation needs larger images (``min_size``)."""
+    for m in list(summary.metrics):
+        need = metric_info(m).min_size
+        if min(shape) < need:
+            summary.unavailable[m] = (
+                f"needs images of at least {need} pixels a side; the evaluation images are {shape[0]}x{shape[1]}"
+            )
+            summary.metrics.remove(m)
+
+
+def _cells_to_score(layout, include_partial: bool, summary: ScoreSummary) -> list:
+    allowed = {"done", "partial", "diverged"} if include_partial else {"done"}
+    cells = []
+    for c in layout.cells():
+        if c.status in allowed and layout.checkpoints(c.cell_id):
+            cells.append(c)
+        else:
+            summary.skipped[c.cell_id] = c.status if c.status not in allowed else "no checkpoints"
+    return cells
+
+
+def score_run(out: Path | str, opts: ScoreOptions | None = None) -> ScoreSummary:
+    """Score every checkpoint to score (see the module docstring) and write ``trajectories.parquet``,
+    ``unavailable_metrics.csv``, ``cells.csv`` and the visual-comparison examples under
+    ``<out>/analysis/``. Incremental: nothing already in a valid cache is recomputed."""
+    from analysis.metrics import unavailable_metrics
+    from benchmark.data import open_dataset
+    from benchmark.layout import RunLayout
+    from benchmark.runner import resolve_device
+
+    t0 = time.perf_counter()
+    opts = opts or ScoreOptions()
+    layout = RunLayout(out)
+    matrix = layout.matrix()
+    ev_cfg = matrix.evaluation
+    metrics = list(dict.fromkeys(opts.metrics or ev_cfg.metrics))
+    for m in metrics:
+        metric_info(m)  # unknown names fail here, with the valid names
+    every = opts.every or ev_cfg.every
+    if every < 1:
+        raise UserError(f"{every}: score every N-th epoch with N >= 1", field="every")
+    window = ev_cfg.window if isinstance(ev_cfg.window, str) else f"{ev_cfg.window[0]},{ev_cfg.window[1]}"
+    device = str(resolve_device(opts.device or matrix.device))
+    batch_size = opts.batch_size or ev_cfg.batch_size
+    summary = ScoreSummary(unavailable=unavailable_metrics(metrics))
+    summary.metrics = [m for m in metrics if m not in summary.unavailable]
+    adir = layout.out / ANALYSIS_DIR
+    cells = _cells_to_score(layout, opts.include_partial, summary)
+    plan = [(c, e, p) for c in cells for e, p in layout.checkpoints(c.cell_id).items()
+            if e in epochs_to_score(layout.checkpoints(c.cell_id), every)]  # fmt: skip
+    summary.checkpoints = len(plan)
+    dataset = open_dataset(matrix.dataset.kind, matrix.dataset.options)
+    first_seed: dict[tuple[str, str, str], int] = {}  # the example images come from the lowest seed
+    for c in cells:
+        key = (c.loss, c.architecture, c.dose)
+        first_seed[key] = min(first_seed.get(key, c.seed), c.seed)
+    bar = tqdm(total=len(plan), desc="scoring checkpoints", unit="ckpt", disable=not opts.progress)
+    frames: list[pd.DataFrame] = []
+    for dose in [d for d in matrix.doses if any(c.dose == d for c in cells)]:
+        ev = load_eval_set(dataset, ev_cfg.split, dose, window, opts.max_images or ev_cfg.max_images)
+        summary.images += len(ev.images)
+        drop_too_small(summary, ev.targets.shape[1:])
+        ref_cache: dict = {}  # reference-side work of this dose's images, shared by all its cells and epochs
+        ex_idx = example_index(ev, window, opts.example_image)
+        for cell, epoch, path in [x for x in plan if x[0].dose == dose]:
+            bar.set_postfix_str(f"{cell.cell_id} epoch {epoch}")
+            cache_path = adir / CACHE_DIR / cell.cell_id / f"epoch_{epoch:03d}.parquet"
+            stamp = checkpoint_stamp(path)
+            cached = read_cache(cache_path, ev.stamp, stamp)
+            have = set(cached["metric"]) if cached is not None else set()
+            todo = [m for m in summary.metrics if m not in have]
+            if todo:
+                new = score_checkpoint(path, ev, todo, window=window, device=device, batch_size=batch_size,
+                                       chunk=opts.chunk, ref_cache=ref_cache)  # fmt: skip
+                cached = new if cached is None else pd.concat([cached, new], ignore_index=True)
+                write_cache(cache_path, cached, ev.stamp, stamp)
+                summary.checkpoints_scored += 1
+                summary.metric_evaluations += len(todo)
+            assert cached is not None
+            rows = cached[cached["metric"].isin(summary.metrics)]
+            frames.append(rows.assign(cell=cell.cell_id, loss=cell.loss, architecture=cell.architecture,
+                                      dose=cell.dose, seed=cell.seed, epoch=epoch, source=SOURCE_METRIC))  # fmt: skip
+            last = max(layout.checkpoints(cell.cell_id))
+            ex_path = adir / EXAMPLES_DIR / f"{cell.cell_id}.npz"
+            if epoch == last and first_seed[(cell.loss, cell.architecture, cell.dose)] == cell.seed \
+                    and not _example_is_current(ex_path, path, str(ev.images[ex_idx])):  # fmt: skip
+                write_example(ex_path, path, epoch, ev, ex_idx, device=device)
+            bar.update(1)
+        del ref_cache
+    bar.close()
+    frames += [history_long(layout, c) for c in cells]
+    traj = pd.concat([f[COLUMNS] for f in frames if len(f)], ignore_index=True) if frames else pd.DataFrame(columns=COLUMNS)
+    write_outputs(adir, traj, summary, layout)
+    summary.seconds = time.perf_counter() - t0
+    return summary
+
+
+def write_outputs(adir: Path, traj: pd.DataFrame, summary: ScoreSummary, layout) -> None:
+    """``trajectories.parquet``, ``unavailable_metrics.csv`` (metric, reason) and ``cells.csv`` (every
+    cell's status and whether it was analysed)."""
+    adir.mkdir(parents=True, exist_ok=True)
+    traj = traj.astype({"seed": "int64", "epoch": "int64", "value": "float64"})
+    tmp = adir / f".{TRAJECTORIES}.{os.getpid()}.tmp"
+    traj.to_parquet(tmp, index=False)
+    os.replace(tmp, adir / TRAJECTORIES)
+    pd.DataFrame({"metric": list(summary.unavailable), "reason": list(summary.unavailable.values())}).to_csv(
+        adir / UNAVAILABLE, index=False
+    )
+    cells = pd.DataFrame([{"cell": c.cell_id, "loss": c.loss, "architecture": c.architecture, "dose": c.dose,
+                           "seed": c.seed, "status": c.status, "epochs": c.epochs_done,
+                           "analysed": c.cell_id not in summary.skipped} for c in layout.cells()])  # fmt: skip
+    cells.to_csv(adir / CELLS_CSV, index=False)
+
+
+def load_trajectories(out: Path | str) -> pd.DataFrame:
+    """Read ``<out>/analysis/trajectories.parquet`` (written by :func:`score_run`)."""
+    path = Path(out) / ANALYSIS_DIR / TRAJECTORIES
+    if not path.is_file():
+        raise UserError("no trajectories yet: run `ldct-bench analyze --out ...` first", field=str(path))
+    return check_columns(pd.read_parquet(path), str(path))
