@@ -174,7 +174,7 @@ def test_errors_name_the_problem(tmp_path, monkeypatch):
     with pytest.raises(UserError, match="no cells/"):
         score_run(tmp_path)
     layout = make_run(tmp_path / "run", monkeypatch, epochs=1, losses=("mse",))
-    with pytest.raises(UserError, match="unknown metric 'psnrr'.*'psnr'"):
+    with pytest.raises(UserError, match=r"unknown metric 'psnrr'.*'psnr'"):
         score_run(layout.out, ScoreOptions(metrics=["psnrr"], progress=False))
     with pytest.raises(UserError, match="run `ldct-bench analyze"):
         load_trajectories(layout.out)
