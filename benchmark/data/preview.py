@@ -16,9 +16,15 @@ from benchmark.errors import UserError
 
 
 def pick_slice(dataset: Dataset, split: Split, condition: str, slice_id: str | None) -> int:
-    """Index of ``slice_id`` in the split (default: the first slice of the middle patient)."""
+    """Index of ``slice_id`` in the split (default: a middle slice of the first abdomen patient when the
+    dataset labels body regions, else the first slice of the middle patient)."""
     pairs = dataset.load(split, condition)
     ids = [str(s) for s in pairs.slice_ids]
+    regions = pairs.extra.get("regions")
+    if slice_id is None and regions is not None and "abdomen" in set(regions.tolist()):
+        rows = np.flatnonzero(np.asarray(regions) == "abdomen")
+        first = [r for r in rows if pairs.patients[r] == pairs.patients[rows[0]]]
+        return int(first[len(first) // 2])
     if slice_id is None:
         patients = list(dict.fromkeys(str(p) for p in pairs.patients))
         middle = patients[len(patients) // 2]

@@ -98,7 +98,8 @@ class SynthOptions(DatasetOptions):
     (default ``DEFAULT_I0`` = 2e5 for every size).
     ``redraw_train_noise``: training inputs get fresh noise per ``(seed, epoch)`` of ``load``.
     ``build_device``: where the projector runs while building (``auto`` = CUDA if present); noise is
-    always drawn on the CPU with numpy, so it is identical on every machine.
+    always drawn on the CPU with numpy. CPU and CUDA builds differ by float rounding, so the device
+    type is part of the cache key; rebuilding on the same device type is bit-identical.
     """
 
     size: SizeName = "small"
@@ -186,6 +187,8 @@ class SynthDataset(Dataset):
             "i0": self.i0,
             "electronic_noise_var": o.electronic_noise_var,
             "filter": o.filter,
+            # CPU and CUDA builds agree to float rounding, not bit for bit: keep them apart
+            "device": self._device().type,
         }
 
     @property
