@@ -80,7 +80,7 @@ def open_array(path: Path) -> np.ndarray:
     return arr
 
 
-def new_array(path: Path, shape: tuple[int, ...], dtype: Any = np.float32) -> np.ndarray:
+def new_array(path: Path, shape: tuple[int, ...], dtype: Any = np.float32) -> np.memmap:
     """A writable ``.npy`` memory map to fill in place (no full array in RAM)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     return np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape)

@@ -420,7 +420,9 @@ def backproject(filtered: torch.Tensor, geom: Geometry, *, weighted: bool = True
     if len(chunks) == 1:
         acc = _spmm_batched(_bp_matrix(geom, dev, use_w), cols)
     else:
-        acc = sum(_spmm_batched(_bp_block(geom, v0, v1, use_w, dev), cols) for v0, v1 in chunks)
+        acc = torch.zeros((geom.image_size**2, b), dtype=torch.float32, device=dev)
+        for v0, v1 in chunks:
+            acc += _spmm_batched(_bp_block(geom, v0, v1, use_w, dev), cols)
     scale = (2 * math.pi / n_v) if geom.kind == "fan" else (math.pi / n_v)
     img = (acc.T * scale).reshape(b, geom.image_size, geom.image_size).to(filtered.dtype)
     x, y = _pixel_coords(geom, dev)

@@ -90,7 +90,7 @@ def reconstruct_hu(sino: np.ndarray | torch.Tensor, geom: Geometry, *, filter_na
     outside = (idx[:, None] ** 2 + idx[None, :] ** 2) > (geom.image_size / 2) ** 2
     for b0 in range(0, s.shape[0], batch):
         mu = fbp(s[b0 : b0 + batch].to(device), geom, filter_name)  # type: ignore[arg-type]
-        hu = mu_to_hu(mu).cpu()
+        hu = (1000.0 * (mu / MU_WATER_PER_MM - 1)).cpu()
         hu[:, outside] = HU_AIR
         out[b0 : b0 + batch] = hu.numpy()
     return out

@@ -313,7 +313,7 @@ class SynthDataset(Dataset):
         device = self._device()
         n = self.image_size
         splits = self.split_patients()
-        arrays: dict[str, dict[str, np.ndarray]] = {}
+        arrays: dict[str, dict[str, np.memmap]] = {}
         names = ["phantom", "target_fbp", "roi", *(f"clean_{v}" for v in VIEWS if v != FULL_VIEWS), *CONDITIONS]
         for split, members in splits.items():
             s = len(members) * self.n_slices
