@@ -15,7 +15,7 @@ def _fmt(v: Any) -> str:
     if isinstance(v, type):
         return v.__name__
     if isinstance(v, tuple):
-        return "(" + ", ".join("inf" if isinstance(x, float) and math.isinf(x) else f"{x:g}" if isinstance(x, float) else str(x) for x in v) + ")"
+        return "(" + ", ".join(("inf" if x > 0 else "-inf") if isinstance(x, float) and math.isinf(x) else f"{x:g}" if isinstance(x, float) else str(x) for x in v) + ")"
     return str(v)
 
 
