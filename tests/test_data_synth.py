@@ -161,3 +161,35 @@ def test_phantoms_deterministic_textured_and_realistic():
         img = patient_slices(0, 5, 1, grid, kind=kind)[0]
         assert ((img > lo) & (img < hi)).mean() > 0.03, kind
     np.testing.assert_allclose(downsample2(np.arange(16.0).reshape(4, 4)), [[2.5, 4.5], [10.5, 12.5]])
+
+
+_BUILD_SCRIPT = """
+import sys
+from benchmark.data import open_dataset, synth
+orig = synth.SynthDataset._build
+def counted(self, tmp, progress):
+    with open(sys.argv[1], "a") as f:
+        f.write("build\\n")
+    return orig(self, tmp, progress)
+synth.SynthDataset._build = counted
+open_dataset("synth", {"size": "tiny", "patients": 3, "slices_per_patient": 1}).prepare(progress=False)
+"""
+
+
+@pytest.mark.slow
+def test_concurrent_builds_build_once(tmp_path):
+    """Two processes asking for the same cache at once: one builds, the other waits and reads it."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "LDCT_BENCH_CACHE": str(tmp_path / "cache"), "PYTHONPATH": str(repo)}
+    log = tmp_path / "builds.log"
+    procs = [subprocess.Popen([sys.executable, "-c", _BUILD_SCRIPT, str(log)], env=env, cwd=repo,
+                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    errs = [p.communicate(timeout=600)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], errs
+    assert log.read_text().count("build") == 1
+    folders = list((tmp_path / "cache" / "synth").iterdir())
+    assert len([f for f in folders if f.is_dir()]) == 1 and not any(".tmp-" in f.name for f in folders)
