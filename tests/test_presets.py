@@ -1,0 +1,34 @@
+"""Every shipped preset parses, names only registered things, and builds its losses and models."""
+
+from __future__ import annotations
+
+import pytest
+
+from benchmark.cells import expand_cells
+from benchmark.config import load_matrix, preset_names
+from benchmark.errors import UserError
+from benchmark.validate import check_matrix
+
+
+@pytest.mark.parametrize("name", preset_names())
+def test_preset_is_valid(name, tmp_cache):
+    from analysis.weights import write_random_weights
+
+    write_random_weights("vgg16", seed=0)  # stands in for the ImageNet file (never real values)
+    matrix = load_matrix(name)
+    check_matrix(matrix)
+    cells = expand_cells(matrix)
+    assert cells and len({c.cell_id for c in cells}) == len(cells)
+
+
+def test_full_preset_without_weights_names_the_file_and_the_command(tmp_cache):
+    with pytest.raises(UserError) as info:
+        check_matrix(load_matrix("full.yaml"))
+    assert "vgg16-397923af.pth" in str(info.value) and "ldct-bench weights fetch vgg16" in str(info.value)
+
+
+def test_preset_shapes():
+    assert len(expand_cells(load_matrix("small.yaml"))) == 8
+    assert len(expand_cells(load_matrix("redcnn_wgan.yaml"))) == 24
+    full = load_matrix("full.yaml")
+    assert len(expand_cells(full)) == len(full.losses) * 2 * 12 * 3
