@@ -17,6 +17,7 @@ covers the options and every file's path, size and modification time, so changed
 
 from __future__ import annotations
 
+import functools
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -250,8 +251,9 @@ class PairedDicomDataset(Dataset):
     def _hash_payload(self) -> dict[str, Any]:
         return {"version": GENERATOR_VERSION, "options": self.options.model_dump(mode="json"), "files": self._signature()}
 
-    @property
+    @functools.cached_property
     def cache_folder(self) -> Path:
+        """Computed once per instance (it stats every file): data changed later needs a new instance."""
         return cache.cache_dir(self.kind, self.label, self._hash_payload())
 
     # --- building -----------------------------------------------------------------------------
