@@ -96,7 +96,7 @@ def reconstruct_hu(sino: np.ndarray | torch.Tensor, geom: Geometry, *, filter_na
     return out
 
 
-def project_hu(images_hu: np.ndarray, geom: Geometry, *, batch: int = 64,
+def project_hu(images_hu: np.ndarray, geom: Geometry, *, batch: int = 1024,
                device: str | torch.device = "cpu") -> np.ndarray:
     """Line integrals ``(B, V, C)`` float32 of HU images ``(B, H, W)`` on ``geom``'s grid."""
     out = np.empty((images_hu.shape[0], geom.views, geom.channels), dtype=np.float32)

@@ -46,13 +46,13 @@ from benchmark.data.simulate import NoiseModel, add_noise, project_hu, reconstru
 from benchmark.errors import UserError
 
 # Bump when anything that changes the arrays changes (phantoms, physics, projector, layout).
-GENERATOR_VERSION = "synth-1"
+GENERATOR_VERSION = "synth-2"
 
 DOSES_PERCENT: tuple[int, ...] = (10, 25, 50, 100)
 VIEWS: tuple[int, ...] = (180, 360, 720)
 FULL_VIEWS = 720
 FOV_MM = 400.0
-GROUP_SLICES = 32  # slices simulated together (one batched projector call)
+GROUP_SLICES = 32  # slices reconstructed together (one batched FBP call per condition)
 SLICE_MM = 3.0
 
 SizeName = Literal["tiny", "small", "full"]
@@ -263,20 +263,29 @@ class SynthDataset(Dataset):
         key = [self.options.seed, patient, dose, views] + ([] if epoch is None else [1, seed, epoch])
         return np.random.default_rng(key)
 
-    def _simulate_group(self, indices: list[int], device: torch.device) -> dict[str, np.ndarray]:
-        """All arrays of the slices of patients ``indices``, concatenated in that order.
-
-        The slices of several patients share each projector call (batched sparse products); the
-        noise of each patient and condition comes from its own seed, so grouping never changes the
-        arrays.
-        """
-        n, k = self.image_size, self.n_slices
-        grid = Grid(2 * n, self.pixel_mm / 2)
-        fine = np.concatenate([patient_slices(self.options.seed, i, k, grid, slice_mm=SLICE_MM) for i in indices])
-        out: dict[str, np.ndarray] = {"phantom": downsample2(fine)}
+    def _project_all(self, indices: list[int], device: torch.device, progress: bool) -> tuple[np.ndarray, np.ndarray]:
+        """Phantoms ``(S, N, N)`` (output grid) and 720-view line integrals ``(S, V, C)`` of all slices
+        of patients ``indices``, in that order. All slices go through one projector call, so the
+        projection matrix (built block by block when it is too large to cache) is built once."""
+        k = self.n_slices
+        grid = Grid(2 * self.image_size, self.pixel_mm / 2)
+        fine = np.empty((len(indices) * k, grid.size, grid.size), dtype=np.float32)
+        for j, i in enumerate(tqdm(indices, desc=f"synth {self.options.size}: phantoms", unit="patient",
+                                   disable=not progress)):
+            fine[j * k : (j + 1) * k] = patient_slices(self.options.seed, i, k, grid, slice_mm=SLICE_MM)
+        if progress:
+            tqdm.write(f"synth {self.options.size}: projecting {len(fine)} slices at {FULL_VIEWS} views …")
         sino = project_hu(fine, self.geometry(fine=True), device=device)
-        del fine
-        out["sino_clean"] = sino
+        return downsample2(fine), sino
+
+    def _simulate_group(self, indices: list[int], phantom: np.ndarray, sino: np.ndarray,
+                        device: torch.device) -> dict[str, np.ndarray]:
+        """All arrays of the slices of patients ``indices`` (their phantoms and clean sinograms given),
+        concatenated in that order. The slices of several patients share each FBP call; the noise
+        of each patient and condition comes from its own seed, so grouping never changes the arrays.
+        """
+        k = self.n_slices
+        out: dict[str, np.ndarray] = {"phantom": phantom, "sino_clean": sino}
         model = self.noise_model()
         for views in VIEWS:
             sub = np.ascontiguousarray(sino[:, :: FULL_VIEWS // views])
@@ -332,10 +341,14 @@ class SynthDataset(Dataset):
             for split, members in splits.items()
             for pos in range(0, len(members), per_group)
         ]
-        bar = tqdm(total=self.n_patients, desc=f"synth {self.options.size}: simulating patients", unit="patient",
+        everyone = [i for members in splits.values() for i in members]
+        phantoms, sinos = self._project_all(everyone, device, progress)
+        row_of = {i: j * self.n_slices for j, i in enumerate(everyone)}
+        bar = tqdm(total=self.n_patients, desc=f"synth {self.options.size}: noise and FBP", unit="patient",
                    disable=not progress)
         for split, pos, idx in groups:
-            sim = self._simulate_group(idx, device)
+            rows_all = np.concatenate([np.arange(row_of[i], row_of[i] + self.n_slices) for i in idx])
+            sim = self._simulate_group(idx, phantoms[rows_all], sinos[rows_all], device)
             rows = slice(pos * self.n_slices, (pos + len(idx)) * self.n_slices)
             for key, arr in arrays[split].items():
                 arr[rows] = sim[key]
