@@ -190,10 +190,10 @@ class TrainingConfig(Strict):
     )
     augment: bool = Field(False, description="random 90° rotations and flips")
     patient_balanced: bool = Field(False, description="every patient equally likely in patch sampling")
-    optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
-    scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
+    optimizer: OptimizerConfig = Field(default_factory=lambda: OptimizerConfig())
+    scheduler: SchedulerConfig = Field(default_factory=lambda: SchedulerConfig())
     grad_clip: float | None = Field(None, gt=0, description="max global gradient norm; null disables")
-    early_stopping: EarlyStoppingConfig = Field(default_factory=EarlyStoppingConfig)
+    early_stopping: EarlyStoppingConfig = Field(default_factory=lambda: EarlyStoppingConfig())
     val_batch_size: PositiveInt = 8
     val_max_images: PositiveInt | None = Field(None, description="cap on validation slices per epoch")
 
@@ -224,14 +224,14 @@ class MatrixConfig(Strict):
 
     name: str = "matrix"
     description: str = ""
-    dataset: DatasetConfig = Field(default_factory=DatasetConfig)
+    dataset: DatasetConfig = Field(default_factory=lambda: DatasetConfig())
     losses: list[LossConfig] = Field(min_length=1)
     architectures: list[ArchitectureConfig] = Field(min_length=1)
     doses: list[str] = Field(min_length=1, description="dataset condition names, e.g. '25_360'")
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
     exclude: list[ExcludeRule] = Field(default_factory=list)
-    training: TrainingConfig = Field(default_factory=TrainingConfig)
-    evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
+    training: TrainingConfig = Field(default_factory=lambda: TrainingConfig())
+    evaluation: EvaluationConfig = Field(default_factory=lambda: EvaluationConfig())
     device: str = Field("auto", description="auto, cpu, cuda or cuda:N")
     deterministic: bool = Field(True, description="on GPU, torch.use_deterministic_algorithms (slower)")
     tensorboard: bool = Field(False, description="also write each cell's per-epoch scalars to <cell>/tensorboard")

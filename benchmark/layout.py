@@ -102,7 +102,7 @@ class RunLayout:
 
     def cells(self) -> list[CellInfo]:
         """Every cell folder with a config, sorted by id."""
-        out = []
+        out: list[CellInfo] = []
         if not self.cells_dir.is_dir():
             return out
         for d in sorted(self.cells_dir.iterdir()):

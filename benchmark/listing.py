@@ -22,7 +22,7 @@ def _fmt(v: Any) -> str:
 def _rows(registry: dict[str, Any], fields: list[str]) -> str:
     lines = []
     for name, info in registry.items():
-        meta = dataclasses.asdict(info) if dataclasses.is_dataclass(info) else {}
+        meta = dataclasses.asdict(info) if dataclasses.is_dataclass(info) and not isinstance(info, type) else {}
         parts = [f"{f}={_fmt(getattr(info, f, meta.get(f)))}" for f in fields if hasattr(info, f)]
         summary = getattr(info, "summary", "") or ""
         lines.append(f"{name:<16} {summary}" + (f"  [{'; '.join(parts)}]" if parts else ""))

@@ -21,7 +21,7 @@ from benchmark.data import PairedSlices
 from benchmark.errors import UserError
 from losses.base import CompositeLoss
 
-_OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
+_OPTIMIZERS: dict[str, Any] = {
     "adam": torch.optim.Adam,
     "adamw": torch.optim.AdamW,
     "sgd": torch.optim.SGD,

@@ -66,15 +66,12 @@ def check_matrix(matrix: MatrixConfig, *, instantiate: bool = True) -> Dataset |
             if instantiate:
                 _collect(errors, build_term, term.name, term.kwargs, field=f"{field}.kwargs")
 
-    try:
-        from analysis.metrics import METRICS
-    except ImportError:  # the analysis package is optional at training time
-        METRICS = None
-    if METRICS is not None:
-        for i, m in enumerate(matrix.evaluation.metrics):
-            _collect(errors, lookup, METRICS, m, "metric", field=f"evaluation.metrics[{i}]")
+    from analysis.metrics import METRICS
 
-    labels = {
+    for i, m in enumerate(matrix.evaluation.metrics):
+        _collect(errors, lookup, METRICS, m, "metric", field=f"evaluation.metrics[{i}]")
+
+    labels: dict[str, set[Any]] = {
         "loss": {x.label for x in matrix.losses},
         "architecture": {x.label for x in matrix.architectures},
         "dose": set(matrix.doses),
