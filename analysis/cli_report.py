@@ -1,0 +1,90 @@
+"""``ldct-bench analyze`` and ``ldct-bench report``: thin command functions over :mod:`analysis.report`,
+mounted by :mod:`benchmark.cli` (``app.command("analyze")(analyze)``). Bad options raise
+:class:`benchmark.errors.UserError` (exit code 2, no traceback)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from analysis.report import ReportOptions, StatsOptions, analyze_run, write_report
+from analysis.trajectories import ScoreOptions
+from benchmark.errors import UserError
+
+_OUT_HELP = "run folder written by `ldct-bench run` (has cells/ and matrix.resolved.yaml)"
+
+
+def _metric_list(spec: str | None) -> list[str] | None:
+    if spec is None:
+        return None
+    names = [m.strip() for m in spec.split(",") if m.strip()]
+    if not names:
+        raise UserError(f"{spec!r}: give metric names separated by commas, e.g. psnr,ssim,niqe", field="--metrics")
+    return names
+
+
+def _score_options(metrics, every, max_images, batch_size, device, partial, example_image, quiet) -> ScoreOptions:
+    for name, value in (("--every", every), ("--max-images", max_images), ("--batch-size", batch_size)):
+        if value is not None and value < 1:
+            raise UserError(f"{value}: must be a positive integer", field=name)
+    return ScoreOptions(metrics=_metric_list(metrics), every=every, max_images=max_images, batch_size=batch_size,
+                        device=device, include_partial=partial, example_image=example_image, progress=not quiet)  # fmt: skip
+
+
+def analyze(
+    out: Path = typer.Option(..., "--out", "-o", help=_OUT_HELP),
+    metrics: str | None = typer.Option(None, help="comma-separated metric names (default: the matrix's evaluation.metrics)"),
+    every: int | None = typer.Option(None, help="score every N-th epoch checkpoint, the last always (default: matrix)"),
+    max_images: int | None = typer.Option(None, help="cap on evaluation slices per dose, evenly spaced (default: matrix)"),
+    batch_size: int | None = typer.Option(None, help="images per batch for denoising and metrics (default: matrix)"),
+    device: str | None = typer.Option(None, help="auto, cpu, cuda or cuda:N (default: the matrix's device)"),
+    partial: bool = typer.Option(False, "--partial", help="also score cells that are unfinished or diverged"),
+    unit: str = typer.Option("patient", help="unit of the paired tests: patient (per-patient means) or slice"),
+    epoch: str = typer.Option("final", help="epoch compared between losses: final or best_val"),
+    family: str = typer.Option("metric", help="multiple-comparison family: metric, condition or all"),
+    bootstrap: int = typer.Option(2000, help="bootstrap resamples for confidence intervals (0: none)"),
+    seed: int = typer.Option(0, help="seed of the bootstrap"),
+    example_image: str | None = typer.Option(None, help="slice id shown in the visual comparison (default: most structure)"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bar"),
+) -> None:
+    """Score every epoch checkpoint of every finished cell (incremental: cached values are reused) and
+    write trajectories, correlations and significance tests to <out>/analysis/."""
+    stats = StatsOptions(unit=unit, epoch=epoch, family=family, n_resamples=bootstrap, seed=seed).check()
+    score = _score_options(metrics, every, max_images, batch_size, device, partial, example_image, quiet)
+    res = analyze_run(out, score, stats)
+    s = res.summary
+    assert s is not None
+    typer.echo(f"scored {s.checkpoints_scored} of {s.checkpoints} checkpoints ({s.metric_evaluations} metric "
+               f"evaluations) in {s.seconds:.1f} s; wrote {out / 'analysis'}")  # fmt: skip
+    for name, reason in s.unavailable.items():
+        typer.echo(f"unavailable: {name}: {reason}", err=True)
+
+
+def report(
+    out: Path = typer.Option(..., "--out", "-o", help=_OUT_HELP),
+    baseline: str | None = typer.Option(None, help="loss the tables mark significance against (default: the first loss)"),
+    skip_analyze: bool = typer.Option(False, "--skip-analyze", help="use the existing analysis files; do not score"),
+    distortion: str = typer.Option("psnr", help="x axis of the perception–distortion plane"),
+    perception: str = typer.Option("niqe", help="y axis of the perception–distortion plane (a no-reference metric)"),
+    metrics: str | None = typer.Option(None, help="comma-separated metric names (default: the matrix's evaluation.metrics)"),
+    every: int | None = typer.Option(None, help="score every N-th epoch checkpoint, the last always (default: matrix)"),
+    max_images: int | None = typer.Option(None, help="cap on evaluation slices per dose (default: matrix)"),
+    batch_size: int | None = typer.Option(None, help="images per batch (default: matrix)"),
+    device: str | None = typer.Option(None, help="auto, cpu, cuda or cuda:N (default: the matrix's device)"),
+    partial: bool = typer.Option(False, "--partial", help="also score cells that are unfinished or diverged"),
+    unit: str = typer.Option("patient", help="unit of the paired tests: patient or slice"),
+    epoch: str = typer.Option("final", help="epoch compared between losses: final or best_val"),
+    family: str = typer.Option("metric", help="multiple-comparison family: metric, condition or all"),
+    bootstrap: int = typer.Option(2000, help="bootstrap resamples for confidence intervals (0: none)"),
+    seed: int = typer.Option(0, help="seed of the bootstrap"),
+    example_image: str | None = typer.Option(None, help="slice id shown in the visual comparison"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bar"),
+) -> None:
+    """Run `analyze` (nothing cached is rescored), then write tables (CSV, Markdown, LaTeX), figures (PNG, PDF)
+    and <out>/analysis/report.md."""
+    stats = StatsOptions(unit=unit, epoch=epoch, family=family, n_resamples=bootstrap, seed=seed).check()
+    score = _score_options(metrics, every, max_images, batch_size, device, partial, example_image, quiet)
+    path = write_report(out, score, stats, ReportOptions(baseline=baseline, distortion=distortion,
+                                                         perception=perception, skip_analyze=skip_analyze))  # fmt: skip
+    typer.echo(f"wrote {path}")

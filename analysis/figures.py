@@ -1,0 +1,338 @@
+"""Paper figures (seaborn/matplotlib, Agg backend), each written as PNG (150 dpi) and PDF to
+``<out>/analysis/figures/``.
+
+* ``training_loss``: training (solid) and validation (dashed) loss per epoch, one panel per loss (losses
+  have different scales), one colour per architecture · dose, band = ±1 sd over seeds (when > 1).
+* ``trajectories_full_reference`` / ``trajectories_no_reference``: each metric over epochs, one panel per
+  metric (columns) and architecture · dose (rows), one line per loss, band = ±1 sd over images and seeds
+  (like the figures of the loss-analysis literature). Which metrics go where is read from the metadata.
+* ``correlation_heatmap``: mean over cells of the per-cell Spearman ρ (loss × metric), against the
+  training and the validation loss; each metric's direction is in its label.
+* ``perception_distortion``: the perception–distortion plane (Blau & Michaeli, CVPR 2018) at the selected
+  epoch: a distortion metric (PSNR by default) against a no-reference metric (NIQE by default; the first
+  available no-reference metric otherwise), one point per loss (mean ± sd over images).
+* ``comparison_<architecture>_<dose>``: LDCT input, each loss's output and the reference (lowest seed, last
+  epoch) in the metric window (default [−160, 240] HU) with a zoomed region below each (the square of
+  a quarter of the image side with the most structure in the reference), RMSE in HU to the reference.
+* ``cd_<metric>``: critical-difference diagrams (Demšar 2006) per architecture · dose: mean ranks
+  (1 = best) of the losses over the units; losses joined by a bar are not significantly different
+  (Nemenyi, α = 0.05); the CD of Demšar's formula is given in each title.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from analysis.tables import Orders
+from analysis.trajectories import history_rows, kind_map, metric_info, metric_rows, select_epoch
+from benchmark.conventions import parse_window, window_to_unit
+
+DPI = 150
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    sns.set_theme(context="paper", style="whitegrid", font_scale=1.1)
+    return plt, sns
+
+
+def save(fig, folder: Path, name: str) -> list[Path]:
+    """Write ``name.png`` and ``name.pdf``; close the figure."""
+    plt, _ = _plt()
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = [folder / f"{name}.png", folder / f"{name}.pdf"]
+    fig.savefig(paths[0], dpi=DPI, bbox_inches="tight")
+    fig.savefig(paths[1], bbox_inches="tight")
+    plt.close(fig)
+    return paths
+
+
+def axis_label(metric: str) -> str:
+    """``psnr [dB] ↑``: name, unit and direction from the metadata."""
+    info = metric_info(metric)
+    unit = f" [{info.unit}]" if info.unit else ""
+    return f"{metric}{unit} {'↑' if info.higher_is_better else '↓'}"
+
+
+def _condition(df: pd.DataFrame) -> pd.Series:
+    return df["architecture"].astype(str) + " · " + df["dose"].astype(str)
+
+
+def training_loss_figure(traj: pd.DataFrame, orders: Orders, folder: Path) -> list[Path]:
+    """``training_loss`` (see the module docstring)."""
+    plt, sns = _plt()
+    hist = history_rows(traj)
+    hist = hist[hist["metric"].isin(["train_loss", "val_loss"])].copy()
+    if hist.empty:
+        return []
+    hist["split"] = hist["metric"].map({"train_loss": "training", "val_loss": "validation"})
+    hist["condition"] = _condition(hist)
+    conditions = [f"{a} · {d}" for a in orders.architectures for d in orders.doses if f"{a} · {d}" in set(hist["condition"])]
+    losses = [x for x in orders.losses if x in set(hist["loss"])]
+    n_seeds = int(hist.groupby(["loss", "architecture", "dose"], observed=True)["seed"].nunique().max())
+    ncol = min(3, len(losses))
+    nrow = int(np.ceil(len(losses) / ncol))
+    fig, axes = plt.subplots(nrow, ncol, figsize=(4.2 * ncol, 3.2 * nrow), squeeze=False)
+    for ax, loss in zip(axes.ravel(), losses):
+        sub = hist[hist["loss"] == loss]
+        sns.lineplot(data=sub, x="epoch", y="value", hue="condition", hue_order=conditions, style="split",
+                     style_order=["training", "validation"], errorbar="sd", marker="o", markersize=4, ax=ax)  # fmt: skip
+        ax.set_yscale("log")
+        ax.set_title(f"loss: {loss}")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("loss value (network units, log scale)" if ax is axes[0, 0] or ncol == 1 else "")
+        ax.xaxis.get_major_locator().set_params(integer=True)
+        handles, labels = ax.get_legend_handles_labels()
+        ax.get_legend().remove()
+    fig.legend(handles, labels, loc="upper left", bbox_to_anchor=(1.0, 0.9), fontsize=8, frameon=False)
+    for ax in axes.ravel()[len(losses):]:
+        ax.set_visible(False)
+    band = f"band: ±1 sd over {n_seeds} seeds" if n_seeds > 1 else "one seed"
+    fig.suptitle(f"Training and validation loss per epoch ({band}; network normalisation (HU + 1024) / 4096)")
+    fig.tight_layout()
+    return save(fig, folder, "training_loss")
+
+
+def trajectory_figure(traj: pd.DataFrame, orders: Orders, folder: Path, kind: str) -> list[Path]:
+    """``trajectories_<kind>`` for ``kind`` in {full_reference, no_reference}."""
+    plt, sns = _plt()
+    rows = metric_rows(traj)
+    kinds = kind_map(rows["metric"].unique())
+    metrics = [m for m in dict.fromkeys(rows["metric"].astype(str)) if kinds[m] == kind]
+    if not metrics:
+        return []
+    rows = rows[rows["metric"].isin(metrics)].copy()
+    rows["condition"] = _condition(rows)
+    conditions = [f"{a} · {d}" for a in orders.architectures for d in orders.doses if f"{a} · {d}" in set(rows["condition"])]
+    losses = [x for x in orders.losses if x in set(rows["loss"])]
+    fig, axes = plt.subplots(len(conditions), len(metrics), figsize=(3.6 * len(metrics), 2.9 * len(conditions)),
+                             squeeze=False, sharex=True)  # fmt: skip
+    palette = dict(zip(losses, sns.color_palette("colorblind", len(losses))))
+    for i, cond in enumerate(conditions):
+        for j, metric in enumerate(metrics):
+            ax = axes[i, j]
+            sub = rows[(rows["condition"] == cond) & (rows["metric"] == metric)]
+            sns.lineplot(data=sub, x="epoch", y="value", hue="loss", hue_order=losses, palette=palette,
+                         errorbar="sd", marker="o", markersize=4, ax=ax, legend=(i == 0 and j == len(metrics) - 1))  # fmt: skip
+            ax.set_title(f"{metric} — {cond}", fontsize=9)
+            ax.set_ylabel(axis_label(metric))
+            ax.set_xlabel("epoch" if i == len(conditions) - 1 else "")
+            ax.xaxis.get_major_locator().set_params(integer=True)
+    if axes[0, -1].get_legend() is not None:
+        sns.move_legend(axes[0, -1], "upper left", bbox_to_anchor=(1.02, 1.0), title="loss")
+    label = kind.replace("_", "-")
+    fig.suptitle(f"{label.capitalize()} metrics over epochs (mean; band: ±1 sd over images and seeds)")
+    fig.tight_layout()
+    return save(fig, folder, f"trajectories_{kind}")
+
+
+def correlation_heatmap(corr: pd.DataFrame, orders: Orders, folder: Path) -> list[Path]:
+    """``correlation_heatmap`` (see the module docstring)."""
+    plt, sns = _plt()
+    cell = corr[corr["scope"] == "cell"]
+    if cell.empty or cell["rho"].notna().sum() == 0:
+        return []
+    metrics = list(dict.fromkeys(cell["metric"].astype(str)))
+    losses = [x for x in orders.losses if x in set(cell["loss"])]
+    fig, axes = plt.subplots(1, 2, figsize=(2.0 + 1.1 * len(metrics) * 2, 1.2 + 0.55 * len(losses)), squeeze=False)
+    for ax, against in zip(axes[0], ["train_loss", "val_loss"]):
+        mat = cell[cell["against"] == against].pivot_table(index="loss", columns="metric", values="rho", aggfunc="mean")
+        mat = mat.reindex(index=losses, columns=metrics)
+        mat.columns = [axis_label(m) for m in mat.columns]
+        sns.heatmap(mat, ax=ax, vmin=-1, vmax=1, center=0, cmap="vlag", annot=True, fmt=".2f", cbar=ax is axes[0, -1],
+                    cbar_kws={"label": "Spearman ρ (mean over cells)"}, linewidths=0.5)  # fmt: skip
+        ax.set_title(f"ρ({against.replace('_', ' ')}, metric) over epochs")
+        ax.set_xlabel("")
+        ax.set_ylabel("loss")
+        ax.tick_params(axis="x", rotation=30)
+        ax.tick_params(axis="y", rotation=0)
+    fig.text(0.5, -0.04, "↑ higher is better: ρ < 0 = metric improves as the loss falls.  "
+             "↓ lower is better: ρ > 0 = metric improves as the loss falls.", ha="center", fontsize=8)  # fmt: skip
+    fig.tight_layout()
+    return save(fig, folder, "correlation_heatmap")
+
+
+def pick_pd_metrics(metrics: Sequence[str], distortion: str = "psnr", perception: str = "niqe") -> tuple[str, str] | None:
+    """The perception–distortion pair: the preferred names if scored, else the first full-reference
+    higher-is-better metric and the first no-reference metric (metadata); None if there is none."""
+    kinds = kind_map(metrics)
+    d = distortion if distortion in kinds else next((m for m in metrics if kinds[m] == "full_reference"), None)
+    p = perception if perception in kinds else next((m for m in metrics if kinds[m] == "no_reference"), None)
+    return (d, p) if d and p else None
+
+
+def perception_distortion_figure(traj: pd.DataFrame, orders: Orders, folder: Path, *, epoch: str = "final",
+                                 distortion: str = "psnr", perception: str = "niqe") -> list[Path]:  # fmt: skip
+    """``perception_distortion`` (see the module docstring)."""
+    plt, sns = _plt()
+    rows = select_epoch(metric_rows(traj), epoch, history=traj)
+    pair = pick_pd_metrics(list(dict.fromkeys(rows["metric"].astype(str))), distortion, perception)
+    if pair is None:
+        return []
+    d, p = pair
+    per_image = rows[rows["metric"].isin(pair)].groupby(["loss", "architecture", "dose", "image", "metric"],
+                                                          observed=True)["value"].mean().unstack("metric")  # fmt: skip
+    stats = per_image.groupby(["loss", "architecture", "dose"], observed=True).agg(["mean", "std"]).reset_index()
+    doses = [x for x in orders.doses if x in set(stats["dose"])]
+    losses = [x for x in orders.losses if x in set(stats["loss"])]
+    palette = dict(zip(losses, sns.color_palette("colorblind", len(losses))))
+    markers = dict(zip(orders.architectures, ["o", "s", "^", "D", "v", "P", "X"] * 3))
+    fig, axes = plt.subplots(1, len(doses), figsize=(4.6 * len(doses), 4.0), squeeze=False)
+    for ax, dose in zip(axes[0], doses):
+        sub = stats[stats["dose"] == dose]
+        for loss, arch in [(x, a) for x in losses for a in orders.architectures]:
+            point = sub[(sub["loss"] == loss) & (sub["architecture"] == arch)]
+            if point.empty:
+                continue
+            x, xs, y, ys = point[[(d, "mean"), (d, "std"), (p, "mean"), (p, "std")]].to_numpy().ravel()
+            ax.errorbar(x, y, xerr=xs, yerr=ys, fmt=markers.get(arch, "o"), color=palette[loss], ms=7, capsize=2,
+                        label=f"{loss} · {arch}")  # fmt: skip
+        ax.set_xlabel(axis_label(d))
+        ax.set_ylabel(axis_label(p))
+        ax.set_title(f"dose {dose}")
+        better_x = "→" if metric_info(d).higher_is_better else "←"
+        better_y = "↑" if metric_info(p).higher_is_better else "↓"
+        ax.text(0.02, 0.02, f"better: {better_x} {better_y}", transform=ax.transAxes, fontsize=8, color="0.3")
+    handles, labels = axes[0, -1].get_legend_handles_labels()
+    axes[0, -1].legend(handles, labels, loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=8, title="loss · architecture")
+    fig.suptitle(f"Perception–distortion plane at the {epoch.replace('_', '-')} epoch (mean ± sd over images)")
+    fig.tight_layout()
+    return save(fig, folder, "perception_distortion")
+
+
+def zoom_region(reference_unit: np.ndarray, frac: float = 0.25, min_inside: float = 0.9) -> tuple[int, int, int]:
+    """``(top, left, size)`` of the square (side ``frac`` × image side) with the most soft-tissue structure:
+    among the squares whose windowed reference is at least ``min_inside`` inside the window (not clipped
+    to black or white: no air, no bone), the one with the largest standard deviation; without such a
+    square, the largest standard deviation overall. Coarse search with stride size/4."""
+    h, w = reference_unit.shape
+    size = max(8, int(min(h, w) * frac))
+    stride = max(1, size // 4)
+    inside = (reference_unit > 0) & (reference_unit < 1)
+    best, where = (-1.0, -1.0), (0, 0)
+    for top in range(0, h - size + 1, stride):
+        for left in range(0, w - size + 1, stride):
+            patch = reference_unit[top : top + size, left : left + size]
+            frac_in = float(inside[top : top + size, left : left + size].mean())
+            score = (float(frac_in >= min_inside), float(patch.std()))
+            if score > best:
+                best, where = score, (top, left)
+    return where[0], where[1], size
+
+
+def comparison_figure(examples: dict[str, dict[str, np.ndarray]], orders: Orders, folder: Path, name: str,
+                      *, window=None, title: str = "") -> list[Path]:  # fmt: skip
+    """One visual comparison panel from ``{loss: {"input", "output", "target", "image", "epoch"}}`` (HU)."""
+    plt, _ = _plt()
+    from matplotlib.patches import Rectangle
+
+    win = parse_window(window)
+    losses = [x for x in orders.losses if x in examples]
+    if not losses:
+        return []
+    first = examples[losses[0]]
+    target = np.asarray(first["target"], dtype=np.float32)
+    panels = [("LDCT input", np.asarray(first["input"]))] + [(loss, np.asarray(examples[loss]["output"])) for loss in losses]
+    panels.append(("NDCT reference", target))
+    top, left, size = zoom_region(window_to_unit(target, win))
+    n = len(panels)
+    fig, axes = plt.subplots(2, n, figsize=(2.4 * n, 5.0), gridspec_kw={"height_ratios": [1, 1]})
+    for j, (label, img) in enumerate(panels):
+        ax, zx = axes[0, j], axes[1, j]
+        ax.imshow(img, cmap="gray", vmin=win.lo, vmax=win.hi, interpolation="nearest")
+        ax.add_patch(Rectangle((left - 0.5, top - 0.5), size, size, fill=False, edgecolor="#ffbf00", linewidth=1.2))
+        zx.imshow(img[top : top + size, left : left + size], cmap="gray", vmin=win.lo, vmax=win.hi,
+                  interpolation="nearest")  # fmt: skip
+        rmse = float(np.sqrt(np.mean((img.astype(np.float64) - target) ** 2)))
+        sub = "" if label == "NDCT reference" else f"\nRMSE {rmse:.1f} HU"
+        ax.set_title(f"{label}{sub}", fontsize=9)
+        for a in (ax, zx):
+            a.set_xticks([])
+            a.set_yticks([])
+        for spine in zx.spines.values():
+            spine.set_edgecolor("#ffbf00")
+    fig.suptitle(f"{title} — slice {first['image']}, epoch {int(first['epoch'])}; window [{win.lo:g}, {win.hi:g}] HU "
+                 f"(L{win.level:g} W{win.width:g}); bottom: zoom ×{target.shape[0] / size:.0f}", fontsize=9)  # fmt: skip
+    fig.tight_layout()
+    return save(fig, folder, name)
+
+
+def load_examples(folder: Path) -> pd.DataFrame:
+    """The example ``.npz`` files written by the scorer, one row per cell with its arrays."""
+    rows = []
+    for path in sorted(folder.glob("*.npz")):
+        loss, arch, dose, seed = path.stem.split("__")
+        with np.load(path) as z:
+            rows.append({"cell": path.stem, "loss": loss, "architecture": arch, "dose": dose, "seed": int(seed[1:]),
+                         "arrays": {k: z[k] for k in z.files}})  # fmt: skip
+    return pd.DataFrame(rows, columns=["cell", "loss", "architecture", "dose", "seed", "arrays"])
+
+
+def comparison_figures(examples: pd.DataFrame, orders: Orders, folder: Path, *, window=None) -> list[Path]:
+    """``comparison_<architecture>_<dose>`` for every architecture × dose with examples."""
+    paths: list[Path] = []
+    for arch in orders.architectures:
+        for dose in orders.doses:
+            sub = examples[(examples["architecture"] == arch) & (examples["dose"] == dose)]
+            if sub.empty:
+                continue
+            sub = sub[sub["seed"] == sub["seed"].min()]
+            ex = {r.loss: r.arrays for r in sub.itertuples()}
+            paths += comparison_figure(ex, orders, folder, f"comparison_{arch}_{dose}", window=window,
+                                       title=f"{arch} · dose {dose}")  # fmt: skip
+    return paths
+
+
+def cd_figures(ranks: pd.DataFrame, orders: Orders, folder: Path, alpha: float = 0.05) -> list[Path]:
+    """``cd_<metric>`` (see the module docstring); nothing when no condition has ≥ 3 losses."""
+    plt, _ = _plt()
+    import scikit_posthocs as sp
+
+    paths: list[Path] = []
+    if ranks.empty:
+        return paths
+    for metric, g in ranks.groupby("metric", sort=False):
+        conds = list(g.groupby(["architecture", "dose"], sort=False).groups)
+        fig, axes = plt.subplots(len(conds), 1, figsize=(7.0, 1.0 + 1.5 * len(conds)), squeeze=False)
+        for ax, (arch, dose) in zip(axes[:, 0], conds):
+            sub = g[(g["architecture"] == arch) & (g["dose"] == dose)].set_index("loss")
+            sub = sub.loc[[x for x in orders.losses if x in sub.index]]
+            sig = pd.DataFrame({a: sub.loc[a, "nemenyi"] for a in sub.index}).loc[sub.index, sub.index]
+            sp.critical_difference_diagram(sub["mean_rank"], sig, ax=ax, alpha=alpha,
+                                           label_fmt_left="{label} ({rank:.2f})", label_fmt_right="({rank:.2f}) {label}")  # fmt: skip
+            first = sub.iloc[0]
+            ax.set_title(f"{axis_label(str(metric))} — {arch} · dose {dose}: mean rank (1 = best), "
+                         f"n = {int(first['n'])} units, CD = {float(first['cd']):.2f}", fontsize=9)  # fmt: skip
+        fig.suptitle(f"Critical-difference diagram (Friedman + Nemenyi, α = {alpha:g}; bars join losses not "
+                     "significantly different)", fontsize=9)  # fmt: skip
+        fig.tight_layout()
+        paths += save(fig, folder, f"cd_{metric}")
+    return paths
+
+
+def build_figures(traj: pd.DataFrame, corr: pd.DataFrame | None, ranks: pd.DataFrame | None, orders: Orders,
+                  folder: Path, *, examples_dir: Path | None = None, window=None, epoch: str = "final",
+                  distortion: str = "psnr", perception: str = "niqe") -> dict[str, list[Path]]:  # fmt: skip
+    """Every figure of the module docstring; returns ``figure group -> paths`` (empty where there was
+    nothing to draw, e.g. no no-reference metric)."""
+    out = {
+        "training_loss": training_loss_figure(traj, orders, folder),
+        "trajectories_full_reference": trajectory_figure(traj, orders, folder, "full_reference"),
+        "trajectories_no_reference": trajectory_figure(traj, orders, folder, "no_reference"),
+        "correlation_heatmap": correlation_heatmap(corr, orders, folder) if corr is not None else [],
+        "perception_distortion": perception_distortion_figure(traj, orders, folder, epoch=epoch,
+                                                              distortion=distortion, perception=perception),
+        "cd": cd_figures(ranks, orders, folder) if ranks is not None else [],
+    }  # fmt: skip
+    if examples_dir is not None and examples_dir.is_dir():
+        out["comparison"] = comparison_figures(load_examples(examples_dir), orders, folder, window=window)
+    return out

@@ -1,0 +1,305 @@
+"""Paper tables in CSV, Markdown and LaTeX (``<out>/analysis/tables/``).
+
+* ``metric_<name>``: per metric, rows = loss, columns = architecture × dose, cells ``mean ± sd`` over the
+  evaluation images at the selected epoch (seeds averaged per image first). The best mean per column is
+  bold (direction from the metric's ``higher_is_better``); ``*``/``**`` mark a loss that differs from the
+  baseline loss (default: the matrix's first loss) at Holm-adjusted p < 0.05 / 0.01 in the two-sided
+  Wilcoxon signed-rank test of :mod:`analysis.significance` (unit and family as in ``significance.csv``).
+* ``rmse_hu_per_dose``: the RED-CNN-study layout (Chen et al., IEEE TMI 2017, Table I): rows = loss ×
+  architecture, columns = dose/view conditions, RMSE in HU (mean ± sd), best per column bold. The metric
+  is the one whose metadata says ``unit == "HU"``.
+* ``correlation_spearman``: rows = loss, columns = metric × {train, val} loss, the mean ± sd over cells of
+  the per-cell Spearman ρ between the loss and the metric over epochs; ``correlation_rmcorr``: the
+  repeated-measures r over all cells of a loss with its 95 % CI. Arrows give each metric's direction
+  (↑ higher is better): ρ < 0 for an ↑ metric, ρ > 0 for a ↓ metric, means the metric improves as the
+  loss falls.
+
+The CSV files hold the numbers (long format); Markdown uses ``DataFrame.to_markdown`` (tabulate), LaTeX
+``DataFrame.to_latex`` (booktabs rules — ``\\usepackage{booktabs}`` — underscores and other specials escaped,
+Unicode symbols written as math).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from analysis.trajectories import higher_is_better_map, level_order, metric_info, metric_rows, select_epoch
+
+_LATEX_SPECIAL = {"\\": r"\textbackslash{}", "_": r"\_", "%": r"\%", "&": r"\&", "#": r"\#", "$": r"\$",
+                  "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}  # fmt: skip
+
+
+_LATEX_UNICODE = {"±": r"$\pm$", "↑": r"$\uparrow$", "↓": r"$\downarrow$", "·": r"$\cdot$", "ρ": r"$\rho$",
+                  "–": "--", "−": "-", "≥": r"$\geq$", "×": r"$\times$"}  # fmt: skip
+
+
+def latex_escape(text: str) -> str:
+    """Escape LaTeX specials (``_`` in loss names like ``0.95mse+0.05wgan_gp``) and write the Unicode
+    symbols of the Markdown tables as math, so the table compiles with plain pdflatex + booktabs."""
+    return "".join(_LATEX_SPECIAL.get(ch, _LATEX_UNICODE.get(ch, ch)) for ch in str(text))
+
+
+def md_escape(text: str) -> str:
+    """Escape Markdown emphasis characters (the significance markers ``*``/``**``)."""
+    return str(text).replace("*", "\\*")
+
+
+def decimals_for(sd: Sequence[float] | np.ndarray, *, max_decimals: int = 4) -> int:
+    """Decimals that show two significant digits of the typical (median) sd: 0.0123 → 3, 1.5 → 1, 25 → 0."""
+    arr = np.asarray(sd, dtype=float)
+    arr = np.abs(arr[np.isfinite(arr) & (arr != 0)])
+    if not arr.size:
+        return 2
+    return int(np.clip(1 - math.floor(math.log10(float(np.median(arr)))), 0, max_decimals))
+
+
+def arrow(metric: str) -> str:
+    """The metric name with its direction: ``psnr ↑`` / ``niqe ↓`` (from the metadata)."""
+    return f"{metric} {'↑' if metric_info(metric).higher_is_better else '↓'}"
+
+
+@dataclass
+class Table:
+    """A table to render: ``text`` (strings), ``bold`` (bools, same shape), ``marker`` (superscripts),
+    a caption, a footnote and the long-format numbers for the CSV."""
+
+    name: str
+    text: pd.DataFrame
+    bold: pd.DataFrame
+    marker: pd.DataFrame
+    caption: str
+    note: str
+    numbers: pd.DataFrame
+
+    def markdown(self) -> str:
+        cells = self.text.copy().astype(object)
+        for r in range(cells.shape[0]):
+            for c in range(cells.shape[1]):
+                v = str(cells.iat[r, c])
+                v = f"**{v}**" if self.bold.iat[r, c] else v
+                cells.iat[r, c] = v + md_escape(self.marker.iat[r, c] or "")
+        cells.columns = [" · ".join(map(str, c)) if isinstance(c, tuple) else str(c) for c in cells.columns]
+        cells.index = [" · ".join(map(str, i)) if isinstance(i, tuple) else str(i) for i in cells.index]
+        body = cells.to_markdown(stralign="right")
+        return f"**{self.caption}**\n\n{body}\n\n{md_escape(self.note)}\n"
+
+    def latex(self) -> str:
+        cells = self.text.copy().astype(object)
+        for r in range(cells.shape[0]):
+            for c in range(cells.shape[1]):
+                v = latex_escape(str(cells.iat[r, c]))
+                v = rf"\textbf{{{v}}}" if self.bold.iat[r, c] else v
+                m = self.marker.iat[r, c]
+                cells.iat[r, c] = v + (f"$^{{{m}}}$" if m else "")
+        cells = cells.rename(index=latex_escape, columns=latex_escape)
+        cells.index.names = [latex_escape(n) if n else n for n in cells.index.names]
+        cells.columns.names = [latex_escape(n) if n else n for n in cells.columns.names]
+        caption = latex_escape(self.caption) + " " + latex_escape(self.note)
+        return cells.to_latex(escape=False, caption=caption, label=f"tab:{self.name}", multicolumn_format="c",
+                              multirow=False, position="htbp")  # fmt: skip
+
+    def write(self, folder: Path) -> list[Path]:
+        folder.mkdir(parents=True, exist_ok=True)
+        paths = [folder / f"{self.name}.{ext}" for ext in ("csv", "md", "tex")]
+        self.numbers.to_csv(paths[0], index=False)
+        paths[1].write_text(self.markdown())
+        paths[2].write_text(self.latex())
+        return paths
+
+
+# ------------------------------------------------------------------------------------------ metrics
+
+
+def image_means(traj: pd.DataFrame, epoch: str = "final") -> pd.DataFrame:
+    """Per metric × loss × architecture × dose × image at the selected epoch, seeds averaged."""
+    rows = select_epoch(metric_rows(traj), epoch, history=traj)
+    keys = ["metric", "loss", "architecture", "dose", "patient", "image"]
+    return rows.groupby(keys, observed=True, sort=False)["value"].mean().reset_index()
+
+
+def summary_stats(traj: pd.DataFrame, epoch: str = "final") -> pd.DataFrame:
+    """``metric, loss, architecture, dose, mean, sd, n`` over images (seeds averaged per image)."""
+    per_image = image_means(traj, epoch)
+    g = per_image.groupby(["metric", "loss", "architecture", "dose"], observed=True, sort=False)["value"]
+    return g.agg(mean="mean", sd="std", n="count").reset_index()
+
+
+def _marker(p: float) -> str:
+    if not np.isfinite(p):
+        return ""
+    return "**" if p < 0.01 else "*" if p < 0.05 else ""
+
+
+def baseline_p(sig: pd.DataFrame | None, metric: str, baseline: str, test: str = "wilcoxon") -> dict[tuple, float]:
+    """``(loss, architecture, dose) -> Holm-adjusted p`` of each loss against ``baseline``."""
+    if sig is None or sig.empty:
+        return {}
+    s = sig[(sig["metric"] == metric) & (sig["test"] == test)
+            & ((sig["loss_a"] == baseline) | (sig["loss_b"] == baseline))]  # fmt: skip
+    out = {}
+    for _, r in s.iterrows():
+        other = r["loss_b"] if r["loss_a"] == baseline else r["loss_a"]
+        out[(other, str(r["architecture"]), str(r["dose"]))] = float(r["p_holm"])
+    return out
+
+
+@dataclass
+class Orders:
+    """Display order of the levels (the matrix's order; order of appearance otherwise)."""
+
+    losses: list[str]
+    architectures: list[str]
+    doses: list[str]
+
+    @classmethod
+    def from_traj(cls, traj: pd.DataFrame, matrix=None) -> Orders:  # matrix: benchmark.config.MatrixConfig
+        pref = ([x.label for x in matrix.losses], [a.label for a in matrix.architectures], list(matrix.doses)) \
+            if matrix is not None else (None, None, None)  # fmt: skip
+        return cls(level_order(traj, "loss", pref[0]), level_order(traj, "architecture", pref[1]),
+                   level_order(traj, "dose", pref[2]))  # fmt: skip
+
+
+def _mean_sd_table(stats: pd.DataFrame, rows: list[str], cols: list[str], row_order: list, col_order: list,
+                   higher: bool) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, pd.DataFrame]:  # fmt: skip
+    """Wide ``mean``/``sd`` tables, their ``mean ± sd`` text and the bold-best mask (per column)."""
+    mean = stats.pivot_table(index=rows, columns=cols, values="mean", aggfunc="first", observed=True)
+    sd = stats.pivot_table(index=rows, columns=cols, values="sd", aggfunc="first", observed=True)
+    mean = mean.reindex(index=row_order, columns=col_order)
+    sd = sd.reindex(index=row_order, columns=col_order)
+    dec = decimals_for(sd.to_numpy().ravel())
+    text = mean.combine(sd, lambda m, s: pd.Series(
+        [f"{a:.{dec}f} ± {b:.{dec}f}" if np.isfinite(a) and np.isfinite(b) else (f"{a:.{dec}f}" if np.isfinite(a) else "–")
+         for a, b in zip(m, s)], index=m.index))  # fmt: skip
+    best = mean.max() if higher else mean.min()
+    bold = mean.eq(best, axis=1) & mean.notna()
+    return mean, sd, text, bold
+
+
+def _idx(levels: list[list[str]]) -> pd.Index:
+    return pd.MultiIndex.from_product(levels) if len(levels) > 1 else pd.Index(levels[0])
+
+
+def metric_table(
+    stats: pd.DataFrame, sig: pd.DataFrame | None, metric: str, orders: Orders, *, baseline: str | None = None,
+    unit_note: str = "per-patient means",
+) -> Table:  # fmt: skip
+    """The ``metric_<name>`` table (see the module docstring)."""
+    higher = higher_is_better_map([metric])[metric]
+    s = stats[stats["metric"] == metric]
+    base = baseline or orders.losses[0]
+    cols = _idx([orders.architectures, orders.doses])
+    mean, _, text, bold = _mean_sd_table(s, ["loss"], ["architecture", "dose"], orders.losses, list(cols), higher)
+    pvals = baseline_p(sig, metric, base)
+    marker = pd.DataFrame("", index=text.index, columns=text.columns)
+    for loss in text.index:
+        for arch, dose in text.columns:
+            marker.loc[loss, (arch, dose)] = _marker(pvals.get((loss, arch, dose), np.nan))
+    text.index = [f"{x} (baseline)" if x == base else x for x in text.index]
+    bold.index = marker.index = text.index
+    info = metric_info(metric)
+    unit = f" [{info.unit}]" if info.unit else ""
+    numbers = s.assign(best=[bool(bold.iloc[list(mean.index).index(r.loss)][(r.architecture, r.dose)])
+                             for r in s.itertuples()],
+                       p_holm_vs_baseline=[pvals.get((r.loss, r.architecture, r.dose), np.nan) for r in s.itertuples()],
+                       baseline=base)  # fmt: skip
+    return Table(
+        name=f"metric_{metric}",
+        text=text, bold=bold, marker=marker,
+        caption=f"{arrow(metric)}{unit}: mean ± sd over the evaluation images (seeds averaged); "
+                f"columns architecture · dose; best per column in bold.",
+        note=f"* / **: differs from the baseline {base} at Holm-adjusted p < 0.05 / 0.01 (two-sided Wilcoxon "
+             f"signed-rank test on {unit_note}).",
+        numbers=numbers,
+    )  # fmt: skip
+
+
+def hu_metric(metrics: Sequence[str]) -> str | None:
+    """The first metric whose metadata unit is HU (RMSE in HU), or None."""
+    return next((m for m in metrics if metric_info(m).unit == "HU"), None)
+
+
+def rmse_per_dose_table(stats: pd.DataFrame, orders: Orders, metric: str) -> Table:
+    """The RED-CNN-style table: rows loss × architecture, columns dose conditions, RMSE in HU."""
+    s = stats[stats["metric"] == metric]
+    rows = list(_idx([orders.losses, orders.architectures]))
+    _, _, text, bold = _mean_sd_table(s, ["loss", "architecture"], ["dose"], rows, orders.doses,
+                                      higher_is_better_map([metric])[metric])  # fmt: skip
+    marker = pd.DataFrame("", index=text.index, columns=text.columns)
+    text.columns.name = bold.columns.name = marker.columns.name = "dose"
+    return Table(
+        name=f"{metric}_per_dose", text=text, bold=bold, marker=marker,
+        caption=f"{arrow(metric)} [HU] per dose condition: mean ± sd over the evaluation images, rows loss · "
+                "architecture; lowest per column in bold (layout of Chen et al., RED-CNN, IEEE TMI 2017).",
+        note="RMSE on the raw HU images (no window clipping).",
+        numbers=s.copy(),
+    )  # fmt: skip
+
+
+# ------------------------------------------------------------------------------------- correlations
+
+
+def correlation_tables(corr: pd.DataFrame, orders: Orders, metrics: Sequence[str]) -> list[Table]:
+    """``correlation_spearman`` and ``correlation_rmcorr`` (see the module docstring)."""
+    tables = []
+    cell = corr[corr["scope"] == "cell"]
+    agg = cell.groupby(["loss", "metric", "against"], observed=True)["rho"].agg(mean="mean", sd="std", n="count")
+    agg = agg.reset_index()
+    cols = list(_idx([list(metrics), ["train_loss", "val_loss"]]))
+    text = pd.DataFrame("–", index=orders.losses, columns=pd.MultiIndex.from_tuples(cols))
+    for r in agg.itertuples():
+        if (r.metric, r.against) in text.columns and r.loss in text.index:
+            text.loc[r.loss, (r.metric, r.against)] = f"{r.mean:.2f}" + (f" ± {r.sd:.2f}" if np.isfinite(r.sd) else "")
+    text.columns = pd.MultiIndex.from_tuples([(arrow(m), a) for m, a in text.columns])
+    false = pd.DataFrame(False, index=text.index, columns=text.columns)
+    empty = pd.DataFrame("", index=text.index, columns=text.columns)
+    tables.append(Table(
+        "correlation_spearman", text, false, empty,
+        caption="Spearman ρ between the loss and the metric's per-epoch mean over epochs, mean ± sd over cells.",
+        note="↑: higher is better, so ρ < 0 means the metric improves as the loss falls; ↓: ρ > 0 does.",
+        numbers=agg,
+    ))  # fmt: skip
+    pooled = corr[corr["scope"] == "pooled"]
+    text = pd.DataFrame("–", index=orders.losses, columns=pd.MultiIndex.from_tuples(cols))
+    for r in pooled.itertuples():
+        if (r.metric, r.against) in text.columns and r.loss in text.index and np.isfinite(r.rho):
+            text.loc[r.loss, (r.metric, r.against)] = f"{r.rho:.2f} [{r.ci_low:.2f}, {r.ci_high:.2f}]"
+    text.columns = pd.MultiIndex.from_tuples([(arrow(m), a) for m, a in text.columns])
+    tables.append(Table(
+        "correlation_rmcorr", text, false.reindex_like(text).fillna(False), empty.reindex_like(text).fillna(""),
+        caption="Repeated-measures correlation (Bakdash & Marusich 2017) between the loss and the metric over "
+                "all cells of a loss (cell = subject), with 95 % CI.",
+        note="↑: higher is better, so r < 0 means the metric improves as the loss falls; ↓: r > 0 does.",
+        numbers=pooled.copy(),
+    ))  # fmt: skip
+    return tables
+
+
+def build_tables(
+    traj: pd.DataFrame, sig: pd.DataFrame | None, corr: pd.DataFrame | None, *, orders: Orders,
+    baseline: str | None = None, epoch: str = "final", unit_note: str = "per-patient means",
+) -> list[Table]:  # fmt: skip
+    """Every table of the module docstring for the metrics in ``traj``."""
+    stats = summary_stats(traj, epoch)
+    metrics = list(dict.fromkeys(stats["metric"].astype(str)))
+    if baseline is not None and baseline not in orders.losses:
+        from benchmark.errors import UserError
+
+        raise UserError(f"{baseline!r} is not a loss of this run ({', '.join(orders.losses)})", field="baseline")
+    tables = [metric_table(stats, sig, m, orders, baseline=baseline, unit_note=unit_note) for m in metrics]
+    hu = hu_metric(metrics)
+    if hu is not None:
+        tables.append(rmse_per_dose_table(stats, orders, hu))
+    if corr is not None and len(corr):
+        tables += correlation_tables(corr, orders, metrics)
+    return tables
+
+
+def write_tables(tables: Sequence[Table], folder: Path) -> dict[str, list[Path]]:
+    """Write each table as CSV, Markdown and LaTeX; returns ``name -> paths``."""
+    return {t.name: t.write(folder) for t in tables}
