@@ -13,6 +13,7 @@ from torch import nn
 
 from benchmark.errors import UserError
 from benchmark.registry import lookup
+from models.discriminators import PatchGAN, WGANCritic
 from models.dncnn import DnCNN
 from models.redcnn import REDCNN
 
@@ -33,7 +34,16 @@ ARCHITECTURES: dict[str, ModelInfo] = {
 }
 
 # The one place where discriminators (critics) are registered.
-DISCRIMINATORS: dict[str, ModelInfo] = {}
+DISCRIMINATORS: dict[str, ModelInfo] = {
+    "wgan_critic": ModelInfo(
+        WGANCritic, "plain CNN critic: 5 convs (k3/k5, strides 1/3), LeakyReLU 0.2, score map", "Gulrajani et al., "
+        "NeurIPS 2017 (WGAN-GP)", min_size=27,
+    ),
+    "patchgan": ModelInfo(
+        PatchGAN, "70x70 PatchGAN: C64-C128-C256-C512, 4x4 kernels, LeakyReLU 0.2, batch/instance/no norm",
+        "Isola et al., pix2pix, CVPR 2017", min_size=24,
+    ),
+}
 
 
 def build_model(name: str, kwargs: dict[str, Any] | None = None, *, registry: dict[str, ModelInfo] | None = None,
