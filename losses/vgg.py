@@ -113,8 +113,10 @@ class VGGLoss(nn.Module):
             raise ValueError(f"{arch} has no layer(s) {bad or '(none given)'}; layers: {', '.join(names)}")
         self.layers = wanted
         self._index = {names.index(n): n for n in wanted}
-        self.features = features[: max(self._index) + 1]
+        self.features = nn.Sequential(*list(features)[: max(self._index) + 1])
         self.imagenet_norm = bool(imagenet_norm)
+        self.mean: torch.Tensor
+        self.std: torch.Tensor
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
 
