@@ -189,11 +189,18 @@ def calibrate(
     split: Annotated[str, typer.Option(help="split whose slices are used")] = "train",
     max_slices: Annotated[int, typer.Option(help="at most this many slices (evenly spaced)")] = 24,
     electronic_var: Annotated[float, typer.Option(help="electronic noise variance σe² (counts²)")] = 10.0,
+    device: Annotated[str, typer.Option(help="projector device: auto, cpu or cuda")] = "auto",
 ) -> None:
     """Fit the photon count I0 of projection-domain noise insertion (Yu et al. 2012) so that the
     simulated CONDITION matches the real one; prints I0 for ``dataset.options.i0``."""
+    import torch
+
     from benchmark.data.noise_insertion import calibrate_i0
 
+    if device not in ("auto", "cpu", "cuda"):
+        raise UserError(f"{device!r}: use auto, cpu or cuda", field="--device")
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
     if not 0 < dose < 1:
         raise UserError(f"{dose}: the dose fraction must be in (0, 1)", field="--dose")
     ds = _open(dataset, None, root, option)
@@ -208,7 +215,7 @@ def calibrate(
         keep = np.isclose(spacing, np.median(spacing), atol=1e-3)
         pick, spacing = pick[keep], spacing[keep]
     cal = calibrate_i0(np.asarray(pairs.targets[pick]), np.asarray(pairs.inputs[pick]), float(spacing[0]),
-                       dose=dose, electronic_var=electronic_var)
+                       dose=dose, electronic_var=electronic_var, device=device)
     typer.echo(f"slices used: {len(pick)} ({split}), uniform-region pixels: {cal.roi_pixels}")
     typer.echo(f"real noise std(low − full): {cal.real_std_hu:.2f} HU; inserted target {cal.target_std_hu:.2f} HU, "
                f"reached {cal.simulated_std_hu:.2f} HU")

@@ -50,6 +50,29 @@ def yu_variance(p: np.ndarray, dose: float, i0: np.ndarray | float, electronic_v
     return (1 - dose) / dose * e * (1 + (1 + dose) / dose * electronic_var * e)
 
 
+def reproject(full_hu: np.ndarray, pixel_mm: float, *, device: str | torch.device = "cpu") -> tuple[Geometry, np.ndarray]:
+    """The insertion geometry and the line integrals ``(S, V, C)`` of full-dose images ``(S, H, W)``."""
+    h, w = full_hu.shape[-2:]
+    if h != w:
+        raise UserError(f"noise insertion needs square images, got {h}×{w}", field="images")
+    geom = insertion_geometry(h, pixel_mm)
+    return geom, project_hu(full_hu, geom, device=device)
+
+
+def noise_image(sino: np.ndarray, geom: Geometry, dose: float, i0: float, rng: np.random.Generator, *,
+                electronic_var: float = 10.0, filter_name: str = "hann",
+                device: str | torch.device = "cpu") -> np.ndarray:
+    """FBP (in HU) of Yu-model noise drawn for the line integrals ``sino`` ``(S, V, C)``."""
+    b = NoiseModel(i0=i0).bowtie(geom)[None, None, :]
+    var = yu_variance(sino, dose, i0 * b, electronic_var)
+    noise = (rng.standard_normal(sino.shape) * np.sqrt(var)).astype(np.float32)
+    out = np.empty((sino.shape[0], geom.image_size, geom.image_size), dtype=np.float32)
+    for b0 in range(0, len(out), 64):
+        mu = fbp(torch.from_numpy(noise[b0 : b0 + 64]).to(device), geom, filter_name)  # type: ignore[arg-type]
+        out[b0 : b0 + 64] = mu.cpu().numpy() * (1000.0 / MU_WATER_PER_MM)
+    return out
+
+
 def insert_noise(
     full_hu: np.ndarray,
     pixel_mm: float,
@@ -62,19 +85,9 @@ def insert_noise(
     device: str | torch.device = "cpu",
 ) -> np.ndarray:
     """Simulated ``dose``-fraction images ``(S, H, W)`` float32 HU from full-dose ``full_hu`` ``(S, H, W)``."""
-    s, h, w = full_hu.shape
-    if h != w:
-        raise UserError(f"noise insertion needs square images, got {h}×{w}", field="images")
-    geom = insertion_geometry(h, pixel_mm)
-    sino = project_hu(full_hu, geom, device=device)  # (S, V, C) line integrals of μ
-    b = NoiseModel(i0=i0).bowtie(geom)[None, None, :]
-    var = yu_variance(sino, dose, i0 * b, electronic_var)
-    noise = (rng.standard_normal(sino.shape) * np.sqrt(var)).astype(np.float32)
-    out = np.empty_like(full_hu, dtype=np.float32)
-    for b0 in range(0, s, 32):
-        mu_noise = fbp(torch.from_numpy(noise[b0 : b0 + 32]).to(device), geom, filter_name)  # type: ignore[arg-type]
-        out[b0 : b0 + 32] = full_hu[b0 : b0 + 32] + (mu_noise.cpu().numpy() * (1000.0 / MU_WATER_PER_MM))
-    return out
+    geom, sino = reproject(full_hu, pixel_mm, device=device)
+    noise = noise_image(sino, geom, dose, i0, rng, electronic_var=electronic_var, filter_name=filter_name, device=device)
+    return (full_hu + noise).astype(np.float32)
 
 
 @dataclass
@@ -100,6 +113,7 @@ def calibrate_i0(
     seed: int = 0,
     start_i0: float = 2.0e5,
     iterations: int = 4,
+    device: str | torch.device = "cpu",
 ) -> Calibration:
     """Fit ``I0`` so that inserted noise at ``dose`` matches the real low-dose scan.
 
@@ -115,11 +129,14 @@ def calibrate_i0(
         raise UserError("too few uniform soft-tissue pixels to measure noise (need ≥ 100)", field="images")
     real = difference_noise_std(low_hu, full_hu, roi)
     target = real * math.sqrt((1 - dose) / (1 + dose))
-    i0, sim = start_i0, float("nan")
+    geom, sino = reproject(full_hu, pixel_mm, device=device)  # I0 does not change the projections
+
+    def inserted_std(i0: float) -> float:
+        noise = noise_image(sino, geom, dose, i0, np.random.default_rng(seed), electronic_var=electronic_var,
+                            device=device)
+        return float(noise[roi].std())
+
+    i0 = start_i0
     for _ in range(iterations):
-        simulated = insert_noise(full_hu, pixel_mm, dose, i0, np.random.default_rng(seed), electronic_var=electronic_var)
-        sim = difference_noise_std(simulated, full_hu, roi)
-        i0 *= (sim / target) ** 2
-    simulated = insert_noise(full_hu, pixel_mm, dose, i0, np.random.default_rng(seed), electronic_var=electronic_var)
-    sim = difference_noise_std(simulated, full_hu, roi)
-    return Calibration(i0, dose, real, sim, target, iterations, int(roi.sum()))
+        i0 *= (inserted_std(i0) / target) ** 2
+    return Calibration(i0, dose, real, inserted_std(i0), target, iterations, int(roi.sum()))
