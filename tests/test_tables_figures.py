@@ -1,0 +1,139 @@
+"""Tables and figures from simulated trajectories of known structure: numbers, bold-best direction from
+the metric metadata, significance markers, Markdown/LaTeX rendering, and every figure file written."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.image as mpimg
+import numpy as np
+import pandas as pd
+import pytest
+
+from analysis.correlations import correlations
+from analysis.figures import build_figures, comparison_figure, pick_pd_metrics, zoom_region
+from analysis.significance import significance
+from analysis.tables import Orders, build_tables, decimals_for, latex_escape, summary_stats, write_tables
+from analysis.trajectories import simulate_trajectories
+from benchmark.errors import UserError
+
+METRICS = {"psnr": (30.0, 1.0, True), "rmse_hu": (20.0, 2.0, False), "niqe": (6.0, 0.3, False)}
+
+
+@pytest.fixture(scope="module")
+def sim():
+    traj = simulate_trajectories(losses=("mse", "l1", "0.9mse+0.1ssim_loss"), architectures=("redcnn", "dncnn"),
+                                 doses=("25_360", "10_180"), patients=10, slices_per_patient=2, epochs=3,
+                                 metrics=METRICS, effects={"mse": 0.0, "l1": 0.05, "0.9mse+0.1ssim_loss": 3.0},
+                                 noise_sd=0.3, rng=11)  # fmt: skip
+    sig, ranks = significance(traj, n_resamples=50)
+    corr = correlations(traj, n_resamples=50)
+    orders = Orders(["mse", "l1", "0.9mse+0.1ssim_loss"], ["redcnn", "dncnn"], ["25_360", "10_180"])
+    return traj, sig, ranks, corr, orders
+
+
+def test_helpers():
+    assert latex_escape("0.9mse+0.1ssim_loss 10% & #") == r"0.9mse+0.1ssim\_loss 10\% \& \#"
+    assert latex_escape("a ± b ↑") == r"a $\pm$ b $\uparrow$"
+    assert decimals_for([0.0123, 0.02]) == 3 and decimals_for([1.5]) == 1 and decimals_for([25.0]) == 0
+    assert decimals_for([np.nan]) == 2
+
+
+def test_metric_table_numbers_bold_and_markers(sim, tmp_path):
+    traj, sig, _, corr, orders = sim
+    tables = {t.name: t for t in build_tables(traj, sig, corr, orders=orders)}
+    assert set(tables) == {"metric_psnr", "metric_rmse_hu", "metric_niqe", "rmse_hu_per_dose",
+                           "correlation_spearman", "correlation_rmcorr"}  # fmt: skip
+    # numbers: mean and sd over images at the final epoch, seeds averaged
+    last = traj[(traj["epoch"] == 3) & (traj["source"] == "metric")]
+    ref = last.groupby(["metric", "loss", "architecture", "dose", "image"])["value"].mean()
+    ref = ref.groupby(["metric", "loss", "architecture", "dose"]).agg(["mean", "std"])
+    got = summary_stats(traj).set_index(["metric", "loss", "architecture", "dose"])
+    np.testing.assert_allclose(got.loc[ref.index, "mean"], ref["mean"])
+    np.testing.assert_allclose(got.loc[ref.index, "sd"], ref["std"])
+    # the planted best loss is bold for PSNR (max) and NIQE (min): directions from the metadata
+    best = "0.9mse+0.1ssim_loss"
+    for name in ("metric_psnr", "metric_niqe", "metric_rmse_hu"):
+        t = tables[name]
+        assert t.bold.loc[best].all() and not t.bold.drop(index=best).to_numpy().any()
+    # markers: Holm-adjusted Wilcoxon p of each loss against the baseline (first loss)
+    t = tables["metric_psnr"]
+    s = sig[(sig["metric"] == "psnr") & (sig["test"] == "wilcoxon") & (sig["loss_a"] == "mse")]
+    for r in s.itertuples():
+        expected = "**" if r.p_holm < 0.01 else "*" if r.p_holm < 0.05 else ""
+        assert t.marker.loc[r.loss_b, (r.architecture, r.dose)] == expected
+    assert t.marker.loc[best].ne("").all()  # a large planted effect over 10 patients (exact min p 2/2^10, Holm x12)
+    assert t.marker.loc["l1"].eq("").all()  # a negligible one
+    assert "mse (baseline)" in t.text.index
+    paths = write_tables(tables.values(), tmp_path)
+    md = (tmp_path / "metric_psnr.md").read_text()
+    assert "**" in md and r"\*\*" in md and "redcnn · 25_360" in md
+    tex = (tmp_path / "metric_psnr.tex").read_text()
+    assert r"\toprule" in tex and r"\textbf{" in tex and r"0.9mse+0.1ssim\_loss" in tex and "25\\_360" in tex
+    assert all(ord(ch) < 128 for p in paths.values() for f in p if f.suffix == ".tex" for ch in f.read_text())
+    csv = pd.read_csv(tmp_path / "metric_psnr.csv")
+    assert {"mean", "sd", "n", "best", "p_holm_vs_baseline"} <= set(csv.columns) and csv["best"].sum() == 4
+
+
+def test_rmse_per_dose_and_correlation_tables(sim):
+    traj, sig, _, corr, orders = sim
+    tables = {t.name: t for t in build_tables(traj, sig, corr, orders=orders, baseline="l1")}
+    rmse = tables["rmse_hu_per_dose"]
+    assert list(rmse.text.columns) == ["25_360", "10_180"]
+    assert rmse.text.index[0] == ("mse", "redcnn") and len(rmse.text) == 6
+    assert rmse.bold.sum().eq(1).all()  # one best (lowest) per dose column, from the planted-best loss
+    assert all(rmse.bold[d].idxmax()[0] == "0.9mse+0.1ssim_loss" for d in rmse.bold.columns)
+    assert "l1 (baseline)" in tables["metric_psnr"].text.index
+    spear = tables["correlation_spearman"]
+    cell = corr[(corr["scope"] == "cell") & (corr["loss"] == "l1") & (corr["metric"] == "niqe") & (corr["against"] == "val_loss")]
+    assert spear.text.loc["l1", ("niqe ↓", "val_loss")].startswith(f"{cell['rho'].mean():.2f}")
+    with pytest.raises(UserError, match="not a loss of this run"):
+        build_tables(traj, sig, corr, orders=orders, baseline="perceptual")
+
+
+def test_zoom_region_finds_soft_tissue_structure():
+    img = np.full((64, 64), 0.5)
+    img[:, :8] = 0.0  # air: clipped
+    img[40:56, 40:56] = 0.5 + 0.2 * np.sin(np.arange(16))[None, :]  # structure inside the window
+    img[4:20, 20:36] = np.where(np.indices((16, 16)).sum(0) % 2, 1.0, 0.0)  # clipped bone/air checkerboard
+    top, left, size = zoom_region(img)
+    assert size == 16 and 36 <= top <= 44 and 36 <= left <= 44
+
+
+@pytest.mark.slow
+def test_every_figure_is_written(sim, tmp_path):
+    traj, _, ranks, corr, orders = sim
+    rng = np.random.default_rng(0)
+    target = np.full((48, 48), -1000.0, dtype=np.float32)
+    target[8:40, 8:40] = 40 + 30 * rng.standard_normal((32, 32))
+    ex = tmp_path / "examples"
+    ex.mkdir()
+    for loss in orders.losses:
+        np.savez(ex / f"{loss}__redcnn__25_360__s0.npz", input=target + 40 * rng.standard_normal(target.shape),
+                 output=target + 5.0, target=target, image="P00/000", epoch=3, stamp="x")  # fmt: skip
+    figs = build_figures(traj, corr, ranks, orders, tmp_path / "fig", examples_dir=ex)
+    expected = {"training_loss", "trajectories_full_reference", "trajectories_no_reference", "correlation_heatmap",
+                "perception_distortion", "cd_psnr", "cd_rmse_hu", "cd_niqe", "comparison_redcnn_25_360"}  # fmt: skip
+    written = {p.stem for paths in figs.values() for p in paths}
+    assert written == expected
+    for stem in expected:
+        assert (tmp_path / "fig" / f"{stem}.pdf").stat().st_size > 1000
+        png = mpimg.imread(tmp_path / "fig" / f"{stem}.png")
+        assert png.shape[0] > 200 and png.shape[1] > 200 and png.std() > 0.01  # not blank
+
+
+def test_figure_metric_choice_uses_metadata(sim, tmp_path):
+    assert pick_pd_metrics(["ssim", "psnr", "pique", "niqe"]) == ("psnr", "niqe")
+    assert pick_pd_metrics(["ssim", "rmse_hu", "pique"]) == ("ssim", "pique")  # fallbacks by kind
+    assert pick_pd_metrics(["psnr", "ssim"]) is None
+    only_fr = simulate_trajectories(losses=("a", "b"), epochs=2, metrics={"psnr": (30.0, 1.0, True)})
+    orders = Orders(["a", "b"], ["redcnn"], ["25_360"])
+    figs = build_figures(only_fr, None, None, orders, tmp_path)
+    assert figs["trajectories_no_reference"] == [] and figs["perception_distortion"] == []
+    assert [p.suffix for p in figs["trajectories_full_reference"]] == [".png", ".pdf"]
+    target = np.zeros((32, 32), dtype=np.float32)
+    out = comparison_figure({"a": {"input": target, "output": target, "target": target, "image": "P/1", "epoch": 1}},
+                            orders, tmp_path, "cmp", window="-160,240")  # fmt: skip
+    assert [p.name for p in out] == ["cmp.png", "cmp.pdf"]
