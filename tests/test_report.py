@@ -1,0 +1,85 @@
+"""End to end on a tiny real run folder: ``ldct-bench analyze`` then ``ldct-bench report`` through the real
+command line, every promised file, working links in report.md, the stated conventions, a rerun that
+scores nothing, and bad options that exit with code 2 naming the option."""
+
+from __future__ import annotations
+
+import re
+import sys
+
+import pandas as pd
+import pytest
+from test_trajectories import make_run  # a finished run folder written as the runner does
+from typer.testing import CliRunner
+
+from analysis.correlations import CORRELATION_COLUMNS
+from analysis.report import StatsOptions, small_n_warning
+from analysis.significance import SIGNIFICANCE_COLUMNS
+from benchmark import cli
+from benchmark.errors import UserError
+
+
+@pytest.mark.slow
+def test_analyze_then_report_end_to_end(tmp_path, tmp_cache, monkeypatch):
+    layout = make_run(tmp_path / "run", monkeypatch, losses=("mse", "l1", "charbonnier"), doses=("25_360", "10_180"),
+                      metrics=("psnr", "ssim", "rmse_hu", "pique", "lpips"))  # fmt: skip
+    out = layout.out
+    runner = CliRunner()
+    res = runner.invoke(cli.app, ["analyze", "--out", str(out), "--quiet", "--bootstrap", "200"])
+    assert res.exit_code == 0, res.output
+    assert "scored 18 of 18 checkpoints" in res.output
+    adir = out / "analysis"
+    corr = pd.read_csv(adir / "correlations.csv")
+    sig = pd.read_csv(adir / "significance.csv", dtype={"dose": str})
+    assert list(corr.columns) == CORRELATION_COLUMNS and set(corr["scope"]) == {"cell", "pooled", "final"}
+    assert list(sig.columns) == SIGNIFICANCE_COLUMNS
+    assert set(sig["test"]) == {"wilcoxon", "t", "friedman", "nemenyi"} and set(sig["unit"]) == {"patient"}
+    assert list(dict.fromkeys(sig["dose"])) == ["25_360", "10_180"]  # matrix order, not alphabetical
+
+    res = runner.invoke(cli.app, ["report", "--out", str(out), "--quiet", "--bootstrap", "200"])
+    assert res.exit_code == 0, res.output
+    report = (adir / "report.md").read_text()
+    for link in re.findall(r"\]\(([^)]+)\)", report):  # every link and image resolves
+        assert (adir / link).is_file(), link
+    figures = {p.stem for p in (adir / "figures").glob("*.png")}
+    assert {"training_loss", "trajectories_full_reference", "trajectories_no_reference", "correlation_heatmap",
+            "perception_distortion", "comparison_dncnn_25_360", "comparison_dncnn_10_180", "cd_psnr"} <= figures  # fmt: skip
+    assert all((adir / "figures" / f"{s}.pdf").is_file() for s in figures)
+    tables = {p.name for p in (adir / "tables").iterdir()}
+    assert {"metric_psnr.md", "metric_psnr.tex", "metric_psnr.csv", "rmse_hu_per_dose.tex",
+            "correlation_spearman.md"} <= tables  # fmt: skip
+    for text in ("[-160, 240] HU", "Gaussian 11×11", "per-patient means", "Holm", "Benjamini–Hochberg",
+                 "rank-biserial", "lpips", "weights fetch", "Caution"):  # fmt: skip
+        assert text in report, text
+    assert "![training_loss](figures/training_loss.png)" in report
+
+    res = runner.invoke(cli.app, ["analyze", "--out", str(out), "--quiet", "--bootstrap", "0"])
+    assert res.exit_code == 0 and "scored 0 of 18 checkpoints (0 metric evaluations)" in res.output
+
+
+@pytest.mark.parametrize(
+    ("args", "field"),
+    [(["--unit", "image"], "--unit"), (["--epoch", "best"], "--epoch"), (["--family", "pairs"], "--family"),
+     (["--every", "0"], "--every"), (["--metrics", " , "], "--metrics")],
+)  # fmt: skip
+def test_bad_options_exit_2_naming_the_option(tmp_path, monkeypatch, capsys, args, field):
+    layout = make_run(tmp_path / "run", monkeypatch, losses=("mse",), epochs=1)
+    monkeypatch.setattr(sys, "argv", ["ldct-bench", "analyze", "--out", str(layout.out), "--quiet", *args])
+    with pytest.raises(SystemExit) as exc:
+        cli.main()
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {field}:") and "Traceback" not in err
+
+
+def test_report_without_a_run_is_a_user_error(tmp_path):
+    res = CliRunner().invoke(cli.app, ["report", "--out", str(tmp_path), "--skip-analyze"])
+    assert isinstance(res.exception, UserError) and "analyze" in str(res.exception)
+    with pytest.raises(UserError, match="allowed are patient, slice"):
+        StatsOptions(unit="image").check()
+
+
+def test_small_n_warning():
+    sig = pd.DataFrame({"test": ["wilcoxon", "t"], "n": [4, 4]})
+    assert "n = 4" in small_n_warning(sig) and "0.125" in small_n_warning(sig)
+    assert small_n_warning(sig.assign(n=[8, 8])) == ""
