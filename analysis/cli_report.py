@@ -1,10 +1,12 @@
 """``ldct-bench analyze`` and ``ldct-bench report``: thin command functions over :mod:`analysis.report`,
-mounted by :mod:`benchmark.cli` (``app.command("analyze")(analyze)``). Bad options raise
-:class:`benchmark.errors.UserError` (exit code 2, no traceback)."""
+mounted by :mod:`benchmark.cli` (``app.command("analyze")(analyze)``). The options are ``Annotated``
+``typer.Option`` aliases shared by both commands, so the functions also run from Python with plain
+defaults. Bad options raise :class:`benchmark.errors.UserError` (exit code 2, no traceback)."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
@@ -32,21 +34,37 @@ def _score_options(metrics, every, max_images, batch_size, device, partial, exam
                         device=device, include_partial=partial, example_image=example_image, progress=not quiet)  # fmt: skip
 
 
+Out = Annotated[Path, typer.Option("--out", "-o", help=_OUT_HELP)]
+Metrics = Annotated[str | None, typer.Option(help="comma-separated metric names (default: the matrix's evaluation.metrics)")]
+Every = Annotated[int | None, typer.Option(help="score every N-th epoch checkpoint, the last always (default: matrix)")]
+MaxImages = Annotated[int | None, typer.Option(help="cap on evaluation slices per dose, evenly spaced (default: matrix)")]
+BatchSize = Annotated[int | None, typer.Option(help="images per batch for denoising and metrics (default: matrix)")]
+Device = Annotated[str | None, typer.Option(help="auto, cpu, cuda or cuda:N (default: the matrix's device)")]
+Partial = Annotated[bool, typer.Option("--partial", help="also score cells that are unfinished or diverged")]
+Unit = Annotated[str, typer.Option(help="unit of the paired tests: patient (per-patient means) or slice")]
+Epoch = Annotated[str, typer.Option(help="epoch compared between losses: final or best_val")]
+Family = Annotated[str, typer.Option(help="multiple-comparison family: metric, condition or all")]
+Bootstrap = Annotated[int, typer.Option(help="bootstrap resamples for confidence intervals (0: none)")]
+Seed = Annotated[int, typer.Option(help="seed of the bootstrap")]
+ExampleImage = Annotated[str | None, typer.Option(help="slice id shown in the visual comparison (default: most structure)")]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="no progress bar")]
+
+
 def analyze(
-    out: Path = typer.Option(..., "--out", "-o", help=_OUT_HELP),
-    metrics: str | None = typer.Option(None, help="comma-separated metric names (default: the matrix's evaluation.metrics)"),
-    every: int | None = typer.Option(None, help="score every N-th epoch checkpoint, the last always (default: matrix)"),
-    max_images: int | None = typer.Option(None, help="cap on evaluation slices per dose, evenly spaced (default: matrix)"),
-    batch_size: int | None = typer.Option(None, help="images per batch for denoising and metrics (default: matrix)"),
-    device: str | None = typer.Option(None, help="auto, cpu, cuda or cuda:N (default: the matrix's device)"),
-    partial: bool = typer.Option(False, "--partial", help="also score cells that are unfinished or diverged"),
-    unit: str = typer.Option("patient", help="unit of the paired tests: patient (per-patient means) or slice"),
-    epoch: str = typer.Option("final", help="epoch compared between losses: final or best_val"),
-    family: str = typer.Option("metric", help="multiple-comparison family: metric, condition or all"),
-    bootstrap: int = typer.Option(2000, help="bootstrap resamples for confidence intervals (0: none)"),
-    seed: int = typer.Option(0, help="seed of the bootstrap"),
-    example_image: str | None = typer.Option(None, help="slice id shown in the visual comparison (default: most structure)"),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bar"),
+    out: Out,
+    metrics: Metrics = None,
+    every: Every = None,
+    max_images: MaxImages = None,
+    batch_size: BatchSize = None,
+    device: Device = None,
+    partial: Partial = False,
+    unit: Unit = "patient",
+    epoch: Epoch = "final",
+    family: Family = "metric",
+    bootstrap: Bootstrap = 2000,
+    seed: Seed = 0,
+    example_image: ExampleImage = None,
+    quiet: Quiet = False,
 ) -> None:
     """Score every epoch checkpoint of every finished cell (incremental: cached values are reused) and
     write trajectories, correlations and significance tests to <out>/analysis/."""
@@ -62,24 +80,24 @@ def analyze(
 
 
 def report(
-    out: Path = typer.Option(..., "--out", "-o", help=_OUT_HELP),
-    baseline: str | None = typer.Option(None, help="loss the tables mark significance against (default: the first loss)"),
-    skip_analyze: bool = typer.Option(False, "--skip-analyze", help="use the existing analysis files; do not score"),
-    distortion: str = typer.Option("psnr", help="x axis of the perception–distortion plane"),
-    perception: str = typer.Option("niqe", help="y axis of the perception–distortion plane (a no-reference metric)"),
-    metrics: str | None = typer.Option(None, help="comma-separated metric names (default: the matrix's evaluation.metrics)"),
-    every: int | None = typer.Option(None, help="score every N-th epoch checkpoint, the last always (default: matrix)"),
-    max_images: int | None = typer.Option(None, help="cap on evaluation slices per dose (default: matrix)"),
-    batch_size: int | None = typer.Option(None, help="images per batch (default: matrix)"),
-    device: str | None = typer.Option(None, help="auto, cpu, cuda or cuda:N (default: the matrix's device)"),
-    partial: bool = typer.Option(False, "--partial", help="also score cells that are unfinished or diverged"),
-    unit: str = typer.Option("patient", help="unit of the paired tests: patient or slice"),
-    epoch: str = typer.Option("final", help="epoch compared between losses: final or best_val"),
-    family: str = typer.Option("metric", help="multiple-comparison family: metric, condition or all"),
-    bootstrap: int = typer.Option(2000, help="bootstrap resamples for confidence intervals (0: none)"),
-    seed: int = typer.Option(0, help="seed of the bootstrap"),
-    example_image: str | None = typer.Option(None, help="slice id shown in the visual comparison"),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bar"),
+    out: Out,
+    baseline: Annotated[str | None, typer.Option(help="loss the tables mark significance against (default: the first loss)")] = None,
+    skip_analyze: Annotated[bool, typer.Option("--skip-analyze", help="use the existing analysis files; do not score")] = False,
+    distortion: Annotated[str, typer.Option(help="x axis of the perception–distortion plane")] = "psnr",
+    perception: Annotated[str, typer.Option(help="y axis of the perception–distortion plane (a no-reference metric)")] = "niqe",
+    metrics: Metrics = None,
+    every: Every = None,
+    max_images: MaxImages = None,
+    batch_size: BatchSize = None,
+    device: Device = None,
+    partial: Partial = False,
+    unit: Unit = "patient",
+    epoch: Epoch = "final",
+    family: Family = "metric",
+    bootstrap: Bootstrap = 2000,
+    seed: Seed = 0,
+    example_image: ExampleImage = None,
+    quiet: Quiet = False,
 ) -> None:
     """Run `analyze` (nothing cached is rescored), then write tables (CSV, Markdown, LaTeX), figures (PNG, PDF)
     and <out>/analysis/report.md."""

@@ -162,7 +162,7 @@ def _safe(test: Callable[[], object]) -> tuple[float, float]:
 
 def compare_pair(
     a: np.ndarray, b: np.ndarray, *, n_resamples: int = 2000, confidence: float = 0.95, rng: int | None = 0
-) -> list[dict[str, float | str | int]]:
+) -> list[dict[str, object]]:
     """Wilcoxon signed-rank and paired t-test of ``a`` vs ``b`` (paired, same units), with effect sizes.
 
     Returns two records (``test`` = ``wilcoxon`` / ``t``) with ``n, statistic, p_value, effect_size,
@@ -241,7 +241,8 @@ def pairwise_tests(
                                     confidence=confidence, rng=seed):  # fmt: skip
                 rec.update(metric=metric, architecture=arch, dose=dose, loss_a=la, loss_b=lb, unit=unit,
                            epoch_choice=epoch,
-                           better=_better(rec["mean_a"], rec["mean_b"], la, lb, bool(higher[str(metric)])))  # type: ignore[arg-type]  # fmt: skip
+                           better=_better(float(rec["mean_a"]), float(rec["mean_b"]), la, lb,  # type: ignore[arg-type]
+                                          bool(higher[str(metric)])))  # fmt: skip
                 records.append(rec)
     out = pd.DataFrame.from_records(records, columns=[c for c in SIGNIFICANCE_COLUMNS if c not in ("p_holm", "p_bh", "family")])
     out["family"] = family
@@ -283,7 +284,8 @@ def friedman_nemenyi(
         if k < 3 or n < 2:
             continue
         base = {"metric": metric, "architecture": arch, "dose": dose, "unit": unit, "epoch_choice": epoch, "n": n}
-        chi2, p = _safe(lambda w=wide: stats.friedmanchisquare(*[w[c].to_numpy() for c in w.columns]))
+        columns = [wide[c].to_numpy() for c in wide.columns]
+        chi2, p = _safe(lambda: stats.friedmanchisquare(*columns))  # noqa: B023 - called at once
         kendall_w = chi2 / (n * (k - 1)) if np.isfinite(chi2) else np.nan
         tests.append({**base, "loss_a": "*", "loss_b": "*", "test": "friedman", "statistic": chi2, "p_value": p,
                       "effect_size": kendall_w, "effect_name": "kendalls_w"})  # fmt: skip
