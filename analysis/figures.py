@@ -3,9 +3,10 @@
 
 * ``training_loss``: training (solid) and validation (dashed) loss per epoch, one panel per loss (losses
   have different scales), one colour per architecture · dose, band = ±1 sd over seeds (when > 1).
-* ``trajectories_full_reference`` / ``trajectories_no_reference``: each metric over epochs, one panel per
-  metric (columns) and architecture · dose (rows), one line per loss, band = ±1 sd over images and seeds
-  (like the figures of the loss-analysis literature). Which metrics go where is read from the metadata.
+* ``trajectories_full_reference`` / ``trajectories_no_reference``: each metric over epochs, one row of panels
+  per metric (shared y axis) and one column per architecture · dose, one line per loss, band = ±1 sd over
+  images and seeds (like the figures of the loss-analysis literature). Which metrics go where is read
+  from the metadata.
 * ``correlation_heatmap``: mean over cells of the per-cell Spearman ρ (loss × metric), against the
   training and the validation loss; each metric's direction is in its label.
 * ``perception_distortion``: the perception–distortion plane (Blau & Michaeli, CVPR 2018) at the selected
@@ -114,18 +115,18 @@ def trajectory_figure(traj: pd.DataFrame, orders: Orders, folder: Path, kind: st
     rows["condition"] = _condition(rows)
     conditions = [f"{a} · {d}" for a in orders.architectures for d in orders.doses if f"{a} · {d}" in set(rows["condition"])]
     losses = [x for x in orders.losses if x in set(rows["loss"])]
-    fig, axes = plt.subplots(len(conditions), len(metrics), figsize=(3.6 * len(metrics), 2.9 * len(conditions)),
-                             squeeze=False, sharex=True)  # fmt: skip
+    fig, axes = plt.subplots(len(metrics), len(conditions), figsize=(3.4 * len(conditions), 2.8 * len(metrics)),
+                             squeeze=False, sharex=True, sharey="row")  # fmt: skip
     palette = dict(zip(losses, sns.color_palette("colorblind", len(losses))))
-    for i, cond in enumerate(conditions):
-        for j, metric in enumerate(metrics):
+    for i, metric in enumerate(metrics):
+        for j, cond in enumerate(conditions):
             ax = axes[i, j]
             sub = rows[(rows["condition"] == cond) & (rows["metric"] == metric)]
             sns.lineplot(data=sub, x="epoch", y="value", hue="loss", hue_order=losses, palette=palette,
-                         errorbar="sd", marker="o", markersize=4, ax=ax, legend=(i == 0 and j == len(metrics) - 1))  # fmt: skip
-            ax.set_title(f"{metric} — {cond}", fontsize=9)
-            ax.set_ylabel(axis_label(metric))
-            ax.set_xlabel("epoch" if i == len(conditions) - 1 else "")
+                         errorbar="sd", marker="o", markersize=4, ax=ax, legend=(i == 0 and j == len(conditions) - 1))  # fmt: skip
+            ax.set_title(cond if i == 0 else "", fontsize=9)
+            ax.set_ylabel(axis_label(metric) if j == 0 else "")
+            ax.set_xlabel("epoch" if i == len(metrics) - 1 else "")
             ax.xaxis.get_major_locator().set_params(integer=True)
     if axes[0, -1].get_legend() is not None:
         sns.move_legend(axes[0, -1], "upper left", bbox_to_anchor=(1.02, 1.0), title="loss")
@@ -143,7 +144,7 @@ def correlation_heatmap(corr: pd.DataFrame, orders: Orders, folder: Path) -> lis
         return []
     metrics = list(dict.fromkeys(cell["metric"].astype(str)))
     losses = [x for x in orders.losses if x in set(cell["loss"])]
-    fig, axes = plt.subplots(1, 2, figsize=(2.0 + 1.1 * len(metrics) * 2, 1.2 + 0.55 * len(losses)), squeeze=False)
+    fig, axes = plt.subplots(1, 2, figsize=(2.0 + 1.1 * len(metrics) * 2, 2.4 + 0.55 * len(losses)), squeeze=False)
     for ax, against in zip(axes[0], ["train_loss", "val_loss"]):
         mat = cell[cell["against"] == against].pivot_table(index="loss", columns="metric", values="rho", aggfunc="mean")
         mat = mat.reindex(index=losses, columns=metrics)
