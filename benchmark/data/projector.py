@@ -34,6 +34,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import math
+import os
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
@@ -53,8 +54,10 @@ CLINICAL_IMAGE_SIZE = 512
 
 # Matrix entries per block when a geometry's matrix is too large to cache.
 _MAX_ENTRIES_PER_BLOCK = 16_000_000
-# Sparse projection / back-projection matrices are cached up to this size (bytes) each.
-PLAN_CACHE_BYTES = 768 * 2**20
+# Sparse projection / back-projection matrices are cached up to this size (bytes) each on CPU (up to
+# 4 forward and 6 back-projection matrices); larger geometries are rebuilt block by block on every
+# call. ``LDCT_BENCH_PLAN_CACHE_MB`` overrides it; CUDA devices allow 4× more.
+PLAN_CACHE_BYTES = int(os.environ.get("LDCT_BENCH_PLAN_CACHE_MB", "768")) * 2**20
 
 
 @dataclass(frozen=True)
@@ -173,8 +176,9 @@ def _ray_frames(geom: Geometry, angles: torch.Tensor, channels: torch.Tensor) ->
     return sx.expand_as(dx), sy.expand_as(dx), dx, dy, s0
 
 
-def _plan_fits(nnz: int) -> bool:
-    return nnz * 8 <= PLAN_CACHE_BYTES  # float32 value + int32 column index per entry
+def _plan_fits(nnz: int, device: torch.device) -> bool:
+    budget = PLAN_CACHE_BYTES * (4 if device.type == "cuda" else 1)
+    return nnz * 8 <= budget  # float32 value + int32 column index per entry
 
 
 def _csr(col: torch.Tensor, val: torch.Tensor, n_cols: int) -> torch.Tensor:
@@ -272,8 +276,8 @@ def _spmm_batched(mat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return torch.cat(outs, dim=1)
 
 
-def _view_chunks(geom: Geometry, nnz_per_view: int) -> list[tuple[int, int]]:
-    if _plan_fits(geom.views * nnz_per_view):
+def _view_chunks(geom: Geometry, nnz_per_view: int, device: torch.device) -> list[tuple[int, int]]:
+    if _plan_fits(geom.views * nnz_per_view, device):
         return [(0, geom.views)]
     step = max(1, _MAX_ENTRIES_PER_BLOCK // nnz_per_view)
     return [(v0, min(v0 + step, geom.views)) for v0 in range(0, geom.views, step)]
@@ -293,7 +297,7 @@ def forward_project(images: torch.Tensor, geom: Geometry) -> torch.Tensor:
         raise ValueError(f"images {tuple(images.shape)} do not match the geometry's {geom.image_size}² grid")
     b, dev = imgs.shape[0], imgs.device
     cols = imgs.reshape(b, -1).T.float().contiguous()  # (M², B)
-    chunks = _view_chunks(geom, geom.channels * 2 * geom.image_size)
+    chunks = _view_chunks(geom, geom.channels * 2 * geom.image_size, dev)
     if len(chunks) == 1:
         rays = _spmm_batched(_joseph_matrix(geom, dev), cols)
     else:
@@ -416,7 +420,7 @@ def backproject(filtered: torch.Tensor, geom: Geometry, *, weighted: bool = True
     dev = filtered.device
     use_w = weighted and geom.kind == "fan"
     cols = filtered.reshape(b, -1).T.float().contiguous()  # (V·C, B)
-    chunks = _view_chunks(geom, 2 * geom.image_size**2)
+    chunks = _view_chunks(geom, 2 * geom.image_size**2, dev)
     if len(chunks) == 1:
         acc = _spmm_batched(_bp_matrix(geom, dev, use_w), cols)
     else:
