@@ -104,9 +104,11 @@ def test_ms_ssim_calibration(dist: torch.Tensor, ref: torch.Tensor) -> None:
 
 @pytest.mark.slow
 def test_vif_calibration(dist: torch.Tensor, ref: torch.Tensor) -> None:
-    got = score("vif", dist, ref).numpy()  # RGB in, luma inside (pyiqa's VIF)
-    np.testing.assert_allclose(got, PUBLISHED["vif"][1], atol=2e-4)
-    np.testing.assert_allclose(got, PUBLISHED["vif"][0], atol=6e-4)
+    got = score("vif", dist, ref).numpy()  # RGB in, luma inside (pyiqa's pyramid)
+    # float64 GSM parameters with the reference code's eigenvalue correction reproduce the official
+    # MATLAB values to their 4 decimals (pyiqa's float32 values are 1e-4 and 5e-4 off on I08, I19).
+    np.testing.assert_allclose(got, PUBLISHED["vif"][0], atol=1e-4)
+    np.testing.assert_allclose(got, PUBLISHED["vif"][1], atol=6e-4)
     # piq's pixel-domain VIFp is a different quantity: far from the published VIF on I03.
     vifp = score("vif_p", luma(dist), luma(ref)).numpy()
     assert abs(vifp[0] - PUBLISHED["vif"][0][0]) > 0.03
@@ -161,6 +163,21 @@ def test_ct_path_vif_is_the_calibrated_scorer(rng: np.random.Generator) -> None:
     from pyiqa.archs.vif_arch import VIF
 
     want = VIF()(pu.expand(-1, 3, -1, -1), ru.expand(-1, 3, -1, -1)).double().numpy()
-    # Our channel estimate box-filters on the sampled grid only: float32 rounding differs, 1e-5.
-    np.testing.assert_allclose(out["vif"], want.reshape(-1), atol=1e-5)
+    # Same pyramid and channel estimate; GSM parameters in float64 with the eigenvalue correction
+    # (pyiqa: float32, none): 1e-3 where the flat air makes the local covariances singular.
+    np.testing.assert_allclose(out["vif"], want.reshape(-1), atol=1e-3)
     assert np.all(out["vif"] > 0.05)
+
+
+@pytest.mark.slow
+def test_vif_is_finite_on_a_smooth_8bit_reference(rng: np.random.Generator) -> None:
+    """A smooth 512² reference on the 8-bit window grid: the finest subbands' local covariances are
+    nearly singular; pyiqa 0.1.16's float32 estimate gives negative eigenvalues and VIF = NaN here."""
+    from scipy.ndimage import gaussian_filter
+
+    field = gaussian_filter(rng.normal(size=(1, 512, 512)), (0, 4, 4))
+    ref_hu = field / field.std() * 120.0 + 40.0
+    pred_hu = ref_hu + rng.normal(0.0, 60.0, ref_hu.shape)
+    grid = [np.round(window_to_unit(a) * 255.0) / 255.0 * 400.0 - 160.0 for a in (pred_hu, ref_hu)]
+    out = compute_metrics(["vif", "psnr"], grid[0], grid[1])
+    assert np.all(np.isfinite(out["vif"])) and np.all((out["vif"] > 0.01) & (out["vif"] < 1.0))

@@ -80,6 +80,8 @@ def get_scorer(name: str, device: torch.device | str = "cpu") -> Scorer:
     key = _scorer_key(meta, dev)
     if key not in _SCORERS:
         assert meta.build is not None, f"metric {name} has no builder"
+        for old in [k for k in _SCORERS if k[:2] == key[:2]]:  # superseded weight files: free the network
+            del _SCORERS[old]
         _SCORERS[key] = meta.build(dev)
     return _SCORERS[key]
 

@@ -82,6 +82,35 @@ def block_sums(t: torch.Tensor, k: int, step: int) -> torch.Tensor:
     return F.avg_pool2d(t, k, stride=step) * (k * k)
 
 
+def gsm_reference_params(band: torch.Tensor, m: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Reference-side GSM parameters of one subband (Sheikh & Bovik 2006, sec. III; ``refparams_vecgsm``
+    of the reference MATLAB code), in float64.
+
+    ``band``: ``(B, C, H, W)`` with H, W multiples of ``m``. The covariance C_U of the m×m
+    neighbourhood vectors U (all overlapping neighbourhoods) is estimated, its negative eigenvalues
+    are set to zero with the total variance kept (the reference code's correction), and for every
+    non-overlapping m×m block the multiplier ``s² = Uᵀ C_U⁻¹ U / m²`` is computed.
+    Returns ``(s² (B, C, H/m, W/m), eigenvalues λ (B, C, m²))``.
+
+    Written here rather than taken from pyiqa: pyiqa's ``refparams_vecgsm`` works in float32 and omits
+    the eigenvalue correction, so on smooth references (e.g. a 512² CT slice's finest subbands) it
+    produces negative eigenvalues and VIF = NaN.
+    """
+    b, c, h, w = band.shape
+    x = band.double().reshape(b * c, 1, h, w)
+    patches = F.unfold(x, m).transpose(1, 2)  # (BC, n, m²): every overlapping neighbourhood
+    centred = patches - patches.mean(dim=1, keepdim=True)
+    cov = centred.transpose(1, 2) @ centred / patches.shape[1]  # (BC, m², m²)
+    lam, vecs = torch.linalg.eigh(cov)
+    pos = lam.clamp_min(0)
+    total, kept = lam.sum(-1, keepdim=True), pos.sum(-1, keepdim=True)
+    lam = pos * total / (kept + (kept == 0))
+    cov = vecs @ torch.diag_embed(lam) @ vecs.transpose(1, 2)
+    blocks = F.unfold(x, m, stride=m)  # (BC, m², n_blocks): non-overlapping blocks
+    s2 = ((torch.linalg.pinv(cov) @ blocks) * blocks).sum(1) / (m * m)
+    return s2.reshape(b, c, h // m, w // m), lam.reshape(b, c, m * m)
+
+
 class VIF(Scorer):
     """Wavelet-domain VIF (Sheikh & Bovik, IEEE TIP 2006) on pyiqa's steerable pyramid.
 
@@ -90,9 +119,8 @@ class VIF(Scorer):
     scored on its 8-bit quantised window.
 
     Why part of it is written here: pyiqa's ``VIF.forward`` recomputes everything that depends only on
-    the reference (its steerable pyramid, the GSM parameters of ``refparams_vecgsm``: local
-    covariances and their eigenvalues, and the reference's local means and variances) for every
-    call, and estimates the distortion channel by box-filtering every pixel before keeping one in
+    the reference (its steerable pyramid, the GSM parameters: local covariances and their
+    eigenvalues, and the reference's local means and variances) for every call, and estimates the distortion channel by box-filtering every pixel before keeping one in
     M² = 9. The analysis scores one reference against many checkpoints, so :meth:`prepare_ref`
     computes the reference side once, and :meth:`score` estimates the channel (g, σ_v², eq. (6)–(7)
     of the paper, with the masking rules of the reference MATLAB ``vifsub_est_M``) on the sampled
@@ -101,9 +129,10 @@ class VIF(Scorer):
         VIF = Σ_subbands Σ_j Σ_blocks log2(1 + g² s² λ_j / (σ_v² + σ_n²))
               / Σ_subbands Σ_j Σ_blocks log2(1 + s² λ_j / σ_n²),
 
-    with pyiqa's pyramid (``SteerablePyramidSpace``), ``refparams_vecgsm`` (s², λ_j), σ_n² = 0.4,
-    subbands, window sizes and borders. The tests check agreement with ``pyiqa.archs.vif_arch.VIF``
-    itself (and the calibration test with the published values).
+    with pyiqa's pyramid (``SteerablePyramidSpace``), σ_n² = 0.4, subbands, window sizes and borders,
+    and s², λ_j from :func:`gsm_reference_params` (float64, with the reference code's eigenvalue
+    correction, where pyiqa's float32 ``refparams_vecgsm`` gives NaN on smooth images). The tests
+    check agreement with ``pyiqa.archs.vif_arch.VIF`` where it is finite, and the published values.
     """
 
     def __init__(self, device: torch.device | None = None) -> None:
@@ -136,11 +165,7 @@ class VIF(Scorer):
         m = self.module
         with torch.no_grad():
             bands = self._pyramid(ref)
-            # refparams_vecgsm indexes the full pyramid list by subband number: rebuild that view.
-            full: list[Any] = [None] * max(m.subbands)
-            for sub, b in zip(m.subbands, bands):
-                full[sub - 1] = b
-            ss_arr, lam_arr, _ = m.refparams_vecgsm(full)
+            ss_arr, lam_arr = zip(*(gsm_reference_params(b, m.M) for b in bands))
             stats = []
             for sub, x in zip(m.subbands, bands):
                 k = self._winsize(sub - 1)  # vifsub_est_M's index convention
