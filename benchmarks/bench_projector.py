@@ -21,7 +21,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmark.data.projector import Geometry, fbp, forward_project  # noqa: E402
+from benchmark.data.projector import Geometry, fbp, forward_project
 
 
 def best_of(fn, repeats: int) -> float:
