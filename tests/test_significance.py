@@ -97,8 +97,10 @@ def test_demsar_critical_difference_table(k, q):
     assert demsar_critical_difference(k, n) == pytest.approx(q * np.sqrt(k * (k + 1) / (6 * n)), rel=2e-3)
 
 
+@pytest.mark.slow  # statsmodels' Holm runs gc.collect() per family: ~0.3 s each with torch loaded
 def test_pairwise_family_corrections_and_patient_unit():
-    traj = simulate_trajectories(losses=("a", "b", "c", "d"), architectures=("redcnn", "dncnn"), epochs=2, rng=3)
+    traj = simulate_trajectories(losses=("a", "b", "c", "d"), architectures=("redcnn", "dncnn"), epochs=2, rng=3,
+                                 metrics={"psnr": (30.0, 1.0, True), "niqe": (6.0, 0.3, False)})  # fmt: skip
     out = pairwise_tests(traj, directions=DIRS, n_resamples=0)
     assert set(out["unit"]) == {"patient"} and set(out["n"]) == {6}
     fam = out[(out["metric"] == "psnr") & (out["test"] == "wilcoxon")]
