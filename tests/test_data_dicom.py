@@ -142,7 +142,15 @@ def test_inconsistent_pixel_spacing_is_an_error(mayo_root, tmp_cache):
     ds = pydicom.dcmread(victim)
     ds.PixelSpacing = [0.7, 0.7]
     ds.save_as(victim)
-    with pytest.raises(UserError, match=r"pixel spacing .*differs"):
+    with pytest.raises(UserError, match=r"pixel spacing .*differs") as exc:
+        open_dataset("mayo2016", {"root": str(mayo_root)}).prepare(progress=False)
+    assert victim.name in str(exc.value)
+    # a whole series at another spacing than its reference: the pair check names the file
+    for f in folder.iterdir():
+        d = pydicom.dcmread(f)
+        d.PixelSpacing = [0.7, 0.7]
+        d.save_as(f)
+    with pytest.raises(UserError, match=r"pixel spacing .*differs from its reference"):
         open_dataset("mayo2016", {"root": str(mayo_root)}).prepare(progress=False)
 
 

@@ -118,8 +118,19 @@ def dicom_files(folder: Path) -> list[Path]:
 
 
 def index_series(folder: Path) -> list[SliceHeader]:
-    """Headers of every slice in one condition folder, sorted by position; duplicate positions are an error."""
+    """Headers of every slice in one condition folder, sorted by position. Duplicate positions, or a
+    pixel spacing / image size that differs from the rest of the series, are errors naming the file."""
     headers = sorted((read_header(p) for p in dicom_files(folder)), key=lambda h: h.z)
+    if headers:  # one series: one pixel spacing and one image size
+        spacings = [h.spacing for h in headers]
+        common = max(set(spacings), key=spacings.count)
+        for h in headers:
+            if not np.allclose(h.spacing, common, rtol=1e-3, atol=1e-4):
+                raise UserError(f"pixel spacing {h.spacing} mm differs from the rest of its series ({common} mm)",
+                                field=str(h.path))
+            if h.shape != headers[0].shape:
+                raise UserError(f"image size {h.shape} differs from the rest of its series ({headers[0].shape})",
+                                field=str(h.path))
     seen: dict[float, Path] = {}
     for h in headers:
         if h.key in seen:
