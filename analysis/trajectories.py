@@ -253,10 +253,11 @@ def load_eval_set(dataset, split: str, dose: str, window: str, max_images: int |
     sl = dataset.load(split, dose)
     idx = select_images(len(sl), max_images)
     images = np.asarray(sl.slice_ids)[idx].astype(str)
+    every_slice = len(idx) == len(sl)  # keep the dataset's (possibly memory-mapped) arrays: chunks read lazily
     return EvalSet(
         dose=dose,
-        inputs=np.asarray(sl.inputs[idx], dtype=np.float32),
-        targets=np.asarray(sl.targets[idx], dtype=np.float32),
+        inputs=sl.inputs if every_slice else np.asarray(sl.inputs[idx], dtype=np.float32),
+        targets=sl.targets if every_slice else np.asarray(sl.targets[idx], dtype=np.float32),
         patients=np.asarray(sl.patients)[idx].astype(str),
         images=images,
         stamp=_stamp(split, dose, str(window), tuple(images), tuple(sl.targets.shape[1:])),
@@ -344,7 +345,8 @@ def example_index(ev: EvalSet, window: str, image: str | None = None) -> int:
         if not len(hits):
             raise UserError(f"{image!r} is not an evaluation image (e.g. {ev.images[0]!r})", field="example_image")
         return int(hits[0])
-    return int(np.argmax(window_to_unit(ev.targets, window).reshape(len(ev.images), -1).std(axis=1)))
+    spread = [float(window_to_unit(ev.targets[i], window).std()) for i in range(len(ev.images))]
+    return int(np.argmax(spread))
 
 
 def write_example(path: Path, checkpoint: Path, epoch: int, ev: EvalSet, idx: int, *, device: str) -> None:
@@ -356,7 +358,8 @@ def write_example(path: Path, checkpoint: Path, epoch: int, ev: EvalSet, idx: in
     out = denoise(model, ev.inputs[idx : idx + 1], batch_size=1, device=device)[0]
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npz")
-    np.savez_compressed(tmp, input=ev.inputs[idx], output=out, target=ev.targets[idx], image=ev.images[idx],
+    np.savez_compressed(tmp, input=np.asarray(ev.inputs[idx], np.float32), output=out,
+                        target=np.asarray(ev.targets[idx], np.float32), image=ev.images[idx],
                         epoch=epoch, stamp=checkpoint_stamp(checkpoint))  # fmt: skip
     os.replace(tmp, path)
 
