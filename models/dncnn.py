@@ -4,6 +4,10 @@ denoising", IEEE TIP 26(7), 2017).
 ``depth`` 3×3 convolutions with ``channels`` filters: Conv+ReLU, (depth − 2) × Conv+BN+ReLU, Conv.
 Residual learning: the network predicts the noise and returns ``x − noise``. Default depth 17,
 64 channels. Input/output ``(N, 1, H, W)`` in network normalisation; padding keeps the size.
+
+``zero_init_output=True`` zero-initialises the last convolution, so the untrained network returns its
+input (noise estimate 0) and training starts from the low-dose image (Goyal et al. 2017's zero-γ
+trick). Off by default, as in the paper.
 """
 
 from __future__ import annotations
@@ -14,7 +18,14 @@ from torch import nn
 
 class DnCNN(nn.Module):
     def __init__(
-        self, *, in_channels: int = 1, depth: int = 17, channels: int = 64, kernel_size: int = 3, batch_norm: bool = True
+        self,
+        *,
+        in_channels: int = 1,
+        depth: int = 17,
+        channels: int = 64,
+        kernel_size: int = 3,
+        batch_norm: bool = True,
+        zero_init_output: bool = False,
     ) -> None:
         super().__init__()
         if depth < 3:
@@ -28,6 +39,11 @@ class DnCNN(nn.Module):
             layers.append(nn.ReLU(inplace=True))
         layers.append(nn.Conv2d(channels, in_channels, kernel_size, padding=pad))
         self.body = nn.Sequential(*layers)
+        if zero_init_output:
+            last = self.body[-1]
+            assert isinstance(last, nn.Conv2d)
+            nn.init.zeros_(last.weight)
+            nn.init.zeros_(last.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x - self.body(x)

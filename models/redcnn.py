@@ -5,6 +5,11 @@ Five 5×5 convolutions (stride 1, no padding, no pooling) shrink the image by 4 
 transposed convolutions grow it back. Three residual shortcuts: input → output, after conv2 → after
 deconv3, after conv4 → after deconv1. ReLU after every layer (and, as in the paper, on the output).
 Input/output ``(N, 1, H, W)`` in network normalisation; any H, W ≥ 21.
+
+``zero_init_output=True`` zero-initialises the last transposed convolution, so the untrained network
+is the identity (its input shortcut) and training starts from the low-dose image rather than from a
+random image hundreds of HU away (the "zero-γ" trick, Goyal et al. 2017). Off by default: the paper
+uses the framework's default initialisation.
 """
 
 from __future__ import annotations
@@ -14,7 +19,15 @@ from torch import nn
 
 
 class REDCNN(nn.Module):
-    def __init__(self, *, in_channels: int = 1, channels: int = 96, kernel_size: int = 5, output_relu: bool = True) -> None:
+    def __init__(
+        self,
+        *,
+        in_channels: int = 1,
+        channels: int = 96,
+        kernel_size: int = 5,
+        output_relu: bool = True,
+        zero_init_output: bool = False,
+    ) -> None:
         super().__init__()
         k = kernel_size
         self.enc = nn.ModuleList(
@@ -25,6 +38,9 @@ class REDCNN(nn.Module):
         )
         self.output_relu = output_relu
         self.act = nn.ReLU()
+        if zero_init_output:
+            nn.init.zeros_(self.dec[4].weight)
+            nn.init.zeros_(self.dec[4].bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         r1 = x

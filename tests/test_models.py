@@ -46,3 +46,14 @@ def test_dncnn_depth_and_residual():
 def test_bad_kwargs_name_the_field():
     with pytest.raises(UserError, match=r"architectures.*allowed kwargs: .*channels"):
         build_model("redcnn", {"chanels": 32})
+
+
+@pytest.mark.parametrize("name", sorted(ARCHITECTURES))
+def test_zero_init_output_starts_at_the_identity(name, generator):
+    model = build_model(name, {"zero_init_output": True}).eval()
+    x = torch.rand(2, 1, 40, 40, generator=generator)  # network space is non-negative: RED-CNN's output ReLU keeps it
+    with torch.no_grad():
+        assert torch.equal(model(x), x)
+    default = build_model(name).eval()
+    with torch.no_grad():
+        assert not torch.allclose(default(x), x, atol=1e-3)

@@ -96,6 +96,9 @@ class SynthOptions(DatasetOptions):
     full (512², 40 × 16, GPU box). ``patients`` / ``slices_per_patient`` override the size's counts
     (≥ 3 patients: one each for train, val, test). ``i0``: photons per ray per view at 100 % dose
     (default ``DEFAULT_I0`` = 2e5 for every size).
+    ``val_patients`` / ``test_patients`` override how many patients go to the validation and test splits
+    (the rest train; patient-level tests need several test patients: with 2, a two-sided Wilcoxon test
+    can never reach p < 0.05).
     ``redraw_train_noise``: training inputs get fresh noise per ``(seed, epoch)`` of ``load``.
     ``build_device``: where the projector runs while building (``auto`` = CUDA if present); noise is
     always drawn on the CPU with numpy. CPU and CUDA builds differ by float rounding, so the device
@@ -109,6 +112,8 @@ class SynthOptions(DatasetOptions):
     seed: int = 0
     patients: int | None = Field(default=None, ge=3)
     slices_per_patient: int | None = Field(default=None, ge=1)
+    val_patients: int | None = Field(default=None, ge=1)
+    test_patients: int | None = Field(default=None, ge=1)
     i0: PositiveFloat | None = None
     electronic_noise_var: NonNegativeFloat = 10.0
     filter: Literal["hann", "ramp"] = "hann"
@@ -163,7 +168,15 @@ class SynthDataset(Dataset):
         return float(self.options.i0 or DEFAULT_I0)
 
     def split_patients(self) -> dict[str, list[int]]:
-        n_train, n_val, _ = _split_counts(self.n_patients, SIZES[self.options.size][3])
+        default_val, default_test = SIZES[self.options.size][3]
+        counts = (self.options.val_patients or default_val, self.options.test_patients or default_test)
+        if self.options.val_patients or self.options.test_patients:
+            if sum(counts) >= self.n_patients:
+                raise UserError(
+                    f"{counts[0]} validation + {counts[1]} test patients leave none of {self.n_patients} for training",
+                    field="dataset.options.test_patients",
+                )
+        n_train, n_val, _ = _split_counts(self.n_patients, counts)
         idx = list(range(self.n_patients))
         return {"train": idx[:n_train], "val": idx[n_train : n_train + n_val], "test": idx[n_train + n_val :]}
 
@@ -184,6 +197,7 @@ class SynthDataset(Dataset):
             "seed": o.seed,
             "patients": self.n_patients,
             "slices": self.n_slices,
+            "split": [len(v) for v in self.split_patients().values()],
             "i0": self.i0,
             "electronic_noise_var": o.electronic_noise_var,
             "filter": o.filter,
