@@ -44,7 +44,9 @@ class LPIPS(Scorer):
         with contextlib.redirect_stdout(io.StringIO()):  # the package prints its set-up
             model = lpips.LPIPS(net=net, version="0.1", pretrained=True, pnet_rand=False, verbose=False)
         self.model = model.to(device).eval()
-        self.max_batch = 8 if net == "alex" else 2
+        # CPU: 2 images per pass is fastest at 512² (batches of 8 are ~20% slower per image, 1 thread).
+        cpu = torch.device(device or "cpu").type == "cpu"
+        self.max_batch = 2 if cpu else (16 if net == "alex" else 4)
 
     def _features(self, x_unit: torch.Tensor) -> list[torch.Tensor]:
         from lpips import normalize_tensor

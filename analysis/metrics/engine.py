@@ -7,11 +7,12 @@ stores it) and scores the prediction chunk.
 
 Reference cache correctness: entries are keyed by a content digest of the reference HU array
 (BLAKE2b over its float32 bytes and shape), the window, the metric, the device, the weight files
-(path and modification time) and the chunk bounds. A different reference can therefore never hit a stale entry, whatever the caller passes;
-``ref_key`` is only a label that lets a caller drop its entries (:func:`drop_ref`). Hashing costs
-about 10 ms per 16×512² stack; the cached state (windowed references, deep features) can be large
-(LPIPS-alex ≈ 11 MB, LPIPS-vgg ≈ 130 MB, DISTS ≈ 60 MB per 512² image): the caller owns the dict
-and should keep one per cell, not one for the whole run.
+(path and modification time) and the chunk bounds. A different reference can therefore never hit
+a stale entry, whatever the caller passes; ``ref_key`` is only a label that lets a caller drop its
+entries (:func:`drop_ref`). Hashing costs about 10 ms per 16×512² stack. The cached state can be
+large per 512² image: windowed reference 1 MB, VIF ≈ 4 MB, LPIPS-alex ≈ 11 MB, LPIPS-vgg and
+DISTS ≈ 130 MB each (float32 features); the caller owns the dict and should keep one per cell (or
+per evaluation split), not one for the whole run.
 """
 
 from __future__ import annotations

@@ -68,5 +68,10 @@ class NIQE(Scorer):
 class PIQUE(Scorer):
     """PIQUE; lower is better."""
 
+    def __init__(self, device: torch.device | None = None) -> None:
+        super().__init__(device)
+        # One image at a time on CPU: 0.16 s vs 0.27 s for 8 images of 512² in batches (1 thread).
+        self.max_batch = 1 if torch.device(device or "cpu").type == "cpu" else 16
+
     def score(self, pred: torch.Tensor, ref_state: Any) -> torch.Tensor:
         return pique_pyiqa(pred)
