@@ -48,3 +48,41 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def _random_vgg16_file(tmp_path_factory):
+    """One seeded random VGG16 backbone per test session (528 MB; never real ImageNet weights)."""
+    from analysis.weights import write_random_weights
+
+    home = tmp_path_factory.mktemp("torch_home_vgg16")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("TORCH_HOME", str(home))
+    try:
+        path = write_random_weights("vgg16", seed=0)
+    finally:
+        mp.undo()
+    return path
+
+
+@pytest.fixture
+def random_vgg16(tmp_cache, _random_vgg16_file, monkeypatch):
+    """``tmp_cache`` whose torch cache holds the session's seeded random VGG16 file (read-only use)."""
+    from analysis.weights import weight_path
+
+    target = weight_path("vgg16")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.symlink_to(_random_vgg16_file)
+    return target
+
+
+@pytest.fixture(scope="session")
+def small_run(tmp_path_factory):
+    """The shipped small matrix trained once per session (uninterrupted): the reference run."""
+    from benchmark.config import load_matrix
+    from benchmark.runner import Runner
+
+    out = tmp_path_factory.mktemp("small_ref")
+    summary = Runner(load_matrix("small.yaml"), out, quiet=True).run()
+    assert len(summary.trained) == 8 and not summary.failed and not summary.diverged, summary.lines()
+    return out

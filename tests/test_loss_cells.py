@@ -35,15 +35,7 @@ def _matrix(losses: list, *, epochs: int = 2) -> dict:
     }
 
 
-@pytest.fixture
-def vgg_weights(tmp_cache):
-    """A seeded random VGG16 backbone in a temporary torch cache (never real ImageNet weights)."""
-    from analysis.weights import write_random_weights
-
-    return write_random_weights("vgg16", seed=0)
-
-
-def test_every_registered_loss_trains_in_a_cell(tmp_path, vgg_weights):
+def test_every_registered_loss_trains_in_a_cell(tmp_path, random_vgg16):
     entries = [{"name": name, "kwargs": SMALL_KWARGS.get(name, {})} for name in LOSSES]
     Runner(parse_matrix(_matrix(entries)), tmp_path, quiet=True).run()
     layout = RunLayout(tmp_path)

@@ -11,10 +11,7 @@ from benchmark.validate import check_matrix
 
 
 @pytest.mark.parametrize("name", preset_names())
-def test_preset_is_valid(name, tmp_cache):
-    from analysis.weights import write_random_weights
-
-    write_random_weights("vgg16", seed=0)  # stands in for the ImageNet file (never real values)
+def test_preset_is_valid(name, random_vgg16):
     matrix = load_matrix(name)
     check_matrix(matrix)
     cells = expand_cells(matrix)

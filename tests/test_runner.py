@@ -56,12 +56,9 @@ def _assert_same_run(a: Path, b: Path) -> None:
         pd.testing.assert_frame_equal(df, hb[cell], check_exact=True)
 
 
-@pytest.fixture(scope="module")
-def reference_run(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("small_ref")
-    summary = _run(SMALL, out)
-    assert len(summary.trained) == 8 and not summary.failed and not summary.diverged
-    return out
+@pytest.fixture
+def reference_run(small_run) -> Path:
+    return small_run
 
 
 def test_small_matrix_layout(reference_run):
@@ -137,7 +134,9 @@ def test_truncated_checkpoint_resumes_from_previous_epoch(reference_run, tmp_pat
 
 def test_two_runners_never_train_the_same_cell(tmp_path):
     out = tmp_path / "pair"
-    procs = [_cli("run", "--matrix", SMALL, "--out", str(out), "--quiet") for _ in range(2)]
+    # one thread each: two OpenMP pools on 2 cores would oversubscribe them many times over
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    procs = [_cli("run", "--matrix", SMALL, "--out", str(out), "--quiet", env=env) for _ in range(2)]
     outputs = [p.communicate(timeout=900) for p in procs]
     for p, (_, err) in zip(procs, outputs):
         assert p.returncode == 0, err
