@@ -19,6 +19,14 @@ window, image selection); a rerun computes only the (checkpoint, metric) pairs n
 Each checkpoint is denoised once for all its missing metrics, reference-side work is shared across the
 epochs of a cell (the metrics' ``ref_cache``), images go through in chunks of ``chunk`` slices to bound
 memory, on the GPU when there is one.
+
+The **input baseline** ``<out>/analysis/input_baseline.parquet`` (:data:`BASELINE_COLUMNS`: ``dose,
+patient, image, metric, value``) holds the same metrics of the low-dose input itself ("no denoising")
+against the same references, on the same images and in the same window: the evaluation set depends on the
+dose only, so it is scored once per dose (cached in ``cache/_input/<dose>.parquet``, stamped with the
+evaluation settings and the dataset's kind and options) and shared by every cell of that dose. It is kept
+out of ``trajectories.parquet`` so that correlations and significance tests compare trained losses only;
+the tables and figures show it as a reference row/line (:data:`INPUT_LABEL`).
 """
 
 from __future__ import annotations
@@ -26,9 +34,11 @@ from __future__ import annotations
 import hashlib
 import os
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -187,6 +197,10 @@ CELLS_CSV = "cells.csv"
 CACHE_DIR = "cache"
 EXAMPLES_DIR = "examples"
 CACHE_COLUMNS = ["patient", "image", "metric", "value"]
+INPUT_BASELINE = "input_baseline.parquet"
+INPUT_CACHE_DIR = "_input"  # under cache/; cell ids are loss__arch__dose__sN, so no cell can clash with it
+BASELINE_COLUMNS = ["dose", "patient", "image", "metric", "value"]
+INPUT_LABEL = "LDCT input"
 
 
 @dataclass
@@ -204,11 +218,13 @@ class EvalSet:
 @dataclass
 class ScoreSummary:
     """What one :func:`score_run` call did. ``metric_evaluations`` counts (checkpoint, metric) pairs
-    computed (0 on a rerun with nothing new); ``skipped`` maps cell id → reason."""
+    computed, ``baseline_evaluations`` (dose, metric) pairs of the LDCT-input baseline (both 0 on a
+    rerun with nothing new); ``skipped`` maps cell id → reason."""
 
     checkpoints: int = 0
     checkpoints_scored: int = 0
     metric_evaluations: int = 0
+    baseline_evaluations: int = 0
     images: int = 0
     seconds: float = 0.0
     unavailable: dict[str, str] = field(default_factory=dict)
@@ -293,10 +309,10 @@ def write_cache(path: Path, values: pd.DataFrame, settings: str, checkpoint: str
     os.replace(tmp, path)
 
 
-def score_checkpoint(
-    path: Path,
+def score_images(
     ev: EvalSet,
     metrics: Sequence[str],
+    produce: Callable[[np.ndarray], np.ndarray],
     *,
     window: str,
     device: str,
@@ -304,24 +320,58 @@ def score_checkpoint(
     chunk: int,
     ref_cache: dict,
 ) -> pd.DataFrame:
-    """Denoise the evaluation set with one checkpoint (once, in chunks of ``chunk`` slices) and compute
-    every metric in ``metrics`` per image. Returns :data:`CACHE_COLUMNS` rows."""
+    """Every metric in ``metrics`` per image of ``ev`` for the images ``produce(inputs)`` makes from the
+    low-dose inputs (``(s, H, W)`` HU → ``(s, H, W)`` HU), in chunks of ``chunk`` slices, against
+    ``ev.targets``. Returns :data:`CACHE_COLUMNS` rows."""
     from analysis.metrics import compute_metrics
-    from benchmark.checkpoint import load_model
-    from benchmark.evaluate import denoise
 
-    model = load_model(path, device=device)
     n = len(ev.images)
     values = {m: np.empty(n) for m in metrics}
     for start in range(0, n, chunk):
         stop = min(start + chunk, n)
-        pred = denoise(model, ev.inputs[start:stop], batch_size=batch_size, device=device)
+        pred = produce(ev.inputs[start:stop])
         res = compute_metrics(list(metrics), pred, ev.targets[start:stop], window=window, device=device,
                               batch_size=batch_size, ref_cache=ref_cache)  # fmt: skip
         for m in metrics:
             values[m][start:stop] = res[m]
     frames = [pd.DataFrame({"patient": ev.patients, "image": ev.images, "metric": m, "value": values[m]}) for m in metrics]
     return pd.concat(frames, ignore_index=True)
+
+
+def score_checkpoint(path: Path, ev: EvalSet, metrics: Sequence[str], *, window: str, device: str,
+                     batch_size: int, chunk: int, ref_cache: dict) -> pd.DataFrame:  # fmt: skip
+    """Denoise the evaluation set with one checkpoint (once, chunk by chunk) and compute every metric in
+    ``metrics`` per image (:func:`score_images`)."""
+    from benchmark.checkpoint import load_model
+    from benchmark.evaluate import denoise
+
+    model = load_model(path, device=device)
+    return score_images(ev, metrics, lambda x: denoise(model, x, batch_size=batch_size, device=device),
+                        window=window, device=device, batch_size=batch_size, chunk=chunk, ref_cache=ref_cache)  # fmt: skip
+
+
+def score_input(ev: EvalSet, metrics: Sequence[str], *, window: str, device: str, batch_size: int, chunk: int,
+                ref_cache: dict) -> pd.DataFrame:  # fmt: skip
+    """The LDCT-input baseline: every metric of the low-dose inputs themselves (no denoising) against the
+    references (:func:`score_images` with the identity)."""
+    return score_images(ev, metrics, lambda x: np.array(x, dtype=np.float32), window=window, device=device,
+                        batch_size=batch_size, chunk=chunk, ref_cache=ref_cache)  # fmt: skip
+
+
+def cached_values(path: Path, settings: str, identity: str, metrics: Sequence[str],
+                  compute: Callable[[list[str]], pd.DataFrame]) -> tuple[pd.DataFrame, int]:  # fmt: skip
+    """The values of ``metrics`` from the cache file ``path`` (stamped ``settings``/``identity``),
+    computing and caching only the missing metrics with ``compute(todo)``. Returns the rows of
+    ``metrics`` and the number of metrics computed."""
+    cached = read_cache(path, settings, identity)
+    have = set(cached["metric"]) if cached is not None else set()
+    todo = [m for m in metrics if m not in have]
+    if todo:
+        new = compute(todo)
+        cached = new if cached is None else pd.concat([cached, new], ignore_index=True)
+        write_cache(path, cached, settings, identity)
+    assert cached is not None
+    return cached[cached["metric"].isin(list(metrics))], len(todo)
 
 
 def history_long(layout, cell) -> pd.DataFrame:
@@ -445,28 +495,26 @@ def score_run(out: Path | str, opts: ScoreOptions | None = None) -> ScoreSummary
         first_seed[key] = min(first_seed.get(key, c.seed), c.seed)
     bar = tqdm(total=len(plan), desc="scoring checkpoints", unit="ckpt", disable=not opts.progress)
     frames: list[pd.DataFrame] = []
+    baseline: list[pd.DataFrame] = []  # the LDCT-input rows, one evaluation set per dose
+    dataset_id = _stamp(matrix.dataset.kind, sorted(matrix.dataset.options.items()))  # what the inputs are
     for dose in [d for d in matrix.doses if any(c.dose == d for c in cells)]:
         ev = load_eval_set(dataset, ev_cfg.split, dose, window, opts.max_images or ev_cfg.max_images)
         summary.images += len(ev.images)
         drop_too_small(summary, ev.targets.shape[1:])
         ref_cache: dict = {}  # reference-side work of this dose's images, shared by all its cells and epochs
         ex_idx = example_index(ev, window, opts.example_image)
+        kw: dict[str, Any] = {"window": window, "device": device, "batch_size": batch_size, "chunk": opts.chunk}
+        rows, done = cached_values(adir / CACHE_DIR / INPUT_CACHE_DIR / f"{dose}.parquet", ev.stamp, dataset_id,
+                                   summary.metrics, partial(score_input, ev, ref_cache=ref_cache, **kw))  # fmt: skip
+        summary.baseline_evaluations += done
+        baseline.append(rows.assign(dose=dose))
         for cell, epoch, path in [x for x in plan if x[0].dose == dose]:
             bar.set_postfix_str(f"{cell.cell_id} epoch {epoch}")
-            cache_path = adir / CACHE_DIR / cell.cell_id / f"epoch_{epoch:03d}.parquet"
-            stamp = checkpoint_stamp(path)
-            cached = read_cache(cache_path, ev.stamp, stamp)
-            have = set(cached["metric"]) if cached is not None else set()
-            todo = [m for m in summary.metrics if m not in have]
-            if todo:
-                new = score_checkpoint(path, ev, todo, window=window, device=device, batch_size=batch_size,
-                                       chunk=opts.chunk, ref_cache=ref_cache)  # fmt: skip
-                cached = new if cached is None else pd.concat([cached, new], ignore_index=True)
-                write_cache(cache_path, cached, ev.stamp, stamp)
-                summary.checkpoints_scored += 1
-                summary.metric_evaluations += len(todo)
-            assert cached is not None
-            rows = cached[cached["metric"].isin(summary.metrics)]
+            rows, done = cached_values(adir / CACHE_DIR / cell.cell_id / f"epoch_{epoch:03d}.parquet", ev.stamp,
+                                       checkpoint_stamp(path), summary.metrics,
+                                       partial(score_checkpoint, path, ev, ref_cache=ref_cache, **kw))  # fmt: skip
+            summary.checkpoints_scored += int(done > 0)
+            summary.metric_evaluations += done
             frames.append(rows.assign(cell=cell.cell_id, loss=cell.loss, architecture=cell.architecture,
                                       dose=cell.dose, seed=cell.seed, epoch=epoch, source=SOURCE_METRIC))  # fmt: skip
             last = max(layout.checkpoints(cell.cell_id))
@@ -480,6 +528,7 @@ def score_run(out: Path | str, opts: ScoreOptions | None = None) -> ScoreSummary
     frames += [history_long(layout, c) for c in cells]
     traj = pd.concat([f[COLUMNS] for f in frames if len(f)], ignore_index=True) if frames else pd.DataFrame(columns=COLUMNS)
     write_outputs(adir, traj, summary, layout)
+    write_input_baseline(adir, baseline)
     summary.seconds = time.perf_counter() - t0
     return summary
 
@@ -499,6 +548,30 @@ def write_outputs(adir: Path, traj: pd.DataFrame, summary: ScoreSummary, layout)
                            "seed": c.seed, "status": c.status, "epochs": c.epochs_done,
                            "analysed": c.cell_id not in summary.skipped} for c in layout.cells()])  # fmt: skip
     cells.to_csv(adir / CELLS_CSV, index=False)
+
+
+def write_input_baseline(adir: Path, frames: Sequence[pd.DataFrame]) -> None:
+    """``input_baseline.parquet`` (:data:`BASELINE_COLUMNS`), written atomically."""
+    adir.mkdir(parents=True, exist_ok=True)
+    rows = [f[BASELINE_COLUMNS] for f in frames if len(f)]
+    table = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(columns=BASELINE_COLUMNS)
+    table = table.astype({"dose": str, "patient": str, "image": str, "metric": str, "value": "float64"})
+    tmp = adir / f".{INPUT_BASELINE}.{os.getpid()}.tmp"
+    table.to_parquet(tmp, index=False)
+    os.replace(tmp, adir / INPUT_BASELINE)
+
+
+def load_input_baseline(out: Path | str) -> pd.DataFrame:
+    """Read ``<out>/analysis/input_baseline.parquet`` (:data:`BASELINE_COLUMNS`); an empty table when
+    the run was analysed before the baseline existed (tables and figures then simply lack the row)."""
+    path = Path(out) / ANALYSIS_DIR / INPUT_BASELINE
+    if not path.is_file():
+        return pd.DataFrame(columns=BASELINE_COLUMNS)
+    table = pd.read_parquet(path)
+    missing = [c for c in BASELINE_COLUMNS if c not in table.columns]
+    if missing:
+        raise UserError(f"missing columns {missing}; expected {BASELINE_COLUMNS}", field=str(path))
+    return table
 
 
 def load_trajectories(out: Path | str) -> pd.DataFrame:

@@ -1,6 +1,7 @@
 """Trajectory scoring on a tiny real run folder (real checkpoints of small DnCNNs, an in-memory dataset):
 values match scikit-image on the denoised slices, reruns compute nothing, new metrics and rewritten
-checkpoints are scored alone, the reference cache is shared, unavailable metrics are recorded."""
+checkpoints are scored alone, the reference cache is shared, unavailable metrics are recorded; the
+LDCT-input baseline equals the metrics of the dataset's inputs against its targets and is scored once."""
 
 from __future__ import annotations
 
@@ -15,10 +16,13 @@ import torch
 from skimage.metrics import peak_signal_noise_ratio
 
 import analysis.metrics as metrics_pkg
+from analysis.metrics.engine import compute_metrics as unspied_compute_metrics
 from analysis.trajectories import (
+    BASELINE_COLUMNS,
     COLUMNS,
     ScoreOptions,
     epochs_to_score,
+    load_input_baseline,
     load_trajectories,
     score_run,
     select_images,
@@ -130,8 +134,9 @@ def test_score_run_values_cache_and_incremental(tmp_path, tmp_cache, monkeypatch
     s1 = score_run(layout.out, ScoreOptions(progress=False))
     assert s1.checkpoints == 4 and s1.checkpoints_scored == 4  # epochs 2 and 3 of two cells
     assert "lpips" in s1.unavailable and "weights fetch" in s1.unavailable["lpips"]
-    assert s1.metric_evaluations == spy.evaluations == 4 * 4
-    assert len(spy.caches) == 1  # one reference cache for the dose, shared by both cells and all epochs
+    assert s1.metric_evaluations == 4 * 4 and s1.baseline_evaluations == 4  # + the LDCT input, once per dose
+    assert spy.evaluations == s1.metric_evaluations + s1.baseline_evaluations
+    assert len(spy.caches) == 1  # one reference cache for the dose, shared by the input, both cells and all epochs
     traj = load_trajectories(layout.out)
     assert list(traj.columns) == COLUMNS
     met = traj[traj["source"] == "metric"]
@@ -153,16 +158,37 @@ def test_score_run_values_cache_and_incremental(tmp_path, tmp_cache, monkeypatch
     unav = pd.read_csv(layout.out / "analysis" / "unavailable_metrics.csv")
     assert list(unav["metric"]) == ["lpips"]
 
-    # a rerun computes nothing
+    # the LDCT-input baseline: its own file, the metrics of the dataset's inputs vs targets (computed here
+    # independently, without the scorer's chunks or reference cache), on the same images; not in trajectories
+    base = load_input_baseline(layout.out)
+    assert list(base.columns) == BASELINE_COLUMNS and set(base["dose"]) == {"25_360"}
+    assert set(base["metric"]) == set(met["metric"]) and set(base["image"]) == set(met["image"])
+    assert not traj["cell"].astype(str).str.contains("input").any()
+    direct = unspied_compute_metrics(["psnr", "ssim", "rmse_hu", "pique"], sl.inputs, sl.targets)
+    for name, values in direct.items():
+        got = base[base["metric"] == name].set_index("image")["value"].loc[sl.slice_ids].to_numpy()
+        np.testing.assert_allclose(got, values, rtol=1e-5, err_msg=name)
+    ref = [peak_signal_noise_ratio(window_to_unit(sl.targets[i]), window_to_unit(sl.inputs[i]), data_range=1.0)
+           for i in range(len(sl))]  # fmt: skip
+    got = base[base["metric"] == "psnr"].set_index("image")["value"].loc[sl.slice_ids].to_numpy()
+    np.testing.assert_allclose(got, ref, rtol=1e-4)
+    rmse = np.sqrt(((sl.inputs.astype(np.float64) - sl.targets) ** 2).mean(axis=(1, 2)))
+    got = base[base["metric"] == "rmse_hu"].set_index("image")["value"].loc[sl.slice_ids].to_numpy()
+    np.testing.assert_allclose(got, rmse, rtol=1e-4)
+    assert abs(rmse.mean() - 20.0) < 1.0  # the planted input noise sd of the tiny dataset at 25_360
+
+    # a rerun computes nothing, neither checkpoints nor the input baseline
     spy.calls.clear()
     s2 = score_run(layout.out, ScoreOptions(progress=False))
-    assert s2.metric_evaluations == 0 and spy.evaluations == 0
+    assert s2.metric_evaluations == s2.baseline_evaluations == 0 and spy.evaluations == 0
     pd.testing.assert_frame_equal(load_trajectories(layout.out), traj)
+    pd.testing.assert_frame_equal(load_input_baseline(layout.out), base)
 
-    # a new metric is scored alone; a rewritten checkpoint is rescored
+    # a new metric is scored alone (4 checkpoints + the input); a rewritten checkpoint is rescored
     spy.calls.clear()
     s3 = score_run(layout.out, ScoreOptions(progress=False, metrics=["psnr", "gmsd"]))
-    assert spy.calls == [["gmsd"]] * 4 and s3.metric_evaluations == 4
+    assert spy.calls == [["gmsd"]] * 5 and s3.metric_evaluations == 4 and s3.baseline_evaluations == 1
+    assert set(load_input_baseline(layout.out)["metric"]) == {"psnr", "gmsd"}
     path = layout.checkpoints("mse__dncnn__25_360__s0")[2]
     path.write_bytes(path.read_bytes())  # same content, new modification time
     spy.calls.clear()
