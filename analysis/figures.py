@@ -6,7 +6,9 @@
 * ``trajectories_full_reference`` / ``trajectories_no_reference``: each metric over epochs, one row of panels
   per metric (shared y axis) and one column per architecture · dose, one line per loss, band = ±1 sd over
   images and seeds (like the figures of the loss-analysis literature). Which metrics go where is read
-  from the metadata.
+  from the metadata. A dashed grey horizontal line per panel is the LDCT input's mean over the same
+  images (the low-dose input scored as is, ``analysis/input_baseline.parquet``): a loss below it (above,
+  for a lower-is-better metric) does worse than no denoising.
 * ``correlation_heatmap``: mean over cells of the per-cell Spearman ρ (loss × metric), against the
   training and the validation loss; each metric's direction is in its label.
 * ``perception_distortion``: the perception–distortion plane (Blau & Michaeli, CVPR 2018) at the selected
@@ -24,15 +26,18 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Final
 
 import numpy as np
 import pandas as pd
 
 from analysis.tables import Orders
-from analysis.trajectories import history_rows, kind_map, metric_info, metric_rows, select_epoch
+from analysis.trajectories import INPUT_LABEL, history_rows, kind_map, metric_info, metric_rows, select_epoch
 from benchmark.conventions import parse_window, window_to_unit
 
 DPI = 150
+INPUT_COLOR, INPUT_WIDTH = "0.45", 1.2  # the LDCT-input reference line: dashed grey
+INPUT_STYLE: Final = "--"
 
 
 def _plt():
@@ -103,8 +108,10 @@ def training_loss_figure(traj: pd.DataFrame, orders: Orders, folder: Path) -> li
     return save(fig, folder, "training_loss")
 
 
-def trajectory_figure(traj: pd.DataFrame, orders: Orders, folder: Path, kind: str) -> list[Path]:
-    """``trajectories_<kind>`` for ``kind`` in {full_reference, no_reference}."""
+def trajectory_figure(traj: pd.DataFrame, orders: Orders, folder: Path, kind: str,
+                      inputs: pd.DataFrame | None = None) -> list[Path]:  # fmt: skip
+    """``trajectories_<kind>`` for ``kind`` in {full_reference, no_reference}; ``inputs``: the LDCT-input
+    baseline (``dose, patient, image, metric, value``) for the dashed reference line (none when None)."""
     plt, sns = _plt()
     rows = metric_rows(traj)
     kinds = kind_map(rows["metric"].unique())
@@ -118,22 +125,41 @@ def trajectory_figure(traj: pd.DataFrame, orders: Orders, folder: Path, kind: st
     fig, axes = plt.subplots(len(metrics), len(conditions), figsize=(3.4 * len(conditions), 2.8 * len(metrics)),
                              squeeze=False, sharex=True, sharey="row")  # fmt: skip
     palette = dict(zip(losses, sns.color_palette("colorblind", len(losses))))
+    input_mean = inputs.groupby(["metric", "dose"])["value"].mean() if inputs is not None and len(inputs) else None
+    drawn = False
     for i, metric in enumerate(metrics):
         for j, cond in enumerate(conditions):
             ax = axes[i, j]
             sub = rows[(rows["condition"] == cond) & (rows["metric"] == metric)]
             sns.lineplot(data=sub, x="epoch", y="value", hue="loss", hue_order=losses, palette=palette,
                          errorbar="sd", marker="o", markersize=4, ax=ax, legend=(i == 0 and j == len(conditions) - 1))  # fmt: skip
+            dose = str(sub["dose"].iloc[0]) if len(sub) else ""
+            if input_mean is not None and (metric, dose) in input_mean.index:  # on top: visible over a coinciding loss
+                ax.axhline(float(input_mean[(metric, dose)]), color=INPUT_COLOR, linestyle=INPUT_STYLE, linewidth=INPUT_WIDTH,
+                           label=INPUT_LABEL, zorder=3)  # fmt: skip
+                drawn = True
             ax.set_title(cond if i == 0 else "", fontsize=9)
             ax.set_ylabel(axis_label(metric) if j == 0 else "")
             ax.set_xlabel("epoch" if i == len(metrics) - 1 else "")
             ax.xaxis.get_major_locator().set_params(integer=True)
     if axes[0, -1].get_legend() is not None:
-        sns.move_legend(axes[0, -1], "upper left", bbox_to_anchor=(1.02, 1.0), title="loss")
+        _legend_with_input(axes[0, -1], drawn)
     label = kind.replace("_", "-")
     fig.suptitle(f"{label.capitalize()} metrics over epochs (mean; band: ±1 sd over images and seeds)")
     fig.tight_layout()
     return save(fig, folder, f"trajectories_{kind}")
+
+
+def _legend_with_input(ax, with_input: bool) -> None:
+    """Seaborn's loss legend moved right of the panel, plus the LDCT-input line's entry."""
+    from matplotlib.lines import Line2D
+
+    legend = ax.get_legend()
+    handles, labels = list(legend.legend_handles), [t.get_text() for t in legend.get_texts()]
+    if with_input:
+        handles.append(Line2D([], [], color=INPUT_COLOR, linestyle=INPUT_STYLE, linewidth=INPUT_WIDTH))
+        labels.append(INPUT_LABEL + " (mean)")
+    ax.legend(handles, labels, loc="upper left", bbox_to_anchor=(1.02, 1.0), title="loss", frameon=False)
 
 
 def correlation_heatmap(corr: pd.DataFrame, orders: Orders, folder: Path) -> list[Path]:
@@ -322,13 +348,15 @@ def cd_figures(ranks: pd.DataFrame, orders: Orders, folder: Path, alpha: float =
 
 def build_figures(traj: pd.DataFrame, corr: pd.DataFrame | None, ranks: pd.DataFrame | None, orders: Orders,
                   folder: Path, *, examples_dir: Path | None = None, window=None, epoch: str = "final",
-                  distortion: str = "psnr", perception: str = "niqe") -> dict[str, list[Path]]:  # fmt: skip
+                  distortion: str = "psnr", perception: str = "niqe",
+                  inputs: pd.DataFrame | None = None) -> dict[str, list[Path]]:  # fmt: skip
     """Every figure of the module docstring; returns ``figure group -> paths`` (empty where there was
-    nothing to draw, e.g. no no-reference metric)."""
+    nothing to draw, e.g. no no-reference metric). ``inputs``: the LDCT-input baseline
+    (``analysis.trajectories.load_input_baseline``) for the reference lines of the trajectory figures."""
     out = {
         "training_loss": training_loss_figure(traj, orders, folder),
-        "trajectories_full_reference": trajectory_figure(traj, orders, folder, "full_reference"),
-        "trajectories_no_reference": trajectory_figure(traj, orders, folder, "no_reference"),
+        "trajectories_full_reference": trajectory_figure(traj, orders, folder, "full_reference", inputs),
+        "trajectories_no_reference": trajectory_figure(traj, orders, folder, "no_reference", inputs),
         "correlation_heatmap": correlation_heatmap(corr, orders, folder) if corr is not None else [],
         "perception_distortion": perception_distortion_figure(traj, orders, folder, epoch=epoch,
                                                               distortion=distortion, perception=perception),

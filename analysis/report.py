@@ -4,6 +4,7 @@
 incremental) and writes the numbers::
 
     analysis/trajectories.parquet      tidy per-image metric values + per-epoch losses
+    analysis/input_baseline.parquet    the same metrics of the LDCT input itself (no denoising), per dose
     analysis/correlations.csv          loss–metric correlations (analysis.correlations)
     analysis/significance.csv          paired tests, corrections, effect sizes (analysis.significance)
     analysis/friedman_ranks.csv        mean ranks, Demšar CD and Nemenyi p-values per condition
@@ -39,6 +40,7 @@ from analysis.trajectories import (
     UNAVAILABLE,
     ScoreOptions,
     ScoreSummary,
+    load_input_baseline,
     load_trajectories,
     metric_info,
     score_run,
@@ -230,7 +232,7 @@ def _cells_section(adir: Path) -> str:
     return text
 
 
-def _conventions(settings: dict, matrix) -> str:
+def _conventions(settings: dict, matrix, with_input: bool = True) -> str:
     from benchmark.conventions import parse_window
 
     win = parse_window(settings.get("window", "abdomen"))
@@ -259,7 +261,13 @@ def _conventions(settings: dict, matrix) -> str:
         "mean over images; pooled per loss with repeated-measures correlation (pingouin `rm_corr`, cell = subject); "
         "across cells of a loss × dose at the final epoch. `agreement` = ρ for lower-is-better metrics, −ρ otherwise "
         "(> 0: the metric improves as the loss falls).",
+        "- **LDCT input**: the last row of the metric and RMSE tables, and the dashed grey line in the trajectory "
+        "figures, is the low-dose input itself scored against the reference (no denoising): same metrics, window "
+        "and images (`input_baseline.parquet`). It repeats in every architecture column, is never bold, carries "
+        "no significance marker and is left out of the tests and correlations.",
     ]
+    if not with_input:
+        lines.pop()
     if matrix is not None:
         lines.insert(0, f"- **Matrix**: `{matrix.name}` — {matrix.description or 'no description'}; dataset "
                         f"`{matrix.dataset.kind}` {json.dumps(matrix.dataset.options)}.")  # fmt: skip
@@ -309,8 +317,10 @@ def _figure_md(name: str, paths: list[Path], adir: Path, caption: str) -> str:
 
 FIGURE_CAPTIONS = {
     "training_loss": "Training (solid) and validation (dashed) loss per epoch; one panel per loss.",
-    "trajectories_full_reference": "Full-reference metrics over epochs, one line per loss; band ±1 sd over images and seeds.",
-    "trajectories_no_reference": "No-reference metrics over epochs, one line per loss; band ±1 sd over images and seeds.",
+    "trajectories_full_reference": "Full-reference metrics over epochs, one line per loss; band ±1 sd over images and seeds; "
+                                   "dashed grey: the LDCT input (mean).",
+    "trajectories_no_reference": "No-reference metrics over epochs, one line per loss; band ±1 sd over images and seeds; "
+                                   "dashed grey: the LDCT input (mean).",
     "correlation_heatmap": "Spearman ρ between the loss and each metric over epochs, mean over the cells of a loss.",
     "perception_distortion": "Perception–distortion plane (Blau & Michaeli 2018) at the compared epoch.",
     "comparison": "Visual comparison: LDCT input, each loss's output and the NDCT reference; zoomed region below.",
@@ -329,20 +339,22 @@ def write_report(out: Path | str, score: ScoreOptions | None = None, stats: Stat
     matrix = _matrix(out)
     orders = Orders.from_traj(res.trajectories, matrix)
     unit_note = "per-patient means" if res.settings.get("unit", stats.unit) == "patient" else "slices"
+    inputs = load_input_baseline(out)
     tables = build_tables(res.trajectories, res.significance, res.correlations, orders=orders,
-                          baseline=opts.baseline, epoch=res.settings.get("epoch", stats.epoch), unit_note=unit_note)  # fmt: skip
+                          baseline=opts.baseline, epoch=res.settings.get("epoch", stats.epoch), unit_note=unit_note,
+                          inputs=inputs)  # fmt: skip
     table_paths = write_tables(tables, adir / "tables")
     window = res.settings.get("window", "abdomen")
     figs = build_figures(res.trajectories, res.correlations, res.ranks, orders, adir / "figures",
                          examples_dir=adir / EXAMPLES_DIR, window=window, epoch=res.settings.get("epoch", stats.epoch),
-                         distortion=opts.distortion, perception=opts.perception)  # fmt: skip
+                         distortion=opts.distortion, perception=opts.perception, inputs=inputs)  # fmt: skip
     unavailable = pd.read_csv(adir / UNAVAILABLE) if (adir / UNAVAILABLE).is_file() else pd.DataFrame()
     metrics = [m for m in dict.fromkeys(res.trajectories.loc[res.trajectories["source"] == "metric", "metric"])]
     parts = [
         f"# ldct-bench report: {matrix.name if matrix is not None else out.name}\n",
         f"Run folder `{out}`; written {datetime.now(UTC).isoformat(timespec='seconds')} with {_versions()}.\n",
         _cells_section(adir) + "\n",
-        "## Conventions\n", _conventions(res.settings, matrix) + "\n",
+        "## Conventions\n", _conventions(res.settings, matrix, with_input=len(inputs) > 0) + "\n",
         "## Metrics\n", _md_table(_metric_rows(metrics)) + "\n",
         "### Unavailable metrics\n",
         (_md_table(unavailable) if len(unavailable) else "All requested metrics were computed.") + "\n",

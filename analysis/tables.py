@@ -14,6 +14,15 @@
   (↑ higher is better): ρ < 0 for an ↑ metric, ρ > 0 for a ↓ metric, means the metric improves as the
   loss falls.
 
+The metric tables and the RMSE-per-dose table end with a reference row :data:`INPUT_LABEL` ("LDCT input"):
+the low-dose input itself scored against the reference (no denoising; ``analysis/input_baseline.parquet``),
+mean ± sd over the same evaluation images, in the same window and format, so one sees at a glance whether a
+loss improves on doing nothing (the RED-CNN paper's tables have such an "LDCT" row). The input does not
+depend on the architecture, so its value repeats in every architecture column; it is never bold and never
+carries a significance marker (the tests compare trained losses only). In the CSV it is the rows with
+``loss == "LDCT input"`` and ``architecture ==`` :data:`NO_ARCHITECTURE` (``"—"``), one per dose, with
+``best`` False and an empty ``p_holm_vs_baseline``; the columns are unchanged.
+
 The CSV files hold the numbers (long format); Markdown uses ``DataFrame.to_markdown`` (tabulate), LaTeX
 ``DataFrame.to_latex`` (booktabs rules — ``\\usepackage{booktabs}`` — underscores and other specials escaped,
 Unicode symbols written as math).
@@ -29,14 +38,24 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from analysis.trajectories import higher_is_better_map, level_order, metric_info, metric_rows, select_epoch
+from analysis.trajectories import (
+    INPUT_LABEL,
+    higher_is_better_map,
+    level_order,
+    metric_info,
+    metric_rows,
+    select_epoch,
+)
+
+NO_ARCHITECTURE = "—"  # the architecture of the LDCT-input reference row (it has none)
+INPUT_NOTE = f"Last row, {INPUT_LABEL}: the low-dose input scored as is (no denoising); not ranked, not tested."
 
 _LATEX_SPECIAL = {"\\": r"\textbackslash{}", "_": r"\_", "%": r"\%", "&": r"\&", "#": r"\#", "$": r"\$",
                   "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}  # fmt: skip
 
 
 _LATEX_UNICODE = {"±": r"$\pm$", "↑": r"$\uparrow$", "↓": r"$\downarrow$", "·": r"$\cdot$", "ρ": r"$\rho$",
-                  "–": "--", "−": "-", "≥": r"$\geq$", "×": r"$\times$"}  # fmt: skip
+                  "–": "--", "—": "---", "−": "-", "≥": r"$\geq$", "×": r"$\times$"}  # fmt: skip
 
 
 def latex_escape(text: str) -> str:
@@ -130,6 +149,15 @@ def summary_stats(traj: pd.DataFrame, epoch: str = "final") -> pd.DataFrame:
     return g.agg(mean="mean", sd="std", n="count").reset_index()
 
 
+def input_stats(inputs: pd.DataFrame | None) -> pd.DataFrame:
+    """``metric, dose, mean, sd, n`` of the LDCT-input baseline (``analysis/input_baseline.parquet``) over
+    its images — the same images as :func:`summary_stats`, one value per image (no seeds)."""
+    if inputs is None or inputs.empty:
+        return pd.DataFrame(columns=["metric", "dose", "mean", "sd", "n"])
+    g = inputs.groupby(["metric", "dose"], observed=True, sort=False)["value"]
+    return g.agg(mean="mean", sd="std", n="count").reset_index()
+
+
 def _marker(p: float) -> str:
     if not np.isfinite(p):
         return ""
@@ -166,19 +194,50 @@ class Orders:
 
 
 def _mean_sd_table(stats: pd.DataFrame, rows: list[str], cols: list[str], row_order: list, col_order: list,
-                   higher: bool) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, pd.DataFrame]:  # fmt: skip
-    """Wide ``mean``/``sd`` tables, their ``mean ± sd`` text and the bold-best mask (per column)."""
+                   higher: bool, reference: tuple[object, pd.DataFrame] | None = None,
+                   ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, pd.DataFrame]:  # fmt: skip
+    """Wide ``mean``/``sd`` tables, their ``mean ± sd`` text and the bold-best mask (per column).
+    ``reference = (row label, stats with the ``cols`` columns)`` appends a last row that is never bold
+    (the LDCT input); the decimals come from the other rows."""
     mean = stats.pivot_table(index=rows, columns=cols, values="mean", aggfunc="first", observed=True)
     sd = stats.pivot_table(index=rows, columns=cols, values="sd", aggfunc="first", observed=True)
     mean = mean.reindex(index=row_order, columns=col_order)
     sd = sd.reindex(index=row_order, columns=col_order)
     dec = decimals_for(sd.to_numpy().ravel())
+    best = mean.max() if higher else mean.min()
+    bold = mean.eq(best, axis=1) & mean.notna()
+    if reference is not None:
+        label, ref = reference
+        index = pd.MultiIndex.from_tuples([label]) if isinstance(label, tuple) else pd.Index([label])
+        ref = ref.set_index(cols).reindex(col_order)
+        mean, sd = (pd.concat([w, pd.DataFrame([ref[v].to_numpy()], index=index, columns=w.columns)])
+                    for w, v in ((mean, "mean"), (sd, "sd")))  # fmt: skip
+        bold = pd.concat([bold, pd.DataFrame(False, index=index, columns=bold.columns)])
     text = mean.combine(sd, lambda m, s: pd.Series(
         [f"{a:.{dec}f} ± {b:.{dec}f}" if np.isfinite(a) and np.isfinite(b) else (f"{a:.{dec}f}" if np.isfinite(a) else "–")
          for a, b in zip(m, s)], index=m.index))  # fmt: skip
-    best = mean.max() if higher else mean.min()
-    bold = mean.eq(best, axis=1) & mean.notna()
     return mean, sd, text, bold
+
+
+def _input_rows(inputs: pd.DataFrame, metric: str, architectures: Sequence[str] | None = None) -> pd.DataFrame | None:
+    """The LDCT-input stats of ``metric`` (columns ``dose, mean, sd, n``), repeated for each of
+    ``architectures`` when given (column ``architecture``); None when there are none."""
+    rows = inputs[inputs["metric"] == metric]
+    if rows.empty:
+        return None
+    if architectures is not None:
+        rows = rows.merge(pd.DataFrame({"architecture": list(architectures)}), how="cross")
+    return rows
+
+
+def _input_numbers(inputs: pd.DataFrame, metric: str, like: pd.DataFrame, **extra: object) -> pd.DataFrame:
+    """``like`` (a table's CSV numbers) with the LDCT-input rows of ``metric`` appended: ``loss`` =
+    :data:`INPUT_LABEL`, ``architecture`` = :data:`NO_ARCHITECTURE`, one row per dose; the same columns."""
+    rows = _input_rows(inputs, metric)
+    if rows is None:
+        return like
+    rows = rows.assign(loss=INPUT_LABEL, architecture=NO_ARCHITECTURE, **extra)
+    return pd.concat([like, rows.reindex(columns=like.columns)], ignore_index=True)
 
 
 def _idx(levels: list[list[str]]) -> pd.Index:
@@ -187,17 +246,20 @@ def _idx(levels: list[list[str]]) -> pd.Index:
 
 def metric_table(
     stats: pd.DataFrame, sig: pd.DataFrame | None, metric: str, orders: Orders, *, baseline: str | None = None,
-    unit_note: str = "per-patient means",
+    unit_note: str = "per-patient means", inputs: pd.DataFrame | None = None,
 ) -> Table:  # fmt: skip
-    """The ``metric_<name>`` table (see the module docstring)."""
+    """The ``metric_<name>`` table (see the module docstring); ``inputs``: :func:`input_stats` rows for
+    the LDCT-input reference row (none when None or without this metric)."""
     higher = higher_is_better_map([metric])[metric]
     s = stats[stats["metric"] == metric]
     base = baseline or orders.losses[0]
     cols = _idx([orders.architectures, orders.doses])
-    mean, _, text, bold = _mean_sd_table(s, ["loss"], ["architecture", "dose"], orders.losses, list(cols), higher)
+    ref = _input_rows(input_stats(None) if inputs is None else inputs, metric, orders.architectures)
+    mean, _, text, bold = _mean_sd_table(s, ["loss"], ["architecture", "dose"], orders.losses, list(cols), higher,
+                                         None if ref is None else (INPUT_LABEL, ref))  # fmt: skip
     pvals = baseline_p(sig, metric, base)
     marker = pd.DataFrame("", index=text.index, columns=text.columns)
-    for loss in text.index:
+    for loss in orders.losses:  # the LDCT-input row is never tested
         for arch, dose in text.columns:
             marker.loc[loss, (arch, dose)] = _marker(pvals.get((loss, arch, dose), np.nan))
     text.index = [f"{x} (baseline)" if x == base else x for x in text.index]
@@ -208,13 +270,15 @@ def metric_table(
                              for r in s.itertuples()],
                        p_holm_vs_baseline=[pvals.get((r.loss, r.architecture, r.dose), np.nan) for r in s.itertuples()],
                        baseline=base)  # fmt: skip
+    if inputs is not None:
+        numbers = _input_numbers(inputs, metric, numbers, best=False, p_holm_vs_baseline=np.nan, baseline=base)
     return Table(
         name=f"metric_{metric}",
         text=text, bold=bold, marker=marker,
         caption=f"{arrow(metric)}{unit}: mean ± sd over the evaluation images (seeds averaged); "
                 f"columns architecture · dose; best per column in bold.",
         note=f"* / **: differs from the baseline {base} at Holm-adjusted p < 0.05 / 0.01 (two-sided Wilcoxon "
-             f"signed-rank test on {unit_note}).",
+             f"signed-rank test on {unit_note})." + (f" {INPUT_NOTE}" if ref is not None else ""),
         numbers=numbers,
     )  # fmt: skip
 
@@ -224,20 +288,23 @@ def hu_metric(metrics: Sequence[str]) -> str | None:
     return next((m for m in metrics if metric_info(m).unit == "HU"), None)
 
 
-def rmse_per_dose_table(stats: pd.DataFrame, orders: Orders, metric: str) -> Table:
-    """The RED-CNN-style table: rows loss × architecture, columns dose conditions, RMSE in HU."""
+def rmse_per_dose_table(stats: pd.DataFrame, orders: Orders, metric: str, inputs: pd.DataFrame | None = None) -> Table:
+    """The RED-CNN-style table: rows loss × architecture, columns dose conditions, RMSE in HU; last row
+    the LDCT input (``inputs``: :func:`input_stats` rows), like the paper's "LDCT" row."""
     s = stats[stats["metric"] == metric]
     rows = list(_idx([orders.losses, orders.architectures]))
+    ref = _input_rows(input_stats(None) if inputs is None else inputs, metric)
     _, _, text, bold = _mean_sd_table(s, ["loss", "architecture"], ["dose"], rows, orders.doses,
-                                      higher_is_better_map([metric])[metric])  # fmt: skip
+                                      higher_is_better_map([metric])[metric],
+                                      None if ref is None else ((INPUT_LABEL, NO_ARCHITECTURE), ref))  # fmt: skip
     marker = pd.DataFrame("", index=text.index, columns=text.columns)
     text.columns.name = bold.columns.name = marker.columns.name = "dose"
     return Table(
         name=f"{metric}_per_dose", text=text, bold=bold, marker=marker,
         caption=f"{arrow(metric)} [HU] per dose condition: mean ± sd over the evaluation images, rows loss · "
                 "architecture; lowest per column in bold (layout of Chen et al., RED-CNN, IEEE TMI 2017).",
-        note="RMSE on the raw HU images (no window clipping).",
-        numbers=s.copy(),
+        note="RMSE on the raw HU images (no window clipping)." + (f" {INPUT_NOTE}" if ref is not None else ""),
+        numbers=s.copy() if inputs is None else _input_numbers(inputs, metric, s),
     )  # fmt: skip
 
 
@@ -283,18 +350,22 @@ def correlation_tables(corr: pd.DataFrame, orders: Orders, metrics: Sequence[str
 def build_tables(
     traj: pd.DataFrame, sig: pd.DataFrame | None, corr: pd.DataFrame | None, *, orders: Orders,
     baseline: str | None = None, epoch: str = "final", unit_note: str = "per-patient means",
+    inputs: pd.DataFrame | None = None,
 ) -> list[Table]:  # fmt: skip
-    """Every table of the module docstring for the metrics in ``traj``."""
+    """Every table of the module docstring for the metrics in ``traj``; ``inputs`` is the LDCT-input
+    baseline (:data:`analysis.trajectories.BASELINE_COLUMNS`, e.g. from ``load_input_baseline``) for the
+    reference row (no row when None or empty)."""
     stats = summary_stats(traj, epoch)
+    ref = input_stats(inputs) if inputs is not None and len(inputs) else None
     metrics = list(dict.fromkeys(stats["metric"].astype(str)))
     if baseline is not None and baseline not in orders.losses:
         from benchmark.errors import UserError
 
         raise UserError(f"{baseline!r} is not a loss of this run ({', '.join(orders.losses)})", field="baseline")
-    tables = [metric_table(stats, sig, m, orders, baseline=baseline, unit_note=unit_note) for m in metrics]
+    tables = [metric_table(stats, sig, m, orders, baseline=baseline, unit_note=unit_note, inputs=ref) for m in metrics]
     hu = hu_metric(metrics)
     if hu is not None:
-        tables.append(rmse_per_dose_table(stats, orders, hu))
+        tables.append(rmse_per_dose_table(stats, orders, hu, ref))
     if corr is not None and len(corr):
         tables += correlation_tables(corr, orders, metrics)
     return tables

@@ -1,6 +1,6 @@
 """End to end on a tiny real run folder: ``ldct-bench analyze`` then ``ldct-bench report`` through the real
-command line, every promised file, working links in report.md, the stated conventions, a rerun that
-scores nothing, and bad options that exit with code 2 naming the option."""
+command line, every promised file, working links in report.md, the stated conventions, the LDCT-input
+reference row, a rerun that scores nothing, and bad options that exit with code 2 naming the option."""
 
 from __future__ import annotations
 
@@ -35,6 +35,9 @@ def test_analyze_then_report_end_to_end(tmp_path, tmp_cache, monkeypatch):
     assert list(sig.columns) == SIGNIFICANCE_COLUMNS
     assert set(sig["test"]) == {"wilcoxon", "t", "friedman", "nemenyi"} and set(sig["unit"]) == {"patient"}
     assert list(dict.fromkeys(sig["dose"])) == ["25_360", "10_180"]  # matrix order, not alphabetical
+    base = pd.read_parquet(adir / "input_baseline.parquet")
+    assert set(base["dose"]) == {"25_360", "10_180"} and set(base["metric"]) == {"psnr", "ssim", "rmse_hu", "pique"}
+    assert "LDCT input" not in set(sig["loss_a"]) | set(sig["loss_b"]) | set(corr["loss"])  # trained losses only
 
     res = runner.invoke(cli.app, ["report", "--out", str(out), "--quiet", "--bootstrap", "200"])
     assert res.exit_code == 0, res.output
@@ -52,6 +55,12 @@ def test_analyze_then_report_end_to_end(tmp_path, tmp_cache, monkeypatch):
                  "rank-biserial", "lpips", "weights fetch", "Caution"):  # fmt: skip
         assert text in report, text
     assert "![training_loss](figures/training_loss.png)" in report
+    assert "**LDCT input**: the last row" in report  # the convention is stated
+    rmse = pd.read_csv(adir / "tables" / "rmse_hu_per_dose.csv", dtype={"dose": str})
+    ldct = rmse[rmse["loss"] == "LDCT input"].set_index("dose")["mean"]
+    expected = base[base["metric"] == "rmse_hu"].groupby("dose")["value"].mean()
+    assert len(ldct) == 2 and ldct.round(6).to_dict() == expected.round(6).to_dict()
+    assert set(rmse.loc[rmse["loss"] == "LDCT input", "architecture"]) == {"—"} and not rmse["mean"].isna().any()
 
     res = runner.invoke(cli.app, ["analyze", "--out", str(out), "--quiet", "--bootstrap", "0"])
     assert res.exit_code == 0 and "scored 0 of 18 checkpoints (0 metric evaluations)" in res.output

@@ -1,5 +1,6 @@
 """Tables and figures from simulated trajectories of known structure: numbers, bold-best direction from
-the metric metadata, significance markers, Markdown/LaTeX rendering, and every figure file written."""
+the metric metadata, significance markers, Markdown/LaTeX rendering, the LDCT-input reference row and
+line, and every figure file written."""
 
 from __future__ import annotations
 
@@ -13,10 +14,18 @@ import pandas as pd
 import pytest
 
 from analysis.correlations import correlations
-from analysis.figures import build_figures, comparison_figure, pick_pd_metrics, zoom_region
+from analysis.figures import build_figures, comparison_figure, pick_pd_metrics, trajectory_figure, zoom_region
 from analysis.significance import significance
-from analysis.tables import Orders, build_tables, decimals_for, latex_escape, summary_stats, write_tables
-from analysis.trajectories import simulate_trajectories
+from analysis.tables import (
+    NO_ARCHITECTURE,
+    Orders,
+    build_tables,
+    decimals_for,
+    latex_escape,
+    summary_stats,
+    write_tables,
+)
+from analysis.trajectories import BASELINE_COLUMNS, INPUT_LABEL, simulate_trajectories
 from benchmark.errors import UserError
 
 METRICS = {"psnr": (30.0, 1.0, True), "rmse_hu": (20.0, 2.0, False), "niqe": (6.0, 0.3, False)}
@@ -32,6 +41,17 @@ def sim():
     corr = correlations(traj, n_resamples=50)
     orders = Orders(["mse", "l1", "0.9mse+0.1ssim_loss"], ["redcnn", "dncnn"], ["25_360", "10_180"])
     return traj, sig, ranks, corr, orders
+
+
+def input_baseline(traj: pd.DataFrame, offsets: dict[str, float], seed: int = 5) -> pd.DataFrame:
+    """An LDCT-input baseline on the trajectories' images: each metric's image value at the first epoch of
+    the first cell of the dose, shifted by ``offsets[metric]``, plus noise."""
+    rng = np.random.default_rng(seed)
+    met = traj[(traj["source"] == "metric") & (traj["epoch"] == 1)]
+    first = met.groupby("dose")["cell"].transform("first")
+    rows = met[met["cell"] == first][BASELINE_COLUMNS].reset_index(drop=True)
+    rows["value"] = rows["value"] + rows["metric"].map(offsets) + rng.normal(0, 0.5, len(rows))
+    return rows
 
 
 def test_helpers():
@@ -75,6 +95,74 @@ def test_metric_table_numbers_bold_and_markers(sim, tmp_path):
     assert all(ord(ch) < 128 for p in paths.values() for f in p if f.suffix == ".tex" for ch in f.read_text())
     csv = pd.read_csv(tmp_path / "metric_psnr.csv")
     assert {"mean", "sd", "n", "best", "p_holm_vs_baseline"} <= set(csv.columns) and csv["best"].sum() == 4
+
+
+def test_ldct_input_row_is_last_never_bold_never_marked(sim, tmp_path):
+    traj, sig, _, corr, orders = sim
+    # the input is far worse in PSNR and NIQE but (planted) better than every loss in RMSE: still never bold
+    inputs = input_baseline(traj, {"psnr": -8.0, "niqe": 3.0, "rmse_hu": -15.0})
+    tables = {t.name: t for t in build_tables(traj, sig, corr, orders=orders, inputs=inputs)}
+    plain = {t.name: t for t in build_tables(traj, sig, corr, orders=orders)}
+    for name in ("metric_psnr", "metric_niqe", "metric_rmse_hu"):
+        t, p = tables[name], plain[name]
+        assert list(t.text.index) == [*p.text.index, INPUT_LABEL]
+        pd.testing.assert_frame_equal(t.text.iloc[:-1], p.text)  # the loss rows are unchanged
+        pd.testing.assert_frame_equal(t.bold.iloc[:-1], p.bold)
+        assert not t.bold.loc[INPUT_LABEL].any() and t.bold.sum().eq(1).all()
+        assert t.marker.loc[INPUT_LABEL].eq("").all()
+        # mean ± sd over the images of the dose, computed here; the same value in every architecture column
+        metric = name.removeprefix("metric_")
+        dec = decimals_for(summary_stats(traj).query("metric == @metric")["sd"])
+        for (arch, dose), text in t.text.loc[INPUT_LABEL].items():
+            v = inputs.loc[(inputs["metric"] == metric) & (inputs["dose"] == dose), "value"].to_numpy()
+            assert text == f"{v.mean():.{dec}f} ± {v.std(ddof=1):.{dec}f}", (name, arch, dose)
+        assert t.text.loc[INPUT_LABEL, "redcnn"].tolist() == t.text.loc[INPUT_LABEL, "dncnn"].tolist()
+    num = tables["metric_rmse_hu"].numbers
+    by_dose = num.groupby(["dose", num["loss"] == INPUT_LABEL])["mean"].min().unstack()
+    assert (by_dose[True] < by_dose[False]).all()  # the planted case: the input beats every loss in RMSE
+    rmse = tables["rmse_hu_per_dose"]
+    assert rmse.text.index[-1] == (INPUT_LABEL, NO_ARCHITECTURE) and len(rmse.text) == 7
+    assert not rmse.bold.iloc[-1].any() and rmse.bold.sum().eq(1).all()
+    assert all(rmse.bold[d].idxmax()[0] == "0.9mse+0.1ssim_loss" for d in rmse.bold.columns)
+    write_tables(tables.values(), tmp_path)
+    md = (tmp_path / "metric_rmse_hu.md").read_text()
+    last = [line for line in md.splitlines() if line.startswith("|")][-1]  # the table's last row
+    assert last.split("|")[1].strip() == INPUT_LABEL and "**" not in last and "not ranked" in md
+    assert "LDCT input" in (tmp_path / "rmse_hu_per_dose.md").read_text()
+    tex = (tmp_path / "rmse_hu_per_dose.tex").read_text()
+    assert "LDCT input & ---" in tex and all(ord(ch) < 128 for ch in tex)
+    # CSV: same columns, one LDCT-input row per dose, architecture "—", never best, no p-value
+    for name in ("metric_psnr", "rmse_hu_per_dose"):
+        csv = pd.read_csv(tmp_path / f"{name}.csv", dtype={"dose": str})
+        assert list(csv.columns) == list(plain[name].numbers.columns)
+        rows = csv[csv["loss"] == INPUT_LABEL]
+        assert sorted(rows["dose"]) == ["10_180", "25_360"] and set(rows["architecture"]) == {NO_ARCHITECTURE}
+        v = inputs[(inputs["metric"] == rows["metric"].iloc[0]) & (inputs["dose"] == "10_180")]["value"]
+        np.testing.assert_allclose(rows.set_index("dose").loc["10_180", ["mean", "sd", "n"]].astype(float),
+                                   [v.mean(), v.std(ddof=1), len(v)])  # fmt: skip
+        if "best" in csv:
+            assert not rows["best"].any() and rows["p_holm_vs_baseline"].isna().all() and csv["best"].sum() == 4
+
+
+def test_trajectory_figure_draws_the_ldct_input_line(sim, tmp_path, monkeypatch):
+    import matplotlib.pyplot as plt
+
+    traj, _, _, _, orders = sim
+    inputs = input_baseline(traj, {"psnr": -8.0, "niqe": 3.0, "rmse_hu": 15.0})
+    figures = []
+    monkeypatch.setattr(plt, "close", figures.append)  # keep the figure to inspect it
+    trajectory_figure(traj, orders, tmp_path, "full_reference", inputs)
+    axes = figures[0].axes
+    assert len(axes) == 2 * 4  # psnr, rmse_hu × 2 architectures × 2 doses
+    expected = inputs.groupby(["metric", "dose"])["value"].mean()
+    for ax, (metric, dose) in zip(axes, [(m, d) for m in ("psnr", "rmse_hu") for a in orders.architectures
+                                         for d in orders.doses]):  # fmt: skip
+        lines = [ln for ln in ax.get_lines() if ln.get_label() == INPUT_LABEL]
+        assert len(lines) == 1 and lines[0].get_linestyle() == "--"
+        np.testing.assert_allclose(lines[0].get_ydata(), expected[(metric, dose)])
+    labels = [t.get_text() for t in axes[len(orders.doses) * len(orders.architectures) - 1].get_legend().get_texts()]
+    assert labels == [*orders.losses, f"{INPUT_LABEL} (mean)"]
+    plt.close("all")
 
 
 def test_rmse_per_dose_and_correlation_tables(sim):
