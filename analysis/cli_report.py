@@ -6,13 +6,14 @@ defaults. Bad options raise :class:`benchmark.errors.UserError` (exit code 2, no
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from analysis.report import ReportOptions, StatsOptions, analyze_run, write_report
-from analysis.trajectories import ScoreOptions
 from benchmark.errors import UserError
+
+if TYPE_CHECKING:  # imported lazily below: `ldct-bench --help` must not load scipy, torch and seaborn
+    from analysis.trajectories import ScoreOptions
 
 _OUT_HELP = "run folder written by `ldct-bench run` (has cells/ and matrix.resolved.yaml)"
 
@@ -27,6 +28,8 @@ def _metric_list(spec: str | None) -> list[str] | None:
 
 
 def _score_options(metrics, every, max_images, batch_size, device, partial, example_image, quiet) -> ScoreOptions:
+    from analysis.trajectories import ScoreOptions
+
     for name, value in (("--every", every), ("--max-images", max_images), ("--batch-size", batch_size)):
         if value is not None and value < 1:
             raise UserError(f"{value}: must be a positive integer", field=name)
@@ -68,6 +71,8 @@ def analyze(
 ) -> None:
     """Score every epoch checkpoint of every finished cell (incremental: cached values are reused) and
     write trajectories, correlations and significance tests to <out>/analysis/."""
+    from analysis.report import StatsOptions, analyze_run
+
     stats = StatsOptions(unit=unit, epoch=epoch, family=family, n_resamples=bootstrap, seed=seed).check()
     score = _score_options(metrics, every, max_images, batch_size, device, partial, example_image, quiet)
     res = analyze_run(out, score, stats)
@@ -101,6 +106,8 @@ def report(
 ) -> None:
     """Run `analyze` (nothing cached is rescored), then write tables (CSV, Markdown, LaTeX), figures (PNG, PDF)
     and <out>/analysis/report.md."""
+    from analysis.report import ReportOptions, StatsOptions, write_report
+
     stats = StatsOptions(unit=unit, epoch=epoch, family=family, n_resamples=bootstrap, seed=seed).check()
     score = _score_options(metrics, every, max_images, batch_size, device, partial, example_image, quiet)
     path = write_report(out, score, stats, ReportOptions(baseline=baseline, distortion=distortion,

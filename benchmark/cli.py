@@ -12,6 +12,9 @@ from typing import Annotated
 
 import typer
 
+from analysis.cli import score, weights_app
+from analysis.cli_report import analyze, report
+from benchmark.cli_data import data_app
 from benchmark.errors import UserError
 
 app = typer.Typer(
@@ -113,27 +116,13 @@ def list_(
     typer.echo(listing(what))
 
 
-def _mount_optional() -> None:
-    """Commands that live in other packages (data, analysis)."""
-    from benchmark.cli_data import data_app
-
-    app.add_typer(data_app, name="data", help="Build, inspect and calibrate datasets.")
-    from analysis.cli import score, weights_app
-
-    app.command("score")(score)
-    app.add_typer(weights_app, name="weights", help="Pretrained weight files: status, fetch, import.")
-    from analysis.cli_report import analyze, report
-
-    app.command("analyze")(analyze)
-    app.command("report")(report)
-
-
-try:
-    _mount_optional()
-except ImportError as _exc:  # pragma: no cover - only while a package is being written
-    _MOUNT_ERROR: ImportError | None = _exc
-else:
-    _MOUNT_ERROR = None
+# Commands that live beside their code (data, analysis); these modules import their heavy
+# dependencies lazily, so `ldct-bench --help` stays fast.
+app.add_typer(data_app, name="data", help="Build, inspect and calibrate datasets.")
+app.command("score")(score)
+app.add_typer(weights_app, name="weights", help="Pretrained weight files: status, fetch, import.")
+app.command("analyze")(analyze)
+app.command("report")(report)
 
 
 def main() -> None:

@@ -1,18 +1,23 @@
-"""Runner overhead: a cell's training epoch in the runner vs a bare PyTorch loop, same process.
+"""Runner overhead: a training epoch in the runner vs a bare PyTorch loop, in the same process.
 
-Both train the same architecture from the same seed on the same tiny synthetic data, with the same
-number of optimizer steps, batch and patch size. The bare loop is what one would write by hand:
-sample patches, forward, MSE, backward, Adam step. The runner epoch also runs validation, writes the
-checkpoint (atomic, fsynced) and the history. Printed: median seconds per epoch of each, the ratio
-for the training part alone (the runner's step functions vs the bare loop) and for the whole epoch.
-Target: training-part overhead <= 5 %.
+Both sides train the same architecture from the same initial weights on the same tiny synthetic
+data, with the same batch and patch size. The bare loop is what one writes by hand: sample patches,
+forward, MSE, backward, Adam step. The runner side is exactly what ``ldct-bench run`` executes per
+step (:func:`benchmark.train.critic_step` + :func:`benchmark.train.generator_step` on a
+``CompositeLoss``, patch sampling by :class:`benchmark.train.TrainData`). Steps are **interleaved**
+(bare, runner, runner, bare, ...) so machine load drifts cancel; the medians of the per-step times
+are compared. The runner's per-epoch extras (validation on the validation split, atomic fsynced
+checkpoint, history) are timed separately and expressed as a fraction of an epoch of ``--epoch-steps``.
 
-    python benchmarks/bench_runner.py [--arch dncnn] [--steps 16] [--repeats 3]
+    python benchmarks/bench_runner.py [--arch dncnn] [--steps 40] [--epoch-steps 500]
+
+Target: step overhead <= 5 %.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import statistics
 import tempfile
 import time
@@ -20,77 +25,95 @@ from pathlib import Path
 
 import torch
 
+from benchmark.checkpoint import FORMAT_VERSION, save_checkpoint
 from benchmark.config import parse_matrix
-from benchmark.conventions import hu_to_net, sample_patches
+from benchmark.conventions import sample_patches
 from benchmark.data import open_dataset
-from benchmark.runner import Runner
-from benchmark.train import TrainData, seed_everything, train_epoch
+from benchmark.runner import write_history
+from benchmark.train import TrainData, build_state, critic_step, generator_step, seed_everything, validate
+from losses import build_loss
 from models import build_model
-
-
-def bare_epoch(arch: str, x: torch.Tensor, y: torch.Tensor, steps: int, batch: int, patch: int, seed: int) -> float:
-    torch.manual_seed(seed)
-    model = build_model(arch)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-4)
-    gen = torch.Generator().manual_seed(seed)
-    model.train()
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        xb, yb, _ = sample_patches(x, y, batch, patch, gen)
-        opt.zero_grad(set_to_none=True)
-        loss = torch.nn.functional.mse_loss(model(xb), yb)
-        loss.backward()
-        opt.step()
-    return time.perf_counter() - t0
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--arch", default="dncnn")
-    ap.add_argument("--steps", type=int, default=16)
+    ap.add_argument("--steps", type=int, default=40, help="measured steps per side")
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--patch", type=int, default=64)
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--epoch-steps", type=int, default=500, help="steps per epoch for the per-epoch extras")
+    ap.add_argument("--threads", type=int, default=None)
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     matrix = parse_matrix({
         "dataset": {"kind": "synth", "options": {"size": "tiny"}},
         "losses": ["mse"], "architectures": [args.arch], "doses": ["25_360"],
         "training": {"epochs": 1, "batch_size": args.batch, "patch_size": args.patch,
-                     "patches_per_epoch": args.steps * args.batch},
+                     "patches_per_epoch": (args.steps + 1) * args.batch},
         "device": "cpu",
     })
     ds = open_dataset("synth", {"size": "tiny"})
-    train = ds.load("train", "25_360")
-    x = hu_to_net(torch.from_numpy(train.inputs.astype("float32")))
-    y = hu_to_net(torch.from_numpy(train.targets.astype("float32")))
+    train, val = ds.load("train", "25_360"), ds.load("val", "25_360")
+    device = torch.device("cpu")
 
-    bare, step_fn, whole = [], [], []
-    for r in range(args.repeats):
-        bare.append(bare_epoch(args.arch, x, y, args.steps, args.batch, args.patch, seed=r))
-        # the runner's step functions alone (no validation / checkpoint)
-        runner = Runner(matrix, Path(tempfile.mkdtemp()), quiet=True, dataset=ds)
-        from benchmark.cells import expand_cells
+    # runner side: exactly the runner's objects
+    gen = seed_everything(0)
+    model = build_model(args.arch)
+    state = build_state(model, build_loss([("mse", 1.0, {})]), matrix.training, gen)
+    data = TrainData(train, matrix.training)
+    # bare side: a copy of the same initial weights, its own Adam and generator
+    bare_model = copy.deepcopy(model)
+    bare_opt = torch.optim.Adam(bare_model.parameters(), lr=matrix.training.optimizer.lr)
+    bare_gen = torch.Generator().manual_seed(0)
+    model.train()
+    bare_model.train()
 
-        cell = expand_cells(matrix)[0]
-        state = runner.build(cell)
-        state.generator = seed_everything(r)
-        data = TrainData(train, matrix.training)
-        t0 = time.perf_counter()
-        train_epoch(state, data, torch.device("cpu"), None)
-        step_fn.append(time.perf_counter() - t0)
-        # the whole runner epoch: training + validation + checkpoint + history
-        with tempfile.TemporaryDirectory() as tmp:
+    def bare_step() -> None:
+        xb, yb, _ = sample_patches(data.x, data.y, args.batch, args.patch, bare_gen)
+        bare_opt.zero_grad(set_to_none=True)
+        torch.nn.functional.mse_loss(bare_model(xb), yb).backward()
+        bare_opt.step()
+
+    def runner_step(i: int) -> None:
+        x, y = data.batch(i, state.generator)
+        critic_step(state, x, y, device)
+        generator_step(state, x, y, None)
+
+    bare_step()
+    runner_step(0)  # warm-up
+    bare_t, runner_t = [], []
+    for i in range(args.steps):
+        order = (0, 1) if i % 2 == 0 else (1, 0)
+        for side in order:
             t0 = time.perf_counter()
-            Runner(matrix, Path(tmp), quiet=True, dataset=ds).run()
-            whole.append(time.perf_counter() - t0)
+            if side == 0:
+                bare_step()
+            else:
+                runner_step(i + 1)
+            (bare_t if side == 0 else runner_t).append(time.perf_counter() - t0)
 
-    b, s, w = statistics.median(bare), statistics.median(step_fn), statistics.median(whole)
-    print(f"architecture {args.arch}, {args.steps} steps of batch {args.batch}, {args.patch}x{args.patch} patches, "
-          f"{torch.get_num_threads()} threads, median of {args.repeats}")
-    print(f"bare PyTorch loop          {b:8.3f} s")
-    print(f"runner step functions      {s:8.3f} s   ratio {s / b:6.3f}  (overhead {100 * (s / b - 1):+.1f} %)")
-    print(f"runner epoch, all included {w:8.3f} s   ratio {w / b:6.3f}  (validation + checkpoint + history)")
+    # per-epoch extras of the runner
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        validate(state, val, device, matrix.training.val_batch_size, None)
+        t_val = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        save_checkpoint(Path(tmp) / "epoch_001.pt", {"format_version": FORMAT_VERSION, "epoch": 1, "cell": {},
+                                                    "model": state.model.state_dict(), "train_state": state.state_dict()})
+        write_history(Path(tmp), [{"epoch": 1, "train_loss": 0.0, "val_loss": 0.0, "lr": 1e-4}])
+        t_ckpt = time.perf_counter() - t0
+
+    b, r = statistics.median(bare_t), statistics.median(runner_t)
+    epoch = args.epoch_steps * r
+    print(f"architecture {args.arch}, batch {args.batch}, {args.patch}x{args.patch} patches, "
+          f"{torch.get_num_threads()} threads, {args.steps} interleaved steps per side")
+    print(f"bare PyTorch step        median {1000 * b:9.1f} ms")
+    print(f"runner step              median {1000 * r:9.1f} ms   ratio {r / b:6.3f}  (overhead {100 * (r / b - 1):+.1f} %)")
+    print(f"per-epoch extras: validation {t_val:.2f} s ({len(val)} slices), checkpoint + history {t_ckpt:.2f} s")
+    print(f"epoch of {args.epoch_steps} steps: runner {epoch + t_val + t_ckpt:.1f} s vs bare {args.epoch_steps * b:.1f} s "
+          f"-> ratio {(epoch + t_val + t_ckpt) / (args.epoch_steps * b):.3f}")
 
 
 if __name__ == "__main__":
