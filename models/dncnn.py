@@ -41,7 +41,7 @@ class DnCNN(nn.Module):
         self.body = nn.Sequential(*layers)
         if zero_init_output:
             last = self.body[-1]
-            assert isinstance(last, nn.Conv2d)
+            assert isinstance(last, nn.Conv2d) and last.bias is not None
             nn.init.zeros_(last.weight)
             nn.init.zeros_(last.bias)
 

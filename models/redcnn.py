@@ -39,8 +39,10 @@ class REDCNN(nn.Module):
         self.output_relu = output_relu
         self.act = nn.ReLU()
         if zero_init_output:
-            nn.init.zeros_(self.dec[4].weight)
-            nn.init.zeros_(self.dec[4].bias)
+            last = self.dec[4]
+            assert isinstance(last, nn.ConvTranspose2d) and last.bias is not None
+            nn.init.zeros_(last.weight)
+            nn.init.zeros_(last.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         r1 = x

@@ -11,6 +11,6 @@ dest=results/small
 rm -rf "$dest"
 mkdir -p "$dest"
 cp -r "$out/analysis/tables" "$out/analysis/figures" "$dest/"
-cp "$out/analysis/report.md" "$out/analysis/"*.csv "$out/analysis/trajectories.parquet" "$out/analysis/settings.json" "$dest/"
+cp "$out/analysis/report.md" "$out/analysis/"*.csv "$out/analysis/"*.parquet "$out/analysis/settings.json" "$dest/"
 cp "$out/matrix.resolved.yaml" "$dest/"
 echo "wrote $dest"
