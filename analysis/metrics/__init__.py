@@ -13,12 +13,13 @@ The CT convention (one definition, used by every metric here and by ``ldct-bench
 * SSIM is the Gaussian-window variant of Wang et al. (IEEE TIP 2004): 11×11, σ = 1.5, K1 = 0.01,
   K2 = 0.03, no downsampling, mean of the valid-convolution map.
 * Gray images are repeated to 3 channels only where the implementation requires RGB (VIF via pyiqa,
-  LPIPS, DISTS). LPIPS gets ``2x − 1`` ∈ [−1, 1]; DISTS gets [0, 1].
+  LPIPS, ST-LPIPS, DISTS). LPIPS and ST-LPIPS get ``2x − 1`` ∈ [−1, 1]; DISTS gets [0, 1].
 * NIQE, PIQUE and VIF (pyiqa implementations) quantise the unit image to 8 bits internally
   (``round(255·x)``), as their reference implementations do.
 
 Metrics needing ImageNet backbones (``lpips``, ``lpips_vgg``, ``dists``) are *unavailable* until the
 weight files are present (:mod:`analysis.weights`); :func:`available` says why and how to fix it.
+``st_lpips`` and ``st_lpips_vgg`` need none: the stlpips-pytorch wheel ships their complete networks.
 
 API::
 
@@ -31,7 +32,7 @@ from __future__ import annotations
 from functools import partial
 from typing import Literal
 
-from analysis.metrics import deep, full_reference, no_reference
+from analysis.metrics import deep, full_reference, no_reference, shift_tolerant
 from analysis.metrics.base import INF, MetricInfo, MetricUnavailable, Scorer
 from analysis.metrics.engine import (
     available,
@@ -216,6 +217,32 @@ METRICS: dict[str, MetricInfo] = {
             paper="Ding, Ma, Wang & Simoncelli, IEEE TPAMI 2020",
             min_size=32,
             build=deep.DISTS,
+        ),
+        MetricInfo(
+            name="st_lpips",
+            kind=FR,
+            higher_is_better=False,
+            differentiable=True,
+            value_domain=(0.0, INF),
+            library="stlpips-pytorch",
+            weights=(),
+            summary="shift-tolerant LPIPS, anti-aliased AlexNet (shipped complete), [−1, 1] input, gray to RGB",
+            paper="Ghildyal & Liu, ECCV 2022",
+            min_size=32,
+            build=partial(shift_tolerant.STLPIPS, "alex"),
+        ),
+        MetricInfo(
+            name="st_lpips_vgg",
+            kind=FR,
+            higher_is_better=False,
+            differentiable=True,
+            value_domain=(0.0, INF),
+            library="stlpips-pytorch",
+            weights=(),
+            summary="shift-tolerant LPIPS, anti-aliased VGG16 (shipped complete), [−1, 1] input, gray to RGB",
+            paper="Ghildyal & Liu, ECCV 2022",
+            min_size=32,
+            build=partial(shift_tolerant.STLPIPS, "vgg"),
         ),
         MetricInfo(
             name="niqe",
