@@ -89,7 +89,11 @@ def get_scorer(name: str, device: torch.device | str = "cpu") -> Scorer:
 
 def as_nchw(x: np.ndarray | torch.Tensor, what: str) -> torch.Tensor:
     """``(N, H, W)`` or ``(N, 1, H, W)`` numpy/torch → float32 CPU tensor ``(N, 1, H, W)``."""
-    t = torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x)
+    if not isinstance(x, torch.Tensor):
+        x = np.asarray(x)
+        if not x.flags.writeable:  # e.g. a dataset's read-only memmap: torch wants writable memory
+            x = x.copy()
+    t = torch.as_tensor(x)
     if t.ndim == 3:
         t = t.unsqueeze(1)
     if t.ndim != 4 or t.shape[1] != 1:
