@@ -4,10 +4,11 @@
 from __future__ import annotations
 
 import difflib
+import inspect
 from collections.abc import Mapping
-from typing import TypeVar
+from typing import Any, TypeVar
 
-from benchmark.errors import UnknownNameError
+from benchmark.errors import UnknownNameError, UserError
 
 T = TypeVar("T")
 
@@ -20,3 +21,20 @@ def lookup(registry: Mapping[str, T], name: str, kind: str, *, field: str | None
     except KeyError:
         close = difflib.get_close_matches(str(name), list(registry), n=1, cutoff=0.5)
         raise UnknownNameError(kind, str(name), registry.keys(), close, field=field) from None
+
+
+def construct(cls: type[T], kwargs: Mapping[str, Any] | None, what: str, *, field: str) -> T:
+    """``cls(**kwargs)`` for a registered class; unknown kwargs, and the ``ValueError``/``TypeError``
+    a constructor raises for a bad value, become a :class:`UserError` naming ``field`` (and, for
+    unknown kwargs, listing the allowed ones)."""
+    kwargs = dict(kwargs or {})
+    signature = inspect.signature(cls)
+    try:
+        signature.bind(**kwargs)
+    except TypeError as exc:
+        allowed = [p for p in signature.parameters if p not in ("self", "args", "kwargs")]
+        raise UserError(f"{what}: {exc}; allowed kwargs: {', '.join(allowed) or '(none)'}", field=field) from None
+    try:
+        return cls(**kwargs)
+    except (ValueError, TypeError) as exc:
+        raise UserError(f"{what}: {exc}", field=field) from None

@@ -13,6 +13,7 @@ from benchmark.cells import expand_cells
 from benchmark.config import MatrixConfig
 from benchmark.data import Dataset, open_dataset
 from benchmark.errors import UserError
+from benchmark.registry import lookup
 
 
 def _collect(errors: list[str], fn: Any, *args: Any, **kwargs: Any) -> Any:
@@ -31,17 +32,9 @@ def check_matrix(matrix: MatrixConfig, *, instantiate: bool = True) -> Dataset |
     errors: list[str] = []
     dataset = _collect(errors, open_dataset, matrix.dataset.kind, matrix.dataset.options)
     if dataset is not None:
-        valid = dataset.conditions()
+        conditions = {c: c for c in dataset.conditions()}
         for i, dose in enumerate(matrix.doses):
-            if dose not in valid:
-                import difflib
-
-                close = difflib.get_close_matches(dose, valid, n=1)
-                hint = f" Did you mean {close[0]!r}?" if close else ""
-                errors.append(f"doses[{i}]: unknown condition {dose!r} for dataset {matrix.dataset.kind!r}.{hint} "
-                              f"Valid: {', '.join(valid)}")
-
-    from benchmark.registry import lookup
+            _collect(errors, lookup, conditions, dose, "condition", field=f"doses[{i}] (dataset {matrix.dataset.kind!r})")
 
     dims_needed: set[int] = set()
     for i, arch in enumerate(matrix.architectures):

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import inspect
 import math
 from typing import Any
 
 from torch import nn
 
-from benchmark.errors import UserError
-from benchmark.registry import lookup
+from benchmark.registry import construct, lookup
 from losses.base import AdversarialLoss, CompositeLoss, LossInfo
 from losses.charbonnier import CharbonnierLoss
 from losses.l1 import L1Loss
@@ -75,16 +73,7 @@ LOSSES: dict[str, LossInfo] = {
 def build_term(name: str, kwargs: dict[str, Any] | None = None, *, field: str = "losses") -> nn.Module:
     """Instantiate one registered loss; bad kwargs raise a :class:`UserError` naming the field."""
     info = lookup(LOSSES, name, "loss", field=field)
-    kwargs = dict(kwargs or {})
-    try:
-        inspect.signature(info.cls).bind(**kwargs)
-    except TypeError as exc:
-        allowed = [p for p in inspect.signature(info.cls).parameters if p not in ("self", "args", "kwargs")]
-        raise UserError(f"loss {name!r}: {exc}; allowed kwargs: {', '.join(allowed) or '(none)'}", field=field) from None
-    try:
-        return info.cls(**kwargs)
-    except (ValueError, TypeError) as exc:
-        raise UserError(f"loss {name!r}: {exc}", field=field) from None
+    return construct(info.cls, kwargs, f"loss {name!r}", field=field)
 
 
 def build_loss(terms: list[tuple[str, float, dict[str, Any]]], *, field: str = "losses") -> CompositeLoss:

@@ -5,14 +5,12 @@ Models take explicit keyword arguments and never download anything in their cons
 
 from __future__ import annotations
 
-import inspect
 from dataclasses import dataclass
 from typing import Any
 
 from torch import nn
 
-from benchmark.errors import UserError
-from benchmark.registry import lookup
+from benchmark.registry import construct, lookup
 from models.discriminators import PatchGAN, WGANCritic
 from models.dncnn import DnCNN
 from models.redcnn import REDCNN
@@ -50,14 +48,9 @@ def build_model(name: str, kwargs: dict[str, Any] | None = None, *, registry: di
                 field: str = "architectures") -> nn.Module:
     """Instantiate a registered model; bad kwargs raise a :class:`UserError` naming the field."""
     reg = ARCHITECTURES if registry is None else registry
-    info = lookup(reg, name, "architecture" if reg is ARCHITECTURES else "discriminator", field=field)
-    kwargs = dict(kwargs or {})
-    try:
-        inspect.signature(info.cls).bind(**kwargs)
-        return info.cls(**kwargs)
-    except (TypeError, ValueError) as exc:
-        allowed = [p for p in inspect.signature(info.cls).parameters if p not in ("self", "args", "kwargs")]
-        raise UserError(f"architecture {name!r}: {exc}; allowed kwargs: {', '.join(allowed)}", field=field) from None
+    kind = "architecture" if reg is ARCHITECTURES else "discriminator"
+    info = lookup(reg, name, kind, field=field)
+    return construct(info.cls, kwargs, f"{kind} {name!r}", field=field)
 
 
 __all__ = ["ARCHITECTURES", "DISCRIMINATORS", "ModelInfo", "build_model"]
