@@ -1,7 +1,7 @@
 """Command functions mounted by :mod:`benchmark.cli`: ``ldct-bench score`` and ``ldct-bench weights``.
 
-``score`` reads images in HU from DICOM files (``HU = stored value · RescaleSlope + RescaleIntercept``,
-pydicom's ``apply_rescale``), ``.npy`` arrays (2-D images or 3-D stacks, already in HU), or folders of
+``score`` reads images in HU from DICOM files (:func:`benchmark.core.dicom.read_hu`, the conversion a
+matrix run uses), ``.npy`` arrays (2-D images or 3-D stacks, already in HU), or folders of
 them (paired with the reference folder by file name without extension), scores them with
 :func:`analysis.metrics.compute_metrics` and prints CSV ``image,metric,value``.
 """
@@ -16,42 +16,25 @@ from typing import Annotated, TextIO
 import numpy as np
 import typer
 
-from benchmark.errors import UserError
-
-DICOM_SUFFIXES = {".dcm", ".dicom", ".ima"}
-
-
-def _is_dicom(path: Path) -> bool:
-    if path.suffix.lower() in DICOM_SUFFIXES:
-        return True
-    try:
-        with open(path, "rb") as f:
-            head = f.read(132)
-    except OSError:
-        return False
-    return len(head) == 132 and head[128:] == b"DICM"
+from benchmark.core.dicom import is_dicom
+from benchmark.core.dicom import read_hu as read_dicom_hu
+from benchmark.core.errors import UserError
 
 
 def read_hu(path: Path) -> np.ndarray:
     """An image file → float32 HU array, ``(N, H, W)`` (a 2-D image gives N = 1).
 
-    ``.npy``: the array as stored (must be 2-D or 3-D, in HU). DICOM: pixel data rescaled with the
-    file's RescaleSlope/RescaleIntercept (pydicom ``apply_rescale``).
+    ``.npy``: the array as stored (must be 2-D or 3-D, in HU). DICOM: the suite's one conversion
+    (:func:`benchmark.core.dicom.read_hu`, the same as a matrix run's: slope and intercept, padding
+    below −1024 HU raised to −1024), single- or multi-frame.
     """
     if path.suffix.lower() == ".npy":
         try:
             arr = np.load(path, allow_pickle=False)
         except (OSError, ValueError) as exc:
             raise UserError(f"cannot read the .npy array: {exc}", field=str(path)) from None
-    elif _is_dicom(path):
-        import pydicom
-        from pydicom.pixels import apply_rescale
-
-        try:
-            ds = pydicom.dcmread(path)
-            arr = apply_rescale(ds.pixel_array, ds)
-        except Exception as exc:  # pydicom raises many types for broken files
-            raise UserError(f"cannot read the DICOM image: {exc}", field=str(path)) from None
+    elif is_dicom(path):
+        arr = read_dicom_hu(path, frames=True)
     else:
         raise UserError("not a .npy array or a DICOM file", field=str(path))
     arr = np.asarray(arr, dtype=np.float32)
@@ -71,7 +54,7 @@ def list_images(path: Path) -> dict[str, Path]:
         raise UserError("no such file or folder", field=str(path))
     if path.is_file():
         return {path.stem: path}
-    files = sorted(p for p in path.iterdir() if p.is_file() and (p.suffix.lower() == ".npy" or _is_dicom(p)))
+    files = sorted(p for p in path.iterdir() if p.is_file() and (p.suffix.lower() == ".npy" or is_dicom(p)))
     if not files:
         raise UserError("the folder holds no .npy or DICOM files", field=str(path))
     out: dict[str, Path] = {}
@@ -106,7 +89,7 @@ def pair_images(pred: Path, ref: Path | None) -> list[tuple[str, Path, Path | No
 
 def parse_metric_names(spec: str) -> list[str]:
     """``"psnr,ssim"`` → ``["psnr", "ssim"]``, each checked against the registry (close-match hint)."""
-    from analysis.metrics import info
+    from analysis.metrics import info  # lazy: CLI start-up
 
     names = [s.strip() for s in spec.split(",") if s.strip()]
     if not names:
@@ -119,7 +102,7 @@ def _rows(
 ) -> list[tuple[str, str, float]]:
     """Read every pair, score images of equal size together (one batched call per size), and return
     the rows in file order (image-major)."""
-    from analysis.metrics import compute_metrics
+    from analysis.metrics import compute_metrics  # lazy: CLI start-up
 
     images: list[tuple[str, np.ndarray, np.ndarray | None]] = []
     for name, pred_file, ref_file in pairs:
@@ -181,8 +164,8 @@ def score(
     ] = None,
 ) -> None:
     """Score PRED (against --ref for full-reference metrics); print CSV `image,metric,value`."""
-    from analysis.metrics import METRICS, MetricUnavailable, available
-    from benchmark.conventions import parse_window
+    from analysis.metrics import METRICS, MetricUnavailable, available  # lazy: CLI start-up
+    from benchmark.core.conventions import parse_window  # lazy: CLI start-up
 
     names = parse_metric_names(metrics)
     parse_window(window)
@@ -211,16 +194,16 @@ def weights_status(
     csv_out: Annotated[bool, typer.Option("--csv", help="CSV instead of a table")] = False,
 ) -> None:
     """List every weight file: path, presence, size, sha256 and whether it matches the published hash."""
-    import pandas as pd
+    import pandas as pd  # lazy: CLI start-up
 
-    from analysis.weights import status
+    from benchmark.core.weights import status  # lazy: CLI start-up
 
     df = pd.DataFrame(status())
     if csv_out:
         typer.echo(df.to_csv(index=False), nl=False)
         return
-    from rich.console import Console
-    from rich.table import Table
+    from rich.console import Console  # lazy: CLI start-up
+    from rich.table import Table  # lazy: CLI start-up
 
     table = Table(title="weight files")
     for col in ["key", "present", "size_bytes", "hash_ok", "path", "used_by"]:
@@ -248,7 +231,7 @@ def weights_fetch(
     force: Annotated[bool, typer.Option("--force", help="download again even if present")] = False,
 ) -> None:
     """Download weight files to torchvision's cache (needs internet); the hash prefix is checked."""
-    from analysis.weights import WEIGHTS, fetch, get, is_present
+    from benchmark.core.weights import WEIGHTS, fetch, get, is_present  # lazy: CLI start-up
 
     todo = [get(k).key for k in keys] if keys else [k for k in WEIGHTS if not is_present(k)]
     if not todo:
@@ -268,7 +251,7 @@ def weights_import(
     ] = False,
 ) -> None:
     """Copy FILE into torchvision's cache under its standard name, checking its sha256 prefix."""
-    from analysis.weights import import_file
+    from benchmark.core.weights import import_file  # lazy: CLI start-up
 
     dst = import_file(file, key, check_hash=not no_check)
     typer.echo(f"imported {file} -> {dst}")

@@ -1,7 +1,7 @@
 """``ldct-bench analyze`` and ``ldct-bench report``: thin command functions over :mod:`analysis.report`,
 mounted by :mod:`benchmark.cli` (``app.command("analyze")(analyze)``). The options are ``Annotated``
 ``typer.Option`` aliases shared by both commands, so the functions also run from Python with plain
-defaults. Bad options raise :class:`benchmark.errors.UserError` (exit code 2, no traceback)."""
+defaults. Bad options raise :class:`benchmark.core.errors.UserError` (exit code 2, no traceback)."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from benchmark.errors import UserError
+from benchmark.core.errors import UserError
 
 if TYPE_CHECKING:  # imported lazily below: `ldct-bench --help` must not load scipy, torch and seaborn
-    from analysis.trajectories import ScoreOptions
+    from analysis.scoring import ScoreOptions  # lazy: CLI start-up
 
 _OUT_HELP = "run folder written by `ldct-bench run` (has cells/ and matrix.resolved.yaml)"
 
@@ -28,7 +28,7 @@ def _metric_list(spec: str | None) -> list[str] | None:
 
 
 def _score_options(metrics, every, max_images, batch_size, device, partial, example_image, quiet) -> ScoreOptions:
-    from analysis.trajectories import ScoreOptions
+    from analysis.scoring import ScoreOptions  # lazy: CLI start-up
 
     for name, value in (("--every", every), ("--max-images", max_images), ("--batch-size", batch_size)):
         if value is not None and value < 1:
@@ -71,7 +71,7 @@ def analyze(
 ) -> None:
     """Score every epoch checkpoint of every finished cell (incremental: cached values are reused) and
     write trajectories, correlations and significance tests to <out>/analysis/."""
-    from analysis.report import StatsOptions, analyze_run
+    from analysis.pipeline import StatsOptions, analyze_run  # lazy: CLI start-up
 
     stats = StatsOptions(unit=unit, epoch=epoch, family=family, n_resamples=bootstrap, seed=seed).check()
     score = _score_options(metrics, every, max_images, batch_size, device, partial, example_image, quiet)
@@ -106,7 +106,8 @@ def report(
 ) -> None:
     """Run `analyze` (nothing cached is rescored), then write tables (CSV, Markdown, LaTeX), figures (PNG, PDF)
     and <out>/analysis/report.md."""
-    from analysis.report import ReportOptions, StatsOptions, write_report
+    from analysis.pipeline import StatsOptions  # lazy: CLI start-up
+    from analysis.report import ReportOptions, write_report  # lazy: CLI start-up
 
     stats = StatsOptions(unit=unit, epoch=epoch, family=family, n_resamples=bootstrap, seed=seed).check()
     score = _score_options(metrics, every, max_images, batch_size, device, partial, example_image, quiet)

@@ -29,16 +29,21 @@ from collections.abc import Mapping
 
 import numpy as np
 import pandas as pd
+import pingouin as pg
 from scipy import stats
 
+from analysis.schema import KEYS, LOSS_CURVES, epoch_means, higher_is_better_map, loss_curves
 from analysis.significance import bootstrap_ci
-from analysis.trajectories import KEYS, LOSS_CURVES, epoch_means, higher_is_better_map, loss_curves
 
 CORRELATION_COLUMNS = [
     "scope", "cell", "loss", "architecture", "dose", "seed", "metric", "against", "method", "rho", "p_value",
     "n", "agreement", "ci_low", "ci_high", "agreement_ci_low", "agreement_ci_high",
 ]  # fmt: skip
 SCOPES = ("cell", "pooled", "final")
+METHOD = ("per cell, Spearman ρ between the loss (train/val, history.csv) and the metric's per-epoch mean over "
+          "images; pooled per loss with repeated-measures correlation (pingouin `rm_corr`, cell = subject); "
+          "across cells of a loss × dose at the final epoch. `agreement` = ρ for lower-is-better metrics, −ρ "
+          "otherwise (> 0: the metric improves as the loss falls)")
 ALL = "*"  # the ``cell`` (and other key) value of rows that pool several cells
 
 
@@ -98,8 +103,6 @@ def within_cells(paired: pd.DataFrame, higher: Mapping[str, bool], *, n_resample
 def rm_corr(data: pd.DataFrame, x: str, y: str, subject: str) -> tuple[float, float, float, float, int]:
     """``(r, p, ci_low, ci_high, n)`` of ``pingouin.rm_corr``; NaN when it is undefined (fewer than 3
     subjects or no within-subject variation)."""
-    import pingouin as pg
-
     data = data[[x, y, subject]].dropna()
     n = len(data)
     if data[subject].nunique() < 3:

@@ -30,10 +30,14 @@ from typing import Final
 
 import numpy as np
 import pandas as pd
+import scikit_posthocs as sp
+from matplotlib.lines import Line2D
+from matplotlib.patches import Rectangle
 
+from analysis.schema import INPUT_LABEL, history_rows, kind_map, metric_info, metric_rows, select_epoch
 from analysis.tables import Orders
-from analysis.trajectories import INPUT_LABEL, history_rows, kind_map, metric_info, metric_rows, select_epoch
-from benchmark.conventions import parse_window, window_to_unit
+from benchmark.core.conventions import parse_window, window_to_unit
+from benchmark.core.io import atomic_write
 
 DPI = 150
 INPUT_COLOR, INPUT_WIDTH = "0.45", 1.2  # the LDCT-input reference line: dashed grey
@@ -41,6 +45,7 @@ INPUT_STYLE: Final = "--"
 
 
 def _plt():
+    """pyplot and seaborn, imported here so that the Agg backend is chosen before pyplot loads."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -52,12 +57,11 @@ def _plt():
 
 
 def save(fig, folder: Path, name: str) -> list[Path]:
-    """Write ``name.png`` and ``name.pdf``; close the figure."""
+    """Write ``name.png`` and ``name.pdf`` atomically; close the figure."""
     plt, _ = _plt()
-    folder.mkdir(parents=True, exist_ok=True)
     paths = [folder / f"{name}.png", folder / f"{name}.pdf"]
-    fig.savefig(paths[0], dpi=DPI, bbox_inches="tight")
-    fig.savefig(paths[1], bbox_inches="tight")
+    atomic_write(paths[0], lambda tmp: fig.savefig(tmp, dpi=DPI, bbox_inches="tight"), suffix=".png")
+    atomic_write(paths[1], lambda tmp: fig.savefig(tmp, bbox_inches="tight"), suffix=".pdf")
     plt.close(fig)
     return paths
 
@@ -152,7 +156,6 @@ def trajectory_figure(traj: pd.DataFrame, orders: Orders, folder: Path, kind: st
 
 def _legend_with_input(ax, with_input: bool) -> None:
     """Seaborn's loss legend moved right of the panel, plus the LDCT-input line's entry."""
-    from matplotlib.lines import Line2D
 
     legend = ax.get_legend()
     handles, labels = list(legend.legend_handles), [t.get_text() for t in legend.get_texts()]
@@ -260,7 +263,6 @@ def comparison_figure(examples: dict[str, dict[str, np.ndarray]], orders: Orders
                       *, window=None, title: str = "") -> list[Path]:  # fmt: skip
     """One visual comparison panel from ``{loss: {"input", "output", "target", "image", "epoch"}}`` (HU)."""
     plt, _ = _plt()
-    from matplotlib.patches import Rectangle
 
     win = parse_window(window)
     losses = [x for x in orders.losses if x in examples]
@@ -322,7 +324,6 @@ def comparison_figures(examples: pd.DataFrame, orders: Orders, folder: Path, *, 
 def cd_figures(ranks: pd.DataFrame, orders: Orders, folder: Path, alpha: float = 0.05) -> list[Path]:
     """``cd_<metric>`` (see the module docstring); nothing when no condition has ≥ 3 losses."""
     plt, _ = _plt()
-    import scikit_posthocs as sp
 
     paths: list[Path] = []
     if ranks.empty:
@@ -352,7 +353,7 @@ def build_figures(traj: pd.DataFrame, corr: pd.DataFrame | None, ranks: pd.DataF
                   inputs: pd.DataFrame | None = None) -> dict[str, list[Path]]:  # fmt: skip
     """Every figure of the module docstring; returns ``figure group -> paths`` (empty where there was
     nothing to draw, e.g. no no-reference metric). ``inputs``: the LDCT-input baseline
-    (``analysis.trajectories.load_input_baseline``) for the reference lines of the trajectory figures."""
+    (``analysis.scoring.load_input_baseline``) for the reference lines of the trajectory figures."""
     out = {
         "training_loss": training_loss_figure(traj, orders, folder),
         "trajectories_full_reference": trajectory_figure(traj, orders, folder, "full_reference", inputs),

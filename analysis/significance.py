@@ -36,15 +36,29 @@ from typing import Literal
 
 import numpy as np
 import pandas as pd
+import scikit_posthocs as sp
 from scipy import stats
+from statsmodels.stats.multitest import multipletests
 
-from analysis.trajectories import higher_is_better_map, metric_rows, select_epoch
-from benchmark.errors import UserError
+from analysis.schema import higher_is_better_map, metric_rows, select_epoch
+from benchmark.core.errors import UserError
 
 Unit = Literal["patient", "slice"]
 Family = Literal["metric", "condition", "all"]
-UNITS: tuple[str, ...] = ("patient", "slice")
-FAMILIES: tuple[str, ...] = ("metric", "condition", "all")
+# The options of the tests, each with the sentence the report states for it (analysis.pipeline.StatsOptions).
+UNITS: dict[str, str] = {
+    "patient": "the patient: per-patient means over that patient's evaluation slices",
+    "slice": "the slice (slices of one patient are not independent: read p-values as optimistic)",
+}
+FAMILIES: dict[str, str] = {
+    "metric": "all loss pairs × architectures × doses of one metric and one test",
+    "condition": "the loss pairs of one metric × architecture × dose and one test",
+    "all": "every pairwise test of one kind in the file",
+}
+TESTS = ("two-sided Wilcoxon signed-rank (scipy defaults) and paired t-test on the units; effect sizes "
+         "matched-pairs rank-biserial r (Wilcoxon) and Cohen's d_z (t), differences loss_a − loss_b")
+CORRECTIONS = ("Holm and Benjamini–Hochberg (statsmodels); with ≥ 3 losses: Friedman test (effect size "
+               "Kendall's W) and Nemenyi post-hoc (its own FWER control)")
 CONDITION = ["metric", "architecture", "dose"]
 
 SIGNIFICANCE_COLUMNS = [
@@ -193,8 +207,6 @@ def _better(mean_a: float, mean_b: float, a: str, b: str, higher: bool) -> str:
 
 def correct(p: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     """Holm and Benjamini–Hochberg adjusted p-values (statsmodels), NaNs left out of the family."""
-    from statsmodels.stats.multitest import multipletests
-
     p = np.asarray(p, dtype=float)
     holm, bh = np.full(p.shape, np.nan), np.full(p.shape, np.nan)
     ok = np.isfinite(p)
@@ -224,7 +236,7 @@ def pairwise_tests(
 ) -> pd.DataFrame:
     """Every pair of losses per metric × architecture × dose: Wilcoxon and paired t rows, corrected.
 
-    ``traj`` is the tidy trajectory table (:mod:`analysis.trajectories`); ``loss_order`` fixes which loss
+    ``traj`` is the tidy trajectory table (:mod:`analysis.schema`); ``loss_order`` fixes which loss
     is ``loss_a`` (default: order of appearance). Units missing for one loss of a pair are dropped from
     that pair only. Returns :data:`SIGNIFICANCE_COLUMNS`.
     """
@@ -270,8 +282,6 @@ def friedman_nemenyi(
     architecture, dose, loss, mean_rank, n, k, cd, nemenyi`` where ``nemenyi`` is the p-value matrix row
     (a dict loss → p) for the CD diagram.
     """
-    import scikit_posthocs as sp
-
     rows = select_epoch(metric_rows(traj), epoch, history=traj)
     higher = directions if directions is not None else higher_is_better_map(rows["metric"].unique())
     order = list(loss_order) if loss_order is not None else list(dict.fromkeys(rows["loss"].astype(str)))

@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from analysis.trajectories import (
+from analysis.schema import (
     INPUT_LABEL,
     higher_is_better_map,
     level_order,
@@ -46,6 +46,9 @@ from analysis.trajectories import (
     metric_rows,
     select_epoch,
 )
+from benchmark.config import MatrixConfig
+from benchmark.core.errors import UserError
+from benchmark.core.io import atomic_write_text
 
 NO_ARCHITECTURE = "—"  # the architecture of the LDCT-input reference row (it has none)
 INPUT_NOTE = f"Last row, {INPUT_LABEL}: the low-dose input scored as is (no denoising); not ranked, not tested."
@@ -124,11 +127,9 @@ class Table:
                               multirow=False, position="htbp")  # fmt: skip
 
     def write(self, folder: Path) -> list[Path]:
-        folder.mkdir(parents=True, exist_ok=True)
         paths = [folder / f"{self.name}.{ext}" for ext in ("csv", "md", "tex")]
-        self.numbers.to_csv(paths[0], index=False)
-        paths[1].write_text(self.markdown())
-        paths[2].write_text(self.latex())
+        for path, text in zip(paths, (self.numbers.to_csv(index=False), self.markdown(), self.latex())):
+            atomic_write_text(path, text)
         return paths
 
 
@@ -186,7 +187,7 @@ class Orders:
     doses: list[str]
 
     @classmethod
-    def from_traj(cls, traj: pd.DataFrame, matrix=None) -> Orders:  # matrix: benchmark.config.MatrixConfig
+    def from_traj(cls, traj: pd.DataFrame, matrix: MatrixConfig | None = None) -> Orders:
         pref = ([x.label for x in matrix.losses], [a.label for a in matrix.architectures], list(matrix.doses)) \
             if matrix is not None else (None, None, None)  # fmt: skip
         return cls(level_order(traj, "loss", pref[0]), level_order(traj, "architecture", pref[1]),
@@ -353,14 +354,12 @@ def build_tables(
     inputs: pd.DataFrame | None = None,
 ) -> list[Table]:  # fmt: skip
     """Every table of the module docstring for the metrics in ``traj``; ``inputs`` is the LDCT-input
-    baseline (:data:`analysis.trajectories.BASELINE_COLUMNS`, e.g. from ``load_input_baseline``) for the
+    baseline (:data:`analysis.schema.BASELINE_COLUMNS`, e.g. from ``load_input_baseline``) for the
     reference row (no row when None or empty)."""
     stats = summary_stats(traj, epoch)
     ref = input_stats(inputs) if inputs is not None and len(inputs) else None
     metrics = list(dict.fromkeys(stats["metric"].astype(str)))
     if baseline is not None and baseline not in orders.losses:
-        from benchmark.errors import UserError
-
         raise UserError(f"{baseline!r} is not a loss of this run ({', '.join(orders.losses)})", field="baseline")
     tables = [metric_table(stats, sig, m, orders, baseline=baseline, unit_note=unit_note, inputs=ref) for m in metrics]
     hu = hu_metric(metrics)

@@ -51,3 +51,14 @@ def expand_cells(matrix: MatrixConfig) -> list[Cell]:
                     if not any(cell.matches(r) for r in matrix.exclude):
                         cells.append(cell)
     return cells
+
+
+def cell_config(cell: Cell, matrix: MatrixConfig) -> dict[str, Any]:
+    """What defines a cell's training (its ``config.yaml`` and every checkpoint's ``cell``): a rerun
+    with a different value must not reuse its checkpoints."""
+    return {
+        **cell.to_dict(),
+        "dataset": matrix.dataset.model_dump(mode="json"),
+        "training": matrix.training.model_dump(mode="json"),
+        "deterministic": matrix.deterministic,
+    }

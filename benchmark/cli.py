@@ -2,6 +2,10 @@
 
 User errors (a bad matrix file, an unknown name, a missing dataset path ...) exit with code 2 and one
 message naming the field and what is allowed, without a traceback.
+
+Imports inside the command functions (``# lazy: CLI start-up``) are deliberate here and in the other
+command modules (``cli_data``, ``analysis.cli``, ``analysis.cli_report``): ``ldct-bench --help`` must not
+load torch, scipy or seaborn.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import typer
 from analysis.cli import score, weights_app
 from analysis.cli_report import analyze, report
 from benchmark.cli_data import data_app
-from benchmark.errors import UserError
+from benchmark.core.errors import UserError
 
 app = typer.Typer(
     name="ldct-bench",
@@ -42,16 +46,16 @@ def run(
     slurm_parallel: Annotated[int, typer.Option(help="max jobs running at once")] = 16,
 ) -> None:
     """Train every cell of MATRIX into OUT; finished cells are skipped, unfinished ones resume."""
-    from benchmark.config import MatrixConfig, load_matrix
-    from benchmark.runner import Runner
-    from benchmark.validate import check_matrix
+    from benchmark.config import MatrixConfig, load_matrix  # lazy: CLI start-up
+    from benchmark.runner import Runner  # lazy: CLI start-up
+    from benchmark.validate import check_matrix  # lazy: CLI start-up
 
     cfg = load_matrix(matrix)
     if device is not None:
         cfg = MatrixConfig.model_validate({**cfg.model_dump(), "device": device})
     dataset = check_matrix(cfg)
     if slurm:
-        from benchmark.slurm import SlurmOptions, submit
+        from benchmark.slurm import SlurmOptions, submit  # lazy: CLI start-up
 
         jobs = submit(cfg, out, SlurmOptions(partition=slurm_partition, timeout_min=slurm_time,
                                              gpus_per_node=slurm_gpus, array_parallelism=slurm_parallel))
@@ -72,9 +76,9 @@ def run(
 @app.command()
 def validate(matrix: MatrixOpt) -> None:
     """Check MATRIX against the registries and the dataset without training; print its cells."""
-    from benchmark.cells import expand_cells
-    from benchmark.config import load_matrix
-    from benchmark.validate import check_matrix
+    from benchmark.cells import expand_cells  # lazy: CLI start-up
+    from benchmark.config import load_matrix  # lazy: CLI start-up
+    from benchmark.validate import check_matrix  # lazy: CLI start-up
 
     cfg = load_matrix(matrix)
     check_matrix(cfg)
@@ -87,14 +91,14 @@ def validate(matrix: MatrixOpt) -> None:
 @app.command()
 def status(out: OutOpt, csv: Annotated[bool, typer.Option("--csv", help="CSV instead of a table")] = False) -> None:
     """Which cells of OUT are done, partial, pending, failed or diverged."""
-    from benchmark.status import status_table
+    from benchmark.status import status_table  # lazy: CLI start-up
 
     df = status_table(out)
     if csv:
         typer.echo(df.to_csv(index=False), nl=False)
         return
-    from rich.console import Console
-    from rich.table import Table
+    from rich.console import Console  # lazy: CLI start-up
+    from rich.table import Table  # lazy: CLI start-up
 
     table = Table(title=f"{out}")
     for col in df.columns:
@@ -108,10 +112,10 @@ def status(out: OutOpt, csv: Annotated[bool, typer.Option("--csv", help="CSV ins
 
 @app.command("list")
 def list_(
-    what: Annotated[str, typer.Argument(help="losses, architectures, discriminators, metrics, datasets, presets or windows")],
+    what: Annotated[str, typer.Argument(help="losses, architectures, discriminators, metrics, datasets, optimizers, schedulers, presets or windows")],
 ) -> None:
     """List the registered names of one kind, with their metadata."""
-    from benchmark.listing import listing
+    from benchmark.listing import listing  # lazy: CLI start-up
 
     typer.echo(listing(what))
 

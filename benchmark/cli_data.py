@@ -1,7 +1,7 @@
 """``ldct-bench data …``: build, inspect, preview and calibrate datasets.
 
 Mounted by :mod:`benchmark.cli` as ``app.add_typer(data_app, name="data")``. Commands raise
-:class:`~benchmark.errors.UserError` for bad input (the top-level CLI prints it and exits 2).
+:class:`~benchmark.core.errors.UserError` for bad input (the top-level CLI prints it and exits 2).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Annotated, Any
 import numpy as np
 import typer
 
-from benchmark.errors import UserError
+from benchmark.core.errors import UserError
 
 data_app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                        help="Build, inspect, preview and calibrate datasets.")
@@ -27,7 +27,7 @@ OptionOpt = Annotated[list[str] | None, typer.Option("--option", "-O", help="any
 
 def dataset_options(size: str | None, root: Path | None, option: list[str] | None) -> dict[str, Any]:
     """Options dict from the common flags; ``key=value`` values are read as YAML scalars/lists."""
-    import yaml
+    import yaml  # lazy: CLI start-up
 
     opts: dict[str, Any] = {}
     if size is not None:
@@ -49,7 +49,7 @@ def dataset_options(size: str | None, root: Path | None, option: list[str] | Non
 
 
 def _open(kind: str, size: str | None, root: Path | None, option: list[str] | None, **extra: Any):
-    from benchmark.data import open_dataset
+    from benchmark.data import open_dataset  # lazy: CLI start-up
 
     return open_dataset(kind, {**dataset_options(size, root, option), **extra})
 
@@ -72,7 +72,7 @@ def build(
     no_preview: Annotated[bool, typer.Option("--no-preview", help="skip the PNG preview")] = False,
 ) -> None:
     """Build the dataset cache (progress bar) and write a PNG preview of target / 100 % / 25 % / 10 %."""
-    from benchmark.data.preview import write_preview
+    from benchmark.data.preview import write_preview  # lazy: CLI start-up
 
     ds = _open(dataset, size, root, option)
     ds.prepare(progress=True)
@@ -95,7 +95,7 @@ def preview_cmd(
     window: Annotated[str | None, typer.Option(help="HU window preset (abdomen, chest, head ...) or 'lo,hi'")] = None,
 ) -> None:
     """Write a PNG of one slice: the target and the inputs of several conditions."""
-    from benchmark.data.preview import write_preview
+    from benchmark.data.preview import write_preview  # lazy: CLI start-up
 
     if split not in ("train", "val", "test"):
         raise UserError(f"unknown split {split!r}; valid: train, val, test", field="--split")
@@ -110,19 +110,12 @@ def noise_rows(ds, split: str = "test") -> list[dict[str, Any]]:
     ``input − target`` (``sqrt(σ_in² + σ_target²)``, the target being a real scan), in uniform
     soft-tissue regions of the (smoothed) target.
     """
-    from benchmark.data.measure import difference_noise_std, uniform_roi
-
     rows = []
     for cond in ds.conditions():
         pairs = ds.load(split, cond)
-        if ds.kind == "synth":
-            ref, roi = pairs.extra["clean_fbp"], pairs.extra["roi"]
-        else:
-            ref = pairs.targets
-            roi = np.stack([uniform_roi(np.asarray(t), pairs.pixel_spacing_mm, max_std_hu=20, smooth_mm=1.5) for t in ref])
-        noise = difference_noise_std(pairs.inputs, ref, roi) if len(pairs) and np.any(roi) else float("nan")
-        rows.append({"condition": cond, "noise_hu": round(noise, 3), "split": split, "slices": len(pairs),
-                     "patients": len(set(pairs.patients.tolist()))})
+        ref, roi = (pairs.extra["clean_fbp"], pairs.extra["roi"]) if ds.kind == "synth" else (None, None)
+        rows.append(_noise_row(cond, pairs.inputs, pairs.targets, pairs.pixel_spacing_mm, split,
+                               set(pairs.patients.tolist()), ref, roi))  # fmt: skip
     return rows
 
 
@@ -135,20 +128,37 @@ def inspect(
     csv_out: Annotated[bool, typer.Option("--csv", help="CSV on stdout: condition,noise_hu,split,slices,patients,unpaired")] = False,
     split: Annotated[str, typer.Option(help="split whose noise is measured")] = "test",
 ) -> None:
-    """Per condition: slices, patients and noise std (HU) in uniform regions; DICOM data also lists
-    slices without a partner (and still exits 0: finding them is this command's job)."""
+    """Per condition: slices, patients and noise std (HU) in uniform regions. DICOM data also lists
+    every patient with its pairs and the slices without a partner, and measures any tree: where the
+    train/val/test split cannot be made (e.g. the default test patient is not there yet) that is a
+    warning, and the noise is measured on every patient's pairs. Exits 0 for what it finds; the split
+    error belongs to ``run``."""
+    from benchmark.data.dicom import PairedDicomDataset  # lazy: CLI start-up
+
     if split not in ("train", "val", "test"):
         raise UserError(f"unknown split {split!r}; valid: train, val, test", field="--split")
     ds = _open(dataset, size, root, option)
     unpaired: list[str] = []
     per_cond: dict[str, int] = {}
-    if hasattr(ds, "index"):
-        for pp in ds.index():
+    warnings: list[str] = []
+    if isinstance(ds, PairedDicomDataset):
+        index = ds.index()
+        for pp in index:
             per_cond[pp.condition] = per_cond.get(pp.condition, 0) + len(pp.unpaired)
             unpaired += [f"{pp.patient}/{pp.condition}: {h.path} (z = {h.z:.2f} mm)" for h in pp.unpaired]
+        _echo_patients(index, err=csv_out)
         if unpaired and not ds.options.skip_unpaired:  # measure on the paired slices anyway
             ds = _open(dataset, size, root, option, skip_unpaired=True)
-    rows = noise_rows(ds, split)
+        try:
+            ds.split_patients()
+        except UserError as exc:
+            warnings.append(f"the train/val/test split cannot be made ({exc}); `run` will refuse this tree "
+                            "until it is fixed. Noise measured on every patient's pairs.")
+            rows = index_noise_rows(ds, index)
+        else:
+            rows = noise_rows(ds, split)
+    else:
+        rows = noise_rows(ds, split)
     for r in rows:
         r["unpaired"] = per_cond.get(r["condition"], 0)
     if csv_out:
@@ -162,11 +172,52 @@ def inspect(
         typer.echo(f"{len(unpaired)} unpaired slice(s):", err=stream_err)
         for line in unpaired:
             typer.echo(f"  {line}", err=stream_err)
+    for w in warnings:
+        typer.echo(f"warning: {w}", err=True)
+
+
+def _echo_patients(index: list[Any], *, err: bool) -> None:
+    """One line per patient and condition: paired slices and slices without a partner."""
+    typer.echo("patient  condition  pairs  unpaired", err=err)
+    for pp in index:
+        typer.echo(f"{pp.patient:<8} {pp.condition:<10} {len(pp.pairs):>5}  {len(pp.unpaired):>8}", err=err)
+
+
+def index_noise_rows(ds: Any, index: list[Any]) -> list[dict[str, Any]]:
+    """:func:`noise_rows` for a DICOM tree without a usable split: every patient's pairs of each real
+    condition, read straight from the files (nothing is cached); simulated conditions need a built
+    split and get no row."""
+    from benchmark.core.dicom import read_hu  # lazy: CLI start-up
+
+    rows = []
+    for cond in ds.real_conditions():
+        pairs = [(pp.patient, a, b) for pp in index if pp.condition == cond for a, b in pp.pairs]
+        if not pairs:
+            rows.append({"condition": cond, "noise_hu": float("nan"), "split": "all", "slices": 0, "patients": 0})
+            continue
+        inputs = np.stack([read_hu(a.path) for _, a, _ in pairs])
+        targets = np.stack([read_hu(b.path) for _, _, b in pairs])
+        rows.append(_noise_row(cond, inputs, targets, float(pairs[0][2].spacing[0]), "all",
+                               {p for p, _, _ in pairs}))  # fmt: skip
+    return rows
+
+
+def _noise_row(cond: str, inputs: np.ndarray, targets: np.ndarray, spacing_mm: float, split: str,
+               patients: set[str], ref: np.ndarray | None = None, roi: np.ndarray | None = None) -> dict[str, Any]:  # fmt: skip
+    """One condition's row: std of ``input − ref`` in uniform regions ``roi`` (default: ``ref`` is the
+    target and the regions are found in it)."""
+    from benchmark.data.measure import difference_noise_std, uniform_roi  # lazy: CLI start-up
+
+    ref = targets if ref is None else ref
+    if roi is None:
+        roi = np.stack([uniform_roi(np.asarray(t), spacing_mm, max_std_hu=20, smooth_mm=1.5) for t in ref])
+    noise = difference_noise_std(inputs, ref, roi) if len(inputs) and np.any(roi) else float("nan")
+    return {"condition": cond, "noise_hu": round(noise, 3), "split": split, "slices": len(inputs), "patients": len(patients)}
 
 
 def _print_table(ds, rows: list[dict[str, Any]]) -> None:
-    from rich.console import Console
-    from rich.table import Table
+    from rich.console import Console  # lazy: CLI start-up
+    from rich.table import Table  # lazy: CLI start-up
 
     desc = ds.describe()
     table = Table(title=f"{ds.kind} · noise std (HU) in uniform regions of the {rows[0]['split']} split")
@@ -193,14 +244,12 @@ def calibrate(
 ) -> None:
     """Fit the photon count I0 of projection-domain noise insertion (Yu et al. 2012) so that the
     simulated CONDITION matches the real one; prints I0 for ``dataset.options.i0``."""
-    import torch
-
-    from benchmark.data.noise_insertion import calibrate_i0
+    from benchmark.core.device import resolve_device  # lazy: CLI start-up
+    from benchmark.data.noise_insertion import calibrate_i0  # lazy: CLI start-up
 
     if device not in ("auto", "cpu", "cuda"):
         raise UserError(f"{device!r}: use auto, cpu or cuda", field="--device")
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = resolve_device(device, field="--device").type
     if not 0 < dose < 1:
         raise UserError(f"{dose}: the dose fraction must be in (0, 1)", field="--dose")
     ds = _open(dataset, None, root, option)

@@ -20,10 +20,11 @@ from __future__ import annotations
 import re
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -34,7 +35,9 @@ from pydantic import (
     model_validator,
 )
 
-from benchmark.errors import UserError
+from benchmark.core.errors import UnknownNameError, UserError
+from benchmark.core.registry import lookup
+from benchmark.optim import OPTIMIZERS, SCHEDULERS
 
 _LABEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+\-]*$")
 
@@ -161,17 +164,33 @@ class DatasetConfig(Strict):
     options: dict[str, Any] = Field(default_factory=dict)
 
 
+def _registered(registry: dict[str, Any], kind: str) -> Any:
+    """A field validator accepting the names of ``registry`` (unknown: the valid names, closest match)."""
+
+    def check(name: str) -> str:
+        try:
+            lookup(registry, name, kind)
+        except UnknownNameError as exc:
+            raise ValueError(exc.message) from None
+        return name
+
+    return check
+
+
 class OptimizerConfig(Strict):
-    name: Literal["adam", "adamw", "sgd", "rmsprop"] = "adam"
+    """``name`` is a name in :data:`benchmark.optim.OPTIMIZERS`; ``kwargs`` go to its constructor."""
+
+    name: Annotated[str, AfterValidator(_registered(OPTIMIZERS, "optimizer"))] = "adam"
     lr: float = Field(1e-4, gt=0)
     kwargs: dict[str, Any] = Field(default_factory=dict)
 
 
 class SchedulerConfig(Strict):
-    """``step`` (kwargs step_size, gamma), ``multistep`` (milestones, gamma), ``cosine`` (over the
-    epochs), ``exponential`` (gamma), ``plateau`` (on the validation loss) or ``none``. Stepped per epoch."""
+    """``name`` is a name in :data:`benchmark.optim.SCHEDULERS` (``step``, ``multistep``, ``cosine``,
+    ``exponential``, ``plateau`` on the validation loss, or ``none``); ``kwargs`` override its
+    defaults. Stepped per epoch."""
 
-    name: Literal["none", "step", "multistep", "cosine", "exponential", "plateau"] = "none"
+    name: Annotated[str, AfterValidator(_registered(SCHEDULERS, "scheduler"))] = "none"
     kwargs: dict[str, Any] = Field(default_factory=dict)
 
 

@@ -1,39 +1,116 @@
-"""The run folder: where the runner writes and the analysis reads. These names are a contract::
+"""The run folder: every file name the runner writes and the analysis reads, and the writers of the
+runner's files. These names are a contract; nothing else in the suite spells them::
 
     <out>/matrix.resolved.yaml                       the resolved matrix (every default filled in)
     <out>/cells/<cell_id>/config.yaml                the cell: loss, architecture, dose, seed, dataset, training
     <out>/cells/<cell_id>/checkpoints/epoch_<NNN>.pt one per epoch
-    <out>/cells/<cell_id>/history.csv                one row per epoch
+    <out>/cells/<cell_id>/history.csv                one row per epoch (the checkpointed history + seconds)
+    <out>/cells/<cell_id>/timing.csv                 wall-clock seconds per epoch (kept out of checkpoints)
     <out>/cells/<cell_id>/DONE                       finished (json: epochs, time)
     <out>/cells/<cell_id>/DIVERGED                   the loss became NaN/inf (json: epoch, term)
     <out>/cells/<cell_id>/FAILED                     an error stopped the cell (json: message)
     <out>/cells/<cell_id>/.lock                      held while a runner trains the cell
+    <out>/cells/<cell_id>/tensorboard/               optional TensorBoard event files
+    <out>/slurm/<job id>/                            submitit's logs of Slurm jobs
+
+    <out>/analysis/trajectories.parquet              tidy per-image metric values + per-epoch losses
+    <out>/analysis/input_baseline.parquet            the same metrics of the LDCT input itself, per dose
+    <out>/analysis/unavailable_metrics.csv           metrics that could not run here, and why
+    <out>/analysis/cells.csv                         every cell's status and whether it was analysed
+    <out>/analysis/correlations.csv                  loss–metric correlations
+    <out>/analysis/significance.csv                  paired tests, corrections, effect sizes
+    <out>/analysis/friedman_ranks.csv                mean ranks, critical difference, Nemenyi p-values
+    <out>/analysis/settings.json                     the settings of the analysis (read by the report)
+    <out>/analysis/cache/<cell_id>/epoch_<NNN>.parquet   per-checkpoint metric cache
+    <out>/analysis/cache/_input/<dose>.parquet       the LDCT-input baseline's cache
+    <out>/analysis/examples/<cell_id>.npz            the slice of the visual comparison
+    <out>/analysis/tables/, figures/, report.md      the report
+
+Every file is written atomically (:mod:`benchmark.core.io`). The writers below are the runner's; tests
+that fake a run use them too, so a fake run has the runner's files.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import pandas as pd
-import yaml
 
-from benchmark.checkpoint import list_checkpoints
-from benchmark.config import MatrixConfig, load_yaml, parse_matrix
-from benchmark.errors import UserError
+from benchmark.config import MatrixConfig, dump_yaml, load_yaml, parse_matrix
+from benchmark.core.errors import UserError
+from benchmark.core.io import atomic_write_text
 
 Status = Literal["done", "partial", "failed", "diverged", "pending"]
 
+# --- the training side's files
 RESOLVED_MATRIX = "matrix.resolved.yaml"
 CELLS = "cells"
 CELL_CONFIG = "config.yaml"
+CHECKPOINTS = "checkpoints"
 HISTORY = "history.csv"
+TIMING = "timing.csv"
 DONE = "DONE"
 DIVERGED = "DIVERGED"
 FAILED = "FAILED"
 LOCK = ".lock"
+TENSORBOARD = "tensorboard"
+SLURM = "slurm"  # <out>/slurm/<job id>/: submitit's job logs
+CORRUPT_SUFFIX = ".corrupt"  # an unreadable checkpoint is kept under its name + this suffix
+_CHECKPOINT_RE = re.compile(r"^epoch_(\d{3,})\.pt$")
+
+# --- the analysis side's files (under ANALYSIS)
+ANALYSIS = "analysis"
+TRAJECTORIES = "trajectories.parquet"
+INPUT_BASELINE = "input_baseline.parquet"
+UNAVAILABLE = "unavailable_metrics.csv"
+CELLS_CSV = "cells.csv"
+CORRELATIONS = "correlations.csv"
+SIGNIFICANCE = "significance.csv"
+RANKS = "friedman_ranks.csv"
+SETTINGS = "settings.json"
+REPORT = "report.md"
+CACHE = "cache"
+INPUT_CACHE = "_input"  # under cache/; cell ids are loss__arch__dose__sN, so no cell can clash with it
+EXAMPLES = "examples"
+TABLES = "tables"
+FIGURES = "figures"
+
+
+def checkpoint_name(epoch: int) -> str:
+    """``epoch_<NNN>.pt``."""
+    return f"epoch_{epoch:03d}.pt"
+
+
+def checkpoint_epoch(path: Path | str) -> int | None:
+    """The epoch in a checkpoint file name, or None for any other name."""
+    m = _CHECKPOINT_RE.match(Path(path).name)
+    return int(m.group(1)) if m else None
+
+
+def list_checkpoints(folder: Path) -> dict[int, Path]:
+    """``epoch -> path`` for the files named ``epoch_<NNN>.pt`` in ``folder``, sorted by epoch (not
+    validated; see :func:`benchmark.checkpoint.read_checkpoint`)."""
+    out: dict[int, Path] = {}
+    if folder.is_dir():
+        for p in folder.iterdir():
+            epoch = checkpoint_epoch(p)
+            if epoch is not None:
+                out[epoch] = p
+    return dict(sorted(out.items()))
+
+
+def _diff_keys(a: Any, b: Any, prefix: str = "") -> list[str]:
+    """The dotted keys where two nested dicts differ."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        out = []
+        for k in sorted(set(a) | set(b)):
+            out += _diff_keys(a.get(k), b.get(k), f"{prefix}.{k}" if prefix else str(k))
+        return out
+    return [] if a == b else [prefix]
 
 
 @dataclass(frozen=True)
@@ -50,11 +127,14 @@ class CellInfo:
 
 
 class RunLayout:
+    """Paths, readers and writers of one run folder ``out``."""
+
     def __init__(self, out: Path | str, *, must_exist: bool = True) -> None:
         self.out = Path(out)
         if must_exist and not (self.out / CELLS).is_dir():
             raise UserError("no run here (no cells/ folder); run `ldct-bench run --matrix ... --out` first", field=str(out))
 
+    # --- paths: training side
     @property
     def cells_dir(self) -> Path:
         return self.out / CELLS
@@ -67,12 +147,61 @@ class RunLayout:
         return self.cells_dir / cell_id
 
     def checkpoint_dir(self, cell_id: str) -> Path:
-        return self.cell_dir(cell_id) / "checkpoints"
+        return self.cell_dir(cell_id) / CHECKPOINTS
 
+    def checkpoint_path(self, cell_id: str, epoch: int) -> Path:
+        return self.checkpoint_dir(cell_id) / checkpoint_name(epoch)
+
+    def marker(self, cell_id: str, name: str) -> Path:
+        """The path of the ``DONE``, ``DIVERGED`` or ``FAILED`` marker (or the ``.lock``)."""
+        return self.cell_dir(cell_id) / name
+
+    def tensorboard_dir(self, cell_id: str) -> Path:
+        return self.cell_dir(cell_id) / TENSORBOARD
+
+    @property
+    def slurm_dir(self) -> Path:
+        return self.out / SLURM
+
+    # --- paths: analysis side
+    @property
+    def analysis_dir(self) -> Path:
+        return self.out / ANALYSIS
+
+    def analysis_file(self, name: str) -> Path:
+        """``<out>/analysis/<name>`` for one of the analysis file names of this module."""
+        return self.analysis_dir / name
+
+    def score_cache(self, cell_id: str, epoch: int) -> Path:
+        return self.analysis_dir / CACHE / cell_id / f"epoch_{epoch:03d}.parquet"
+
+    def input_cache(self, dose: str) -> Path:
+        return self.analysis_dir / CACHE / INPUT_CACHE / f"{dose}.parquet"
+
+    def example(self, cell_id: str) -> Path:
+        return self.analysis_dir / EXAMPLES / f"{cell_id}.npz"
+
+    @property
+    def examples_dir(self) -> Path:
+        return self.analysis_dir / EXAMPLES
+
+    @property
+    def tables_dir(self) -> Path:
+        return self.analysis_dir / TABLES
+
+    @property
+    def figures_dir(self) -> Path:
+        return self.analysis_dir / FIGURES
+
+    # --- readers
     def matrix(self) -> MatrixConfig:
         if not self.matrix_path.is_file():
             raise UserError("missing; this folder was not written by `ldct-bench run`", field=str(self.matrix_path))
         return parse_matrix(load_yaml(self.matrix_path.read_text(), str(self.matrix_path)), str(self.matrix_path))
+
+    def matrix_or_none(self) -> MatrixConfig | None:
+        """The resolved matrix, or None where the folder has none (e.g. a bare trajectory table)."""
+        return self.matrix() if self.matrix_path.is_file() else None
 
     def checkpoints(self, cell_id: str) -> dict[int, Path]:
         return list_checkpoints(self.checkpoint_dir(cell_id))
@@ -83,13 +212,14 @@ class RunLayout:
             return pd.DataFrame(columns=["epoch", "train_loss", "val_loss", "lr", "seconds"])
         return pd.read_csv(path)
 
-    def cell_config(self, cell_id: str) -> dict[str, Any]:
-        return yaml.safe_load((self.cell_dir(cell_id) / CELL_CONFIG).read_text())
+    def cell_config(self, cell_id: str) -> dict[str, Any] | None:
+        """The cell's ``config.yaml``, or None before the cell was started."""
+        path = self.cell_dir(cell_id) / CELL_CONFIG
+        return load_yaml(path.read_text(), str(path)) if path.is_file() else None
 
     def cell_status(self, cell_id: str) -> tuple[Status, str]:
-        d = self.cell_dir(cell_id)
-        for marker, status in ((DONE, "done"), (DIVERGED, "diverged"), (FAILED, "failed")):
-            p = d / marker
+        for name, status in ((DONE, "done"), (DIVERGED, "diverged"), (FAILED, "failed")):
+            p = self.marker(cell_id, name)
             if p.is_file():
                 try:
                     info = json.loads(p.read_text() or "{}")
@@ -106,10 +236,9 @@ class RunLayout:
         if not self.cells_dir.is_dir():
             return out
         for d in sorted(self.cells_dir.iterdir()):
-            cfg_path = d / CELL_CONFIG
-            if not cfg_path.is_file():
+            cfg = self.cell_config(d.name)
+            if cfg is None:
                 continue
-            cfg = yaml.safe_load(cfg_path.read_text())
             status, detail = self.cell_status(d.name)
             out.append(
                 CellInfo(
@@ -125,3 +254,62 @@ class RunLayout:
                 )
             )
         return out
+
+    # --- writers (the runner's, and the tests' fake runs)
+    def write_matrix(self, matrix: MatrixConfig) -> None:
+        """Save the resolved matrix beside the results; refuse a folder trained with other dataset or
+        training settings (a :class:`UserError` naming the keys that differ)."""
+        new = matrix.model_dump(mode="json")
+        old_cfg = self.matrix_or_none()
+        if old_cfg is not None:
+            old = old_cfg.model_dump(mode="json")
+            diff = _diff_keys({k: old[k] for k in ("dataset", "training")}, {k: new[k] for k in ("dataset", "training")})
+            if diff:
+                raise UserError(
+                    f"this folder was trained with different settings ({', '.join(diff)}); "
+                    "use a new --out, or restore the original values",
+                    field=str(self.matrix_path),
+                )
+        atomic_write_text(self.matrix_path, dump_yaml(new))
+
+    def write_cell_config(self, cell_id: str, config: dict[str, Any]) -> None:
+        """Write the cell's ``config.yaml``, or check it against the one there: a cell started with other
+        settings is a :class:`UserError` naming the keys that differ."""
+        old = self.cell_config(cell_id)
+        if old is None:
+            atomic_write_text(self.cell_dir(cell_id) / CELL_CONFIG, dump_yaml(config))
+            return
+        diff = _diff_keys(old, config)
+        if diff:
+            raise UserError(
+                f"cell {cell_id} was started with other settings ({', '.join(diff)}); "
+                "use a new --out or restore the original values",
+                field=str(self.cell_dir(cell_id) / CELL_CONFIG),
+            )
+
+    def write_marker(self, cell_id: str, name: str, info: dict[str, Any]) -> None:
+        """Write the ``DONE``, ``DIVERGED`` or ``FAILED`` marker with its JSON ``info``."""
+        atomic_write_text(self.marker(cell_id, name), json.dumps(info, indent=1, sort_keys=True))
+
+    def write_history(self, cell_id: str, history: list[dict[str, Any]]) -> None:
+        """``history.csv`` = the checkpointed history (deterministic) joined with the wall-clock seconds
+        of ``timing.csv``; an empty history removes the file."""
+        cdir = self.cell_dir(cell_id)
+        if not history:
+            (cdir / HISTORY).unlink(missing_ok=True)
+            return
+        df = pd.DataFrame(history)
+        timing_path = cdir / TIMING
+        if timing_path.is_file():
+            timing = pd.read_csv(timing_path).drop_duplicates("epoch", keep="last")
+            df = df.merge(timing[["epoch", "seconds"]], on="epoch", how="left")
+        else:
+            df["seconds"] = float("nan")
+        atomic_write_text(cdir / HISTORY, df.to_csv(index=False))
+
+    def append_timing(self, cell_id: str, epoch: int, seconds: float) -> None:
+        """Record an epoch's wall-clock seconds in ``timing.csv`` (a retrained epoch replaces its row)."""
+        path = self.cell_dir(cell_id) / TIMING
+        rows = pd.read_csv(path) if path.is_file() else pd.DataFrame(columns=["epoch", "seconds"])
+        rows = pd.concat([rows[rows["epoch"] != epoch], pd.DataFrame([{"epoch": epoch, "seconds": round(seconds, 4)}])])
+        atomic_write_text(path, rows.to_csv(index=False))

@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
-import dataclasses
+import difflib
 import math
 from typing import Any
 
-from benchmark.errors import UserError
+from analysis.metrics import METRICS
+from benchmark.config import load_matrix, preset_names
+from benchmark.core.conventions import WINDOWS
+from benchmark.core.errors import UserError
+from benchmark.data import DATASETS
+from benchmark.optim import OPTIMIZERS, SCHEDULERS
+from losses import LOSSES
+from models import ARCHITECTURES, DISCRIMINATORS
 
-KINDS = ("losses", "architectures", "discriminators", "metrics", "datasets", "presets", "windows")
+KINDS = ("losses", "architectures", "discriminators", "metrics", "datasets", "optimizers", "schedulers", "presets",
+         "windows")
 
 
 def _fmt(v: Any) -> str:
@@ -22,8 +30,7 @@ def _fmt(v: Any) -> str:
 def _rows(registry: dict[str, Any], fields: list[str]) -> str:
     lines = []
     for name, info in registry.items():
-        meta = dataclasses.asdict(info) if dataclasses.is_dataclass(info) and not isinstance(info, type) else {}
-        parts = [f"{f}={_fmt(getattr(info, f, meta.get(f)))}" for f in fields if hasattr(info, f)]
+        parts = [f"{f}={_fmt(getattr(info, f))}" for f in fields if hasattr(info, f)]
         summary = getattr(info, "summary", "") or ""
         lines.append(f"{name:<16} {summary}" + (f"  [{'; '.join(parts)}]" if parts else ""))
     return "\n".join(lines)
@@ -31,39 +38,23 @@ def _rows(registry: dict[str, Any], fields: list[str]) -> str:
 
 def listing(what: str) -> str:
     if what == "losses":
-        from losses import LOSSES
-
         return _rows(LOSSES, ["differentiable", "value_domain", "needs_weights", "has_parameters", "adversarial", "dims", "paper"])
     if what == "architectures":
-        from models import ARCHITECTURES
-
-        return _rows(ARCHITECTURES, ["dims", "paper"])
+        return _rows(ARCHITECTURES, ["dims", "min_size", "paper"])
     if what == "discriminators":
-        from models import DISCRIMINATORS
-
-        return _rows(DISCRIMINATORS, ["dims", "paper"])
+        return _rows(DISCRIMINATORS, ["dims", "min_size", "paper"])
     if what == "metrics":
-        from analysis.metrics import METRICS
-
         return _rows(METRICS, ["kind", "higher_is_better", "differentiable", "value_domain", "library", "weights"])
     if what == "datasets":
-        from benchmark.data import DATASETS
-
-        return "\n".join(f"{k:<16} {cls.summary}  conditions: {_conditions(cls)}" for k, cls in DATASETS.items())
+        return "\n".join(f"{k:<16} {info.summary}  conditions: {_conditions(info.cls)}" for k, info in DATASETS.items())
+    if what == "optimizers":
+        return _rows(OPTIMIZERS, ["paper"])
+    if what == "schedulers":
+        return _rows(SCHEDULERS, [])
     if what == "presets":
-        from benchmark.config import load_matrix, preset_names
-
-        out = []
-        for name in preset_names():
-            m = load_matrix(name)
-            out.append(f"{name:<24} {m.description}")
-        return "\n".join(out)
+        return "\n".join(f"{name:<24} {load_matrix(name).description}" for name in preset_names())
     if what == "windows":
-        from benchmark.conventions import WINDOWS
-
         return "\n".join(f"{k:<12} [{w.lo:g}, {w.hi:g}] HU (level {w.level:g}, width {w.width:g})" for k, w in WINDOWS.items())
-    import difflib
-
     close = difflib.get_close_matches(what, KINDS, n=1)
     raise UserError(f"cannot list {what!r}.{' Did you mean ' + repr(close[0]) + '?' if close else ''} "
                     f"Valid: {', '.join(KINDS)}", field="list")

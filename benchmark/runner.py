@@ -15,7 +15,6 @@ Guarantees (tested):
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import sys
 import time
@@ -24,25 +23,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 import torch
 from filelock import FileLock, Timeout
 from tqdm.auto import tqdm
 
 from benchmark import __version__
-from benchmark.cells import Cell, expand_cells
-from benchmark.checkpoint import (
-    FORMAT_VERSION,
-    atomic_write_text,
-    checkpoint_name,
-    list_checkpoints,
-    read_checkpoint,
-    save_checkpoint,
-)
-from benchmark.config import MatrixConfig, dump_yaml, load_yaml, parse_matrix
+from benchmark.cells import Cell, cell_config, expand_cells
+from benchmark.checkpoint import FORMAT_VERSION, read_checkpoint, save_checkpoint
+from benchmark.config import MatrixConfig
+from benchmark.core.device import resolve_device
+from benchmark.core.errors import UserError
 from benchmark.data import Dataset, open_dataset
-from benchmark.errors import UserError
-from benchmark.layout import CELL_CONFIG, DIVERGED, DONE, FAILED, HISTORY, LOCK, RunLayout
+from benchmark.layout import CORRUPT_SUFFIX, DIVERGED, DONE, FAILED, LOCK, RunLayout, list_checkpoints
 from benchmark.train import (
     Diverged,
     TrainData,
@@ -56,8 +48,6 @@ from benchmark.train import (
 )
 from losses import build_loss
 from models import build_model
-
-TIMING = "timing.csv"
 
 
 @dataclass
@@ -86,15 +76,6 @@ class RunSummary:
         return out
 
 
-def resolve_device(spec: str) -> torch.device:
-    if spec == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(spec)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise UserError("CUDA was asked for but torch sees no CUDA device; use 'auto' or 'cpu'", field="device")
-    return dev
-
-
 def configure_determinism(device: torch.device, deterministic: bool) -> None:
     """On GPU, ``deterministic: true`` turns on PyTorch's deterministic algorithms (slower)."""
     if device.type == "cuda":
@@ -105,75 +86,13 @@ def configure_determinism(device: torch.device, deterministic: bool) -> None:
         torch.use_deterministic_algorithms(deterministic, warn_only=False)
 
 
-def cell_config(cell: Cell, matrix: MatrixConfig) -> dict[str, Any]:
-    """What defines a cell's training: a rerun with a different value must not reuse its checkpoints."""
-    return {
-        **cell.to_dict(),
-        "dataset": matrix.dataset.model_dump(mode="json"),
-        "training": matrix.training.model_dump(mode="json"),
-        "deterministic": matrix.deterministic,
-    }
-
-
-def _diff_keys(a: Any, b: Any, prefix: str = "") -> list[str]:
-    if isinstance(a, dict) and isinstance(b, dict):
-        out = []
-        for k in sorted(set(a) | set(b)):
-            out += _diff_keys(a.get(k), b.get(k), f"{prefix}.{k}" if prefix else str(k))
-        return out
-    return [] if a == b else [prefix]
-
-
-def write_resolved_matrix(layout: RunLayout, matrix: MatrixConfig) -> None:
-    """Save the resolved matrix beside the results; refuse an ``--out`` trained with other settings."""
-    new = matrix.model_dump(mode="json")
-    if layout.matrix_path.is_file():
-        old_cfg = parse_matrix(load_yaml(layout.matrix_path.read_text()), str(layout.matrix_path))
-        old = old_cfg.model_dump(mode="json")
-        diff = [k for k in _diff_keys({k: old[k] for k in ("dataset", "training")}, {k: new[k] for k in ("dataset", "training")})]
-        if diff:
-            raise UserError(
-                f"this folder was trained with different settings ({', '.join(diff)}); "
-                "use a new --out, or restore the original values",
-                field=str(layout.matrix_path),
-            )
-    layout.out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(layout.matrix_path, dump_yaml(new))
-
-
-def _write_marker(path: Path, info: dict[str, Any]) -> None:
-    atomic_write_text(path, json.dumps(info, indent=1, sort_keys=True))
-
-
-def write_history(cell_dir: Path, history: list[dict[str, Any]]) -> None:
-    """``history.csv`` = the checkpointed history (deterministic) joined with wall-clock seconds."""
-    if not history:
-        (cell_dir / HISTORY).unlink(missing_ok=True)
-        return
-    df = pd.DataFrame(history)
-    timing_path = cell_dir / TIMING
-    if timing_path.is_file():
-        timing = pd.read_csv(timing_path).drop_duplicates("epoch", keep="last")
-        df = df.merge(timing[["epoch", "seconds"]], on="epoch", how="left")
-    else:
-        df["seconds"] = float("nan")
-    atomic_write_text(cell_dir / HISTORY, df.to_csv(index=False))
-
-
-def _append_timing(cell_dir: Path, epoch: int, seconds: float) -> None:
-    path = cell_dir / TIMING
-    rows = pd.read_csv(path) if path.is_file() else pd.DataFrame(columns=["epoch", "seconds"])
-    rows = pd.concat([rows[rows["epoch"] != epoch], pd.DataFrame([{"epoch": epoch, "seconds": round(seconds, 4)}])])
-    atomic_write_text(path, rows.to_csv(index=False))
-
-
 def resume_state(state: TrainState, ckpt_dir: Path, log: Any) -> int:
     """Load the newest readable checkpoint into ``state``; unreadable ones are renamed ``*.corrupt``.
     Returns the epoch resumed from (0 = fresh start)."""
     for epoch, path in sorted(list_checkpoints(ckpt_dir).items(), reverse=True):
         ckpt = read_checkpoint(path)
         if ckpt is None or ckpt.get("format_version") != FORMAT_VERSION:
-            bad = path.with_name(path.name + ".corrupt")
+            bad = path.with_name(path.name + CORRUPT_SUFFIX)
             os.replace(path, bad)
             log(f"  checkpoint {path.name} is unreadable; kept as {bad.name}, resuming from the previous epoch")
             continue
@@ -183,10 +102,10 @@ def resume_state(state: TrainState, ckpt_dir: Path, log: Any) -> int:
 
 
 @contextlib.contextmanager
-def cell_lock(cell_dir: Path) -> Iterator[bool]:
-    """Yield True if this process holds the cell's lock (non-blocking); the OS frees it if we die."""
-    cell_dir.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(str(cell_dir / LOCK), timeout=0)
+def cell_lock(path: Path) -> Iterator[bool]:
+    """Yield True if this process holds the lock file ``path`` (non-blocking); the OS frees it if we die."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(path), timeout=0)
     try:
         lock.acquire()
     except Timeout:
@@ -216,7 +135,7 @@ class Runner:
 
     def run(self) -> RunSummary:
         configure_determinism(self.device, self.matrix.deterministic)
-        write_resolved_matrix(self.layout, self.matrix)
+        self.layout.write_matrix(self.matrix)
         self.dataset.prepare(progress=not self.quiet)
         cells = expand_cells(self.matrix)
         summary = RunSummary()
@@ -232,46 +151,31 @@ class Runner:
 
     def run_cell(self, cell: Cell) -> str:
         """Returns the RunSummary field the cell belongs to."""
-        cdir = self.layout.cell_dir(cell.cell_id)
-        if (cdir / DONE).is_file():
+        layout, cid = self.layout, cell.cell_id
+        if layout.marker(cid, DONE).is_file():
             return "skipped_done"
-        if (cdir / DIVERGED).is_file():
+        if layout.marker(cid, DIVERGED).is_file():
             return "diverged"
-        with cell_lock(cdir) as held:
+        with cell_lock(layout.marker(cid, LOCK)) as held:
             if not held:
                 return "skipped_locked"
-            if (cdir / DONE).is_file():  # finished by another runner while we waited
+            if layout.marker(cid, DONE).is_file():  # finished by another runner while we waited
                 return "skipped_done"
-            self._check_cell_config(cell, cdir)
-            (cdir / FAILED).unlink(missing_ok=True)
+            layout.write_cell_config(cid, cell_config(cell, self.matrix))
+            layout.marker(cid, FAILED).unlink(missing_ok=True)
             try:
-                self.train_cell(cell, cdir)
+                self.train_cell(cell)
             except Diverged as exc:
-                _write_marker(cdir / DIVERGED, {"epoch": exc.epoch, "term": exc.term, "message": f"epoch {exc.epoch}: {exc}"})
+                layout.write_marker(cid, DIVERGED, {"epoch": exc.epoch, "term": exc.term, "message": f"epoch {exc.epoch}: {exc}"})
                 self.log(f"{cell.cell_id}: diverged at epoch {exc.epoch} ({exc})")
                 return "diverged"
             except (KeyboardInterrupt, UserError):
                 raise
             except Exception as exc:  # a bug or an out-of-memory in one cell must not stop the matrix
-                _write_marker(cdir / FAILED, {"message": f"{type(exc).__name__}: {exc}"})
+                layout.write_marker(cid, FAILED, {"message": f"{type(exc).__name__}: {exc}"})
                 self.log(f"{cell.cell_id}: failed: {type(exc).__name__}: {exc}")
                 return "failed"
         return "trained"
-
-    def _check_cell_config(self, cell: Cell, cdir: Path) -> None:
-        cfg = cell_config(cell, self.matrix)
-        path = cdir / CELL_CONFIG
-        if path.is_file():
-            old = load_yaml(path.read_text(), str(path))
-            diff = _diff_keys(old, cfg)
-            if diff:
-                raise UserError(
-                    f"cell {cell.cell_id} was started with other settings ({', '.join(diff)}); "
-                    "use a new --out or restore the original values",
-                    field=str(path),
-                )
-        else:
-            atomic_write_text(path, dump_yaml(cfg))
 
     def build(self, cell: Cell) -> TrainState:
         generator = seed_everything(cell.seed)
@@ -279,20 +183,19 @@ class Runner:
         loss = build_loss([(t.name, t.weight, t.kwargs) for t in cell.loss.terms]).to(self.device)
         return build_state(model, loss, self.matrix.training, generator)
 
-    def train_cell(self, cell: Cell, cdir: Path) -> None:
-        writer = _tensorboard_writer(cdir) if self.matrix.tensorboard else None
+    def train_cell(self, cell: Cell) -> None:
+        writer = _tensorboard_writer(self.layout.tensorboard_dir(cell.cell_id)) if self.matrix.tensorboard else None
         try:
-            self._train_cell(cell, cdir, writer)
+            self._train_cell(cell, writer)
         finally:
             if writer is not None:
                 writer.close()
 
-    def _train_cell(self, cell: Cell, cdir: Path, writer: Any) -> None:
-        tr = self.matrix.training
+    def _train_cell(self, cell: Cell, writer: Any) -> None:
+        tr, layout, cid = self.matrix.training, self.layout, cell.cell_id
         state = self.build(cell)
-        ckpt_dir = cdir / "checkpoints"
-        start = resume_state(state, ckpt_dir, self.log)
-        write_history(cdir, state.history)
+        start = resume_state(state, layout.checkpoint_dir(cid), self.log)
+        layout.write_history(cid, state.history)
         if start:
             self.log(f"{cell.cell_id}: resuming after epoch {start}")
         redraw = bool(getattr(self.dataset.options, "redraw_train_noise", False))
@@ -326,7 +229,7 @@ class Runner:
             state.epoch = epoch
             state.history.append(row)
             stop = self._early_stop(state, val_logs["val_loss"])
-            save_checkpoint(ckpt_dir / checkpoint_name(epoch), {
+            save_checkpoint(layout.checkpoint_path(cid, epoch), {
                 "format_version": FORMAT_VERSION,
                 "epoch": epoch,
                 "cell": cell_config(cell, self.matrix),
@@ -335,8 +238,8 @@ class Runner:
                 "ldct_bench_version": __version__,
                 "torch_version": torch.__version__,
             })
-            _append_timing(cdir, epoch, time.perf_counter() - t0)
-            write_history(cdir, state.history)
+            layout.append_timing(cid, epoch, time.perf_counter() - t0)
+            layout.write_history(cid, state.history)
             if writer is not None:
                 for key, value in row.items():
                     if key != "epoch":
@@ -348,7 +251,7 @@ class Runner:
                 self.log(f"{cell.cell_id}: early stop after epoch {epoch} (no val_loss improvement for "
                          f"{tr.early_stopping.patience} epochs)")
                 break
-        _write_marker(cdir / DONE, {"epochs": state.epoch, "finished": time.strftime("%Y-%m-%dT%H:%M:%S")})
+        layout.write_marker(cid, DONE, {"epochs": state.epoch, "finished": time.strftime("%Y-%m-%dT%H:%M:%S")})
 
     def _early_stop(self, state: TrainState, val_loss: float) -> bool:
         es = self.matrix.training.early_stopping
@@ -360,13 +263,13 @@ class Runner:
         return es.enabled and state.bad_epochs >= es.patience
 
 
-def _tensorboard_writer(cdir: Path) -> Any:
-    """A writer for ``<cell>/tensorboard`` (needs the ``tensorboard`` package)."""
+def _tensorboard_writer(log_dir: Path) -> Any:
+    """A TensorBoard writer for ``log_dir`` (needs the optional ``tensorboard`` package)."""
     try:
-        from torch.utils.tensorboard import SummaryWriter
+        from torch.utils.tensorboard import SummaryWriter  # the optional `tensorboard` extra
     except ImportError as exc:
         raise UserError("needs the tensorboard package: pip install 'ldct-bench[tensorboard]'", field="tensorboard") from exc
-    return SummaryWriter(log_dir=str(cdir / "tensorboard"))
+    return SummaryWriter(log_dir=str(log_dir))
 
 
 def _finite(v: float) -> bool:

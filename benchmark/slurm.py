@@ -14,6 +14,8 @@ from typing import Any
 
 from benchmark.cells import Cell, expand_cells
 from benchmark.config import MatrixConfig
+from benchmark.layout import DIVERGED, DONE, RunLayout
+from benchmark.runner import Runner
 
 
 @dataclass
@@ -29,9 +31,6 @@ class SlurmOptions:
 
 
 def _train_one(matrix_dump: dict[str, Any], out: str, cell_id: str) -> str:
-    from benchmark.config import MatrixConfig
-    from benchmark.runner import Runner
-
     matrix = MatrixConfig.model_validate(matrix_dump)
     cell = next(c for c in expand_cells(matrix) if c.cell_id == cell_id)
     runner = Runner(matrix, Path(out), quiet=True)
@@ -41,20 +40,17 @@ def _train_one(matrix_dump: dict[str, Any], out: str, cell_id: str) -> str:
 
 def submit(matrix: MatrixConfig, out: Path, opts: SlurmOptions) -> list[Any]:
     """Write the resolved matrix, then submit one job per cell that is not finished. Returns the jobs."""
-    import submitit
-
-    from benchmark.layout import DIVERGED, DONE, RunLayout
-    from benchmark.runner import write_resolved_matrix
+    import submitit  # the optional `slurm` extra: imported only when submitting
 
     layout = RunLayout(out, must_exist=False)
-    write_resolved_matrix(layout, matrix)
+    layout.write_matrix(matrix)
     cells: list[Cell] = [
         c for c in expand_cells(matrix)
-        if not (layout.cell_dir(c.cell_id) / DONE).is_file() and not (layout.cell_dir(c.cell_id) / DIVERGED).is_file()
+        if not layout.marker(c.cell_id, DONE).is_file() and not layout.marker(c.cell_id, DIVERGED).is_file()
     ]
     if not cells:
         return []
-    executor = submitit.AutoExecutor(folder=str(Path(out) / "slurm" / "%j"), cluster=opts.cluster)
+    executor = submitit.AutoExecutor(folder=str(layout.slurm_dir / "%j"), cluster=opts.cluster)
     params: dict[str, Any] = {
         "timeout_min": opts.timeout_min, "cpus_per_task": opts.cpus_per_task, "mem_gb": opts.mem_gb,
         "name": f"ldct-bench-{matrix.name}",

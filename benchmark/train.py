@@ -6,6 +6,7 @@ state of one cell (model, optimizers, scheduler, loss, RNGs, history).
 
 from __future__ import annotations
 
+import contextlib
 import math
 import random
 from dataclasses import dataclass, field
@@ -15,18 +16,14 @@ import numpy as np
 import torch
 from torch import nn
 
+from benchmark import optim
 from benchmark.config import OptimizerConfig, SchedulerConfig, TrainingConfig
-from benchmark.conventions import hu_to_net, patient_balanced_weights, sample_patches
+from benchmark.core.conventions import hu_to_net
 from benchmark.data import PairedSlices
-from benchmark.errors import UserError
+from benchmark.evaluate import net_batches
+from benchmark.sampling import patient_balanced_weights, sample_patches
+from losses.adversarial import frozen
 from losses.base import CompositeLoss
-
-_OPTIMIZERS: dict[str, Any] = {
-    "adam": torch.optim.Adam,
-    "adamw": torch.optim.AdamW,
-    "sgd": torch.optim.SGD,
-    "rmsprop": torch.optim.RMSprop,
-}
 
 
 class Diverged(Exception):
@@ -39,37 +36,12 @@ class Diverged(Exception):
         self.epoch = epoch
 
 
-def make_optimizer(params: list[nn.Parameter], name: str, lr: float, kwargs: dict[str, Any], *, field: str) -> torch.optim.Optimizer:
-    try:
-        return _OPTIMIZERS[name](params, lr=lr, **kwargs)
-    except KeyError:
-        raise UserError(f"unknown optimizer {name!r}; allowed: {', '.join(_OPTIMIZERS)}", field=field) from None
-    except TypeError as exc:
-        raise UserError(f"optimizer {name!r}: {exc}", field=field) from None
-
-
 def build_optimizer(params: list[nn.Parameter], cfg: OptimizerConfig) -> torch.optim.Optimizer:
-    return make_optimizer(params, cfg.name, cfg.lr, cfg.kwargs, field="training.optimizer")
+    return optim.build_optimizer(params, cfg.name, cfg.lr, cfg.kwargs, field="training.optimizer")
 
 
 def build_scheduler(opt: torch.optim.Optimizer, cfg: SchedulerConfig, epochs: int) -> Any:
-    kw = dict(cfg.kwargs)
-    try:
-        if cfg.name == "none":
-            return None
-        if cfg.name == "step":
-            return torch.optim.lr_scheduler.StepLR(opt, **{"step_size": 10, "gamma": 0.5, **kw})
-        if cfg.name == "multistep":
-            return torch.optim.lr_scheduler.MultiStepLR(opt, **{"milestones": [epochs // 2], "gamma": 0.1, **kw})
-        if cfg.name == "cosine":
-            return torch.optim.lr_scheduler.CosineAnnealingLR(opt, **{"T_max": epochs, **kw})
-        if cfg.name == "exponential":
-            return torch.optim.lr_scheduler.ExponentialLR(opt, **{"gamma": 0.95, **kw})
-        if cfg.name == "plateau":
-            return torch.optim.lr_scheduler.ReduceLROnPlateau(opt, **{"factor": 0.5, "patience": 5, **kw})
-    except TypeError as exc:
-        raise UserError(f"scheduler {cfg.name!r}: {exc}", field="training.scheduler.kwargs") from None
-    raise UserError(f"unknown scheduler {cfg.name!r}", field="training.scheduler.name")
+    return optim.build_scheduler(opt, cfg.name, cfg.kwargs, epochs, field="training.scheduler")
 
 
 @dataclass
@@ -153,7 +125,7 @@ def build_state(
         cfg = dict(term.optimizer_config)
         cfg_name = cfg.pop("name", "adam")
         lr = cfg.pop("lr", 1e-4)
-        critic_opts[name] = make_optimizer(
+        critic_opts[name] = optim.build_optimizer(
             list(term.discriminator.parameters()), cfg_name, lr, cfg, field=f"losses.{name}.optimizer"
         )
     return TrainState(model, loss, opt, build_scheduler(opt, training.scheduler, training.epochs), critic_opts, generator)
@@ -202,24 +174,24 @@ def critic_step(
 def generator_step(
     state: TrainState, x: torch.Tensor, y: torch.Tensor, grad_clip: float | None
 ) -> tuple[float, dict[str, float]]:
-    """One optimizer step of the denoiser (and trainable loss parameters) on the composite loss."""
-    for term in state.loss.adversarial_terms.values():
-        term.discriminator.requires_grad_(False)
-    state.optimizer.zero_grad(set_to_none=True)
-    pred = state.model(x)
-    total, terms = state.loss.compute(pred, y)
-    for name, v in terms.items():
-        fv = float(v)
-        if not math.isfinite(fv):
-            raise Diverged(name, fv)
-    if not torch.isfinite(total):
-        raise Diverged("total", float(total))
-    total.backward()
-    if grad_clip is not None:
-        torch.nn.utils.clip_grad_norm_([p for g in state.optimizer.param_groups for p in g["params"]], grad_clip)
-    state.optimizer.step()
-    for term in state.loss.adversarial_terms.values():
-        term.discriminator.requires_grad_(True)
+    """One optimizer step of the denoiser (and trainable loss parameters) on the composite loss; the
+    discriminators are frozen meanwhile (:func:`losses.adversarial.frozen`), so they get no gradients."""
+    with contextlib.ExitStack() as stack:
+        for term in state.loss.adversarial_terms.values():
+            stack.enter_context(frozen(term.discriminator))
+        state.optimizer.zero_grad(set_to_none=True)
+        pred = state.model(x)
+        total, terms = state.loss.compute(pred, y)
+        for name, v in terms.items():
+            fv = float(v)
+            if not math.isfinite(fv):
+                raise Diverged(name, fv)
+        if not torch.isfinite(total):
+            raise Diverged("total", float(total))
+        total.backward()
+        if grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_([p for g in state.optimizer.param_groups for p in g["params"]], grad_clip)
+        state.optimizer.step()
     return float(total.detach()), {k: float(v) for k, v in terms.items()}
 
 
@@ -249,17 +221,17 @@ def train_epoch(
 def validate(
     state: TrainState, slices: PairedSlices, device: torch.device, batch_size: int, max_images: int | None
 ) -> dict[str, float]:
-    """The composite loss and each term on whole validation slices (mean over slices)."""
+    """The composite loss and each term on whole validation slices (mean over slices), batched by
+    :func:`benchmark.evaluate.net_batches` like the analysis's denoising."""
     state.model.eval()
     state.loss.eval()
-    n_total = len(slices) if max_images is None else min(len(slices), max_images)
     sums: dict[str, float] = {}
-    for start in range(0, n_total, batch_size):
-        stop = min(start + batch_size, n_total)
-        x = hu_to_net(torch.from_numpy(np.array(slices.inputs[start:stop], dtype=np.float32))).unsqueeze(1).to(device)
-        y = hu_to_net(torch.from_numpy(np.array(slices.targets[start:stop], dtype=np.float32))).unsqueeze(1).to(device)
+    n_total = 0
+    for rows, (x, y) in net_batches([slices.inputs, slices.targets], batch_size=batch_size, device=device,
+                                    limit=max_images):  # fmt: skip
         total, terms = state.loss.compute(state.model(x), y)
-        n = stop - start
+        n = rows.stop - rows.start
+        n_total += n
         for k, v in {"val_loss": float(total), **{f"val_{t}": float(v) for t, v in terms.items()}}.items():
             sums[k] = sums.get(k, 0.0) + v * n
     return {k: v / n_total for k, v in sums.items()}

@@ -9,11 +9,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from analysis.metrics import METRICS
 from benchmark.cells import expand_cells
 from benchmark.config import MatrixConfig
+from benchmark.core.errors import UserError
+from benchmark.core.registry import lookup
 from benchmark.data import Dataset, open_dataset
-from benchmark.errors import UserError
-from benchmark.registry import lookup
+from losses import LOSSES, build_term
+from models import ARCHITECTURES, ModelInfo, build_model
 
 
 def _collect(errors: list[str], fn: Any, *args: Any, **kwargs: Any) -> Any:
@@ -24,11 +27,17 @@ def _collect(errors: list[str], fn: Any, *args: Any, **kwargs: Any) -> Any:
         return None
 
 
+def _min_size(info: ModelInfo, kwargs: dict[str, Any]) -> int | None:
+    """The architecture's smallest input side with these kwargs; None where they do not bind (the
+    instantiation below reports that, with the allowed kwargs)."""
+    try:
+        return info.min_size_for(kwargs)
+    except TypeError:
+        return None
+
+
 def check_matrix(matrix: MatrixConfig, *, instantiate: bool = True) -> Dataset | None:
     """Raise :class:`UserError` listing every problem; return the opened dataset when all is well."""
-    from losses import LOSSES, build_term
-    from models import ARCHITECTURES, build_model
-
     errors: list[str] = []
     dataset = _collect(errors, open_dataset, matrix.dataset.kind, matrix.dataset.options)
     if dataset is not None:
@@ -43,8 +52,9 @@ def check_matrix(matrix: MatrixConfig, *, instantiate: bool = True) -> Dataset |
             continue
         dims_needed.update(info.dims)
         p = matrix.training.patch_size
-        if p is not None and p < info.min_size:
-            errors.append(f"training.patch_size: {p} is smaller than {arch.name}'s minimum input size {info.min_size}")
+        need = _min_size(info, arch.kwargs)
+        if p is not None and need is not None and p < need:
+            errors.append(f"training.patch_size: {p} is smaller than {arch.name}'s minimum input size {need}")
         if instantiate:
             _collect(errors, build_model, arch.name, arch.kwargs, field=f"architectures[{i}].kwargs")
 
@@ -58,8 +68,6 @@ def check_matrix(matrix: MatrixConfig, *, instantiate: bool = True) -> Dataset |
                 errors.append(f"{field}: loss {term.name!r} supports {info.dims}-D inputs, the architectures {sorted(dims_needed)}-D")
             if instantiate:
                 _collect(errors, build_term, term.name, term.kwargs, field=f"{field}.kwargs")
-
-    from analysis.metrics import METRICS
 
     for i, m in enumerate(matrix.evaluation.metrics):
         _collect(errors, lookup, METRICS, m, "metric", field=f"evaluation.metrics[{i}]")

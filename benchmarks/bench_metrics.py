@@ -51,7 +51,7 @@ def synthetic(n: int, size: int, checkpoints: int, seed: int = 0) -> tuple[np.nd
     all on the 8-bit grid of the abdomen window."""
     from scipy.ndimage import gaussian_filter
 
-    from benchmark.conventions import WINDOWS
+    from benchmark.core.conventions import WINDOWS
 
     w = WINDOWS["abdomen"]
     rng = np.random.default_rng(seed)
@@ -84,7 +84,7 @@ class Timer:
 
 def naive_metrics(names: list[str], paths: dict) -> dict:
     """One pyiqa metric object per metric, created once (creation is not timed)."""
-    from benchmark.compat import ensure_torchvision
+    from benchmark.core.compat import ensure_torchvision
 
     ensure_torchvision()
     import pyiqa
@@ -102,7 +102,7 @@ def naive_one_checkpoint(metric, pred: np.ndarray, ref: np.ndarray) -> np.ndarra
     """pyiqa called once per image on the windowed image repeated to RGB."""
     import torch
 
-    from benchmark.conventions import window_to_unit
+    from benchmark.core.conventions import window_to_unit
 
     def rgb(hu: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(window_to_unit(hu))[None, None].expand(1, 3, -1, -1).contiguous()
@@ -151,12 +151,12 @@ def prepare_offline_files(tmp: Path, names: list[str]) -> dict[str, str]:
     scipy.io.savemat(mat, {"mu_prisparam": mu.numpy()[None], "cov_prisparam": cov.numpy()})
     paths = {"NIQE_MAT": str(mat)}
     if "lpips" in names:
-        from benchmark.compat import ensure_torchvision
+        from benchmark.core.compat import ensure_torchvision
 
         ensure_torchvision()
         import lpips
 
-        from analysis import weights
+        from benchmark.core import weights
 
         weights.write_random_weights("alexnet", seed=0)
         paths["LPIPS_LINEAR"] = str(Path(lpips.__file__).parent / "weights" / "v0.1" / "alex.pth")

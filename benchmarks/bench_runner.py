@@ -21,15 +21,14 @@ import copy
 import statistics
 import tempfile
 import time
-from pathlib import Path
 
 import torch
 
 from benchmark.checkpoint import FORMAT_VERSION, save_checkpoint
 from benchmark.config import parse_matrix
-from benchmark.conventions import sample_patches
 from benchmark.data import open_dataset
-from benchmark.runner import write_history
+from benchmark.layout import RunLayout
+from benchmark.sampling import sample_patches
 from benchmark.train import TrainData, build_state, critic_step, generator_step, seed_everything, validate
 from losses import build_loss
 from models import build_model
@@ -100,9 +99,11 @@ def main() -> None:
         validate(state, val, device, matrix.training.val_batch_size, None)
         t_val = time.perf_counter() - t0
         t0 = time.perf_counter()
-        save_checkpoint(Path(tmp) / "epoch_001.pt", {"format_version": FORMAT_VERSION, "epoch": 1, "cell": {},
-                                                    "model": state.model.state_dict(), "train_state": state.state_dict()})
-        write_history(Path(tmp), [{"epoch": 1, "train_loss": 0.0, "val_loss": 0.0, "lr": 1e-4}])
+        layout = RunLayout(tmp, must_exist=False)
+        save_checkpoint(layout.checkpoint_path("cell", 1), {"format_version": FORMAT_VERSION, "epoch": 1, "cell": {},
+                                                            "model": state.model.state_dict(),
+                                                            "train_state": state.state_dict()})  # fmt: skip
+        layout.write_history("cell", [{"epoch": 1, "train_loss": 0.0, "val_loss": 0.0, "lr": 1e-4}])
         t_ckpt = time.perf_counter() - t0
 
     b, r = statistics.median(bare_t), statistics.median(runner_t)

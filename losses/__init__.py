@@ -7,7 +7,7 @@ from typing import Any
 
 from torch import nn
 
-from benchmark.registry import construct, lookup
+from benchmark.core.registry import construct, lookup
 from losses.base import AdversarialLoss, CompositeLoss, LossInfo
 from losses.charbonnier import CharbonnierLoss
 from losses.l1 import L1Loss

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from losses.base import AdversarialLoss
+from models import DISCRIMINATORS, build_model
 
 
 @contextlib.contextmanager
@@ -57,8 +58,6 @@ class GANTerm(AdversarialLoss):
         weight_decay: float | None = None,
     ) -> None:
         super().__init__()
-        from models import DISCRIMINATORS, build_model  # lazy: models does not import losses
-
         name = discriminator or self.default_discriminator
         self.discriminator_name = name
         self.discriminator = build_model(

@@ -2,7 +2,7 @@
 
 Every registered loss is an ``nn.Module`` whose ``forward(pred, target)`` returns a scalar. Inputs are
 ``(N, 1, H, W)`` (or ``(N, 1, D, H, W)`` for 3-D losses) in the network normalisation of
-:mod:`benchmark.conventions` (``(HU + 1024) / 4096``, about [0, 1]).
+:mod:`benchmark.core.conventions` (``(HU + 1024) / 4096``, about [0, 1]).
 
 Checkpoints hold :meth:`CompositeLoss.checkpoint_state`: trainable parameters and buffers only, so
 frozen backbones (VGG, uPL's random nets) are rebuilt from their weights file / seed, never copied
@@ -29,7 +29,7 @@ class LossInfo:
     differentiable: bool = True
     higher_is_better: bool = False
     value_domain: tuple[float, float] = (0.0, math.inf)
-    needs_weights: bool = False  # pretrained weights files (see analysis.weights)
+    needs_weights: bool = False  # pretrained weights files (see benchmark.core.weights)
     has_parameters: bool = False  # trainable parameters that join the generator's optimizer
     adversarial: bool = False  # owns a discriminator trained by its own optimizer (AdversarialLoss)
     dims: tuple[int, ...] = (2,)  # spatial dimensions supported

@@ -2,7 +2,7 @@
 GANs", arXiv 2403.16640).
 
 Inputs ``pred``, ``target``: ``(N, 1, H, W)`` in network normalisation ``(HU + 1024)/4096`` (about
-[0, 1]; :mod:`benchmark.conventions`), H, W > 7. Output: a scalar ≥ 0, 0 for identical inputs.
+[0, 1]; :mod:`benchmark.core.conventions`), H, W > 7. Output: a scalar ≥ 0, 0 for identical inputs.
 
 **Texture grid.** For each image, soft GLCMs (:mod:`losses.glcm`) at a 4 × 4 grid of offsets — rows
 are the angles 0°, 45°, 90°, 135°, columns the distances {1, 3, 5, 7} pixels at 0°/90° and
@@ -36,7 +36,7 @@ homogeneity, correlation, asm; default contrast only, as in the paper's code). T
   diagonals carry the same distances, so this only permutes grid rows.
 
 **Defaults.** ``levels = 256`` as in the paper; ``value_range = (0, 1)`` (the whole network range,
-−1024 … 3072 HU; ``window`` restricts the bins to an HU window of :mod:`benchmark.conventions`
+−1024 … 3072 HU; ``window`` restricts the bins to an HU window of :mod:`benchmark.core.conventions`
 instead); ``sigma = None`` = one bin spacing with per-pixel normalised weights (see
 :mod:`losses.glcm` for why; the paper's σ = 0.5 on [−1, 1] is ``sigma=0.25`` on (0, 1) with
 ``normalize=False``).
@@ -61,7 +61,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from benchmark.conventions import hu_to_net, parse_window
+from benchmark.core.conventions import hu_to_net, parse_window
 from losses.glcm import FEATURES, Offset, glcm_features
 
 AGGREGATIONS = ("max", "average", "frobenius", "attention")

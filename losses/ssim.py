@@ -1,12 +1,9 @@
 """SSIM loss: ``1 − SSIM(pred, target)`` (Wang et al., "Image quality assessment: from error
-visibility to structural similarity", IEEE TIP 13(4), 2004), via ``piq.ssim``.
+visibility to structural similarity", IEEE TIP 13(4), 2004).
 
-The same SSIM variant as the ``ssim`` metric (:mod:`analysis.metrics.full_reference`): Gaussian window
-11×11 with σ = 1.5, K1 = 0.01, K2 = 0.03, no downsampling, mean of the valid-convolution SSIM map,
-``data_range = 1``::
-
-    SSIM(x, y) = mean_p [(2 μx μy + C1)(2 σxy + C2)] / [(μx² + μy² + C1)(σx² + σy² + C2)],
-    C1 = (K1·L)², C2 = (K2·L)², L = 1
+A thin wrapper over the suite's one SSIM functional, :func:`benchmark.core.ssim.ssim` (piq; Gaussian
+window 11×11, σ = 1.5, K1 = 0.01, K2 = 0.03, no downsampling, ``data_range = 1``), which the ``ssim``
+metric wraps too.
 
 Inputs ``pred``, ``target``: ``(N, 1, H, W)`` in network normalisation ``(HU + 1024)/4096``, H, W ≥ 11.
 They are mapped to [0, 1] before SSIM (:func:`to_unit`):
@@ -14,33 +11,19 @@ They are mapped to [0, 1] before SSIM (:func:`to_unit`):
 * ``window=None`` (default): the network space itself, clamped to [0, 1] (= [−1024, 3072] HU), the
   space the other training losses see. Then C2 corresponds to (0.03·4096 HU)² ≈ (123 HU)², which
   makes the loss much less sensitive to soft-tissue noise (~10–30 HU) than the windowed metric.
-* ``window="abdomen"`` (any name or "lo,hi" of :mod:`benchmark.conventions`): HU clipped to the window
-  and scaled to [0, 1] exactly as the metric does; pixels outside the window get no gradient.
+* ``window="abdomen"`` (any name or "lo,hi" of :mod:`benchmark.core.conventions`): HU clipped to the
+  window and scaled to [0, 1] exactly as the metric does; pixels outside the window get no gradient.
 
 Value in [0, 2] (SSIM ∈ [−1, 1]); 0 for identical inputs.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from torch import nn
 
-from benchmark.conventions import net_to_hu, parse_window, window_to_unit
-
-KERNEL_SIZE = 11
-KERNEL_SIGMA = 1.5
-
-
-def piq_module() -> Any:
-    """piq, imported lazily after :func:`benchmark.compat.ensure_torchvision`."""
-    from benchmark.compat import ensure_torchvision
-
-    ensure_torchvision()
-    import piq
-
-    return piq
+from benchmark.core.conventions import net_to_hu, parse_window, window_to_unit
+from benchmark.core.ssim import ssim
 
 
 def to_unit(x: torch.Tensor, window: str | None) -> torch.Tensor:
@@ -59,11 +42,7 @@ def check_window(window: str | None) -> str | None:
 
 def ssim_loss(pred: torch.Tensor, target: torch.Tensor, window: str | None = None) -> torch.Tensor:
     """``1 − SSIM`` averaged over the batch; see the module docstring."""
-    value = piq_module().ssim(
-        to_unit(pred, window), to_unit(target, window), kernel_size=KERNEL_SIZE, kernel_sigma=KERNEL_SIGMA,
-        data_range=1.0, downsample=False, reduction="mean",
-    )
-    return 1.0 - value
+    return 1.0 - ssim(to_unit(pred, window), to_unit(target, window), reduction="mean")
 
 
 class SSIMLoss(nn.Module):

@@ -16,14 +16,14 @@ Input ``(N, 1, H, W)`` in network normalisation ``(HU + 1024)/4096``; the mappin
 expects:
 
 1. to [0, 1]: ``window=None`` (default) uses the network value as it is, i.e. the identity of
-   [−1024, 3072] HU onto [0, 1] without clipping; a window name or "lo,hi" (:mod:`benchmark.conventions`)
+   [−1024, 3072] HU onto [0, 1] without clipping; a window name or "lo,hi" (:mod:`benchmark.core.conventions`)
    clips HU to that window and scales it to [0, 1] (no gradient outside the window);
 2. the single channel repeated to 3 (RGB);
 3. ``imagenet_norm=True`` (default): ``(u − mean)/std`` with ImageNet's mean (0.485, 0.456, 0.406)
    and std (0.229, 0.224, 0.225), the statistics torchvision's weights were trained with.
 
 The network is frozen (``requires_grad=False``, always in eval mode) and rebuilt from its weights file
-(``analysis.weights``: ``vgg16-397923af.pth`` / ``vgg19-dcbb9e9d.pth`` in ``$TORCH_HOME/hub/checkpoints``;
+(``benchmark.core.weights``: ``vgg16-397923af.pth`` / ``vgg19-dcbb9e9d.pth`` in ``$TORCH_HOME/hub/checkpoints``;
 nothing is downloaded; a missing file is a UserError naming it and ``ldct-bench weights fetch``),
 so checkpoints never hold it. Value ≥ 0, 0 for identical inputs.
 """
@@ -35,7 +35,9 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from benchmark.conventions import net_to_hu, parse_window, window_to_unit
+from benchmark.core.compat import ensure_torchvision
+from benchmark.core.conventions import net_to_hu, parse_window, window_to_unit
+from benchmark.core.weights import load_state_dict
 from losses.features import DISTANCES, feature_distance
 
 DEFAULT_LAYERS = {
@@ -66,9 +68,6 @@ def layer_names(features: nn.Sequential) -> list[str]:
 
 def build_vgg_features(arch: str) -> nn.Sequential:
     """torchvision ``arch`` (weights=None) with its weights file loaded; returns ``features``, frozen."""
-    from analysis.weights import load_state_dict  # lazy: weight management lives in analysis
-    from benchmark.compat import ensure_torchvision
-
     tv = ensure_torchvision()
     model = getattr(tv.models, arch)(weights=None)
     model.load_state_dict(load_state_dict(arch))

@@ -12,6 +12,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from models.sizes import min_input_size
+
 
 class WGANCritic(nn.Module):
     """The plain CNN critic of the benchmark's RED-CNN + WGAN-GP configuration (issue #5: Adam 1e-4,
@@ -34,6 +36,11 @@ class WGANCritic(nn.Module):
             nn.Conv2d(c2, c2, 5, 3, 1), act(),
             nn.Conv2d(c2, 1, 3, 1, 0),
         )
+
+    @staticmethod
+    def min_input_size(**_: object) -> int:
+        """From the fixed layer geometry (27)."""
+        return min_input_size([(3, 1, 1), (5, 3, 1), (3, 1, 1), (5, 3, 1), (3, 1, 0)])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
@@ -80,6 +87,12 @@ class PatchGAN(nn.Module):
             elif isinstance(m, nn.BatchNorm2d | nn.InstanceNorm2d) and m.weight is not None:
                 nn.init.normal_(m.weight, 1.0, 0.02)
                 nn.init.zeros_(m.bias)
+
+    @staticmethod
+    def min_input_size(*, n_layers: int, **_: object) -> int:
+        """``n_layers`` stride-2 4×4 convolutions (the last stride 1) and the output conv (24 for 3)."""
+        strides = [2] + [2 if i < n_layers else 1 for i in range(1, n_layers + 1)] + [1]
+        return min_input_size([(4, s, 1) for s in strides])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)

@@ -45,5 +45,10 @@ class DnCNN(nn.Module):
             nn.init.zeros_(last.weight)
             nn.init.zeros_(last.bias)
 
+    @staticmethod
+    def min_input_size(**_: object) -> int:
+        """Size-preserving padded convolutions: any side."""
+        return 1
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x - self.body(x)

@@ -17,6 +17,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from models.sizes import min_input_size
+
 
 class REDCNN(nn.Module):
     def __init__(
@@ -43,6 +45,11 @@ class REDCNN(nn.Module):
             assert isinstance(last, nn.ConvTranspose2d) and last.bias is not None
             nn.init.zeros_(last.weight)
             nn.init.zeros_(last.bias)
+
+    @staticmethod
+    def min_input_size(*, kernel_size: int, **_: object) -> int:
+        """Five unpadded ``kernel_size`` convolutions: ``5·(k − 1) + 1`` (21 for k = 5)."""
+        return min_input_size([(kernel_size, 1, 0)] * 5)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         r1 = x

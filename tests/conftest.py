@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from benchmark.compat import ensure_torchvision
+from benchmark.core.compat import ensure_torchvision
 
 ensure_torchvision()
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
@@ -53,7 +53,7 @@ def pytest_collection_modifyitems(config, items):
 @pytest.fixture(scope="session")
 def _random_vgg16_file(tmp_path_factory):
     """One seeded random VGG16 backbone per test session (528 MB; never real ImageNet weights)."""
-    from analysis.weights import write_random_weights
+    from benchmark.core.weights import write_random_weights
 
     home = tmp_path_factory.mktemp("torch_home_vgg16")
     mp = pytest.MonkeyPatch()
@@ -68,7 +68,7 @@ def _random_vgg16_file(tmp_path_factory):
 @pytest.fixture
 def random_vgg16(tmp_cache, _random_vgg16_file, monkeypatch):
     """``tmp_cache`` whose torch cache holds the session's seeded random VGG16 file (read-only use)."""
-    from analysis.weights import weight_path
+    from benchmark.core.weights import weight_path
 
     target = weight_path("vgg16")
     target.parent.mkdir(parents=True, exist_ok=True)

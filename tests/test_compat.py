@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from benchmark.compat import ensure_torchvision, torchvision_state
+from benchmark.core.compat import ensure_torchvision, torchvision_state
 
 
 def test_torchvision_imports_and_builds_vgg():
@@ -17,7 +17,7 @@ def test_torchvision_imports_and_builds_vgg():
 
 def test_shim_runs_before_piq_lpips_pyiqa_in_a_fresh_process():
     code = (
-        "from benchmark.compat import ensure_torchvision, torchvision_state\n"
+        "from benchmark.core.compat import ensure_torchvision, torchvision_state\n"
         "ensure_torchvision()\n"
         "import piq, lpips, pyiqa\n"
         "ensure_torchvision()\n"

@@ -10,8 +10,8 @@ import pytest
 
 from benchmark.cells import expand_cells
 from benchmark.config import LossConfig, load_yaml, parse_matrix
-from benchmark.errors import UnknownNameError, UserError
-from benchmark.registry import lookup
+from benchmark.core.errors import UnknownNameError, UserError
+from benchmark.core.registry import lookup
 
 BASE = {
     "dataset": {"kind": "synth", "options": {"size": "tiny"}},

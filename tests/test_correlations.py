@@ -10,7 +10,7 @@ import pytest
 from scipy import stats
 
 from analysis.correlations import correlations, paired_trajectories, rm_corr, spearman, spearman_rho
-from analysis.trajectories import simulate_trajectories
+from analysis.simulate import simulate_trajectories
 
 DIRS = {"psnr": True, "ssim": True, "niqe": False}
 

@@ -17,7 +17,7 @@ from test_data_dicom import make_mayo_tree
 from typer.testing import CliRunner
 
 from benchmark.cli_data import data_app, dataset_options
-from benchmark.errors import UserError
+from benchmark.core.errors import UserError
 
 REPO = Path(__file__).resolve().parents[1]
 FAST = ["-O", "patients=3", "-O", "slices_per_patient=2"]
@@ -93,3 +93,26 @@ def test_calibrate_prints_i0(tmp_path, rng, tmp_cache):
     assert np.isfinite(i0) and i0 > 0
     res = CliRunner().invoke(data_app, ["calibrate", "--dataset", "mayo2016", "--root", str(root), "--dose", "1.5"])
     assert isinstance(res.exception, UserError) and "--dose" in str(res.exception)
+
+
+@pytest.mark.slow
+def test_inspect_a_tree_without_the_default_test_patient(tmp_path, rng):
+    """A user's first two Mayo patients (no L506): `inspect` lists both with their pairs, names the
+    slice without a partner, warns that the split cannot be made and still measures the noise."""
+    root = tmp_path / "mayo"
+    make_mayo_tree(root, rng, patients=("L067", "L096"), n_slices=3)
+    victim = sorted((root / "L096" / "full_1mm").iterdir())[0]
+    victim.unlink()
+    res = run_cli("inspect", "--dataset", "mayo2016", "--root", str(root), env_cache=tmp_path / "c")
+    assert res.returncode == 0, res.stderr
+    lines = res.stdout.splitlines()
+    assert any(line.split()[:4] == ["L067", "quarter", "3", "0"] for line in lines), res.stdout
+    assert any(line.split()[:4] == ["L096", "quarter", "2", "1"] for line in lines), res.stdout
+    assert "1 unpaired slice(s)" in res.stdout and "L096/quarter" in res.stdout
+    assert "warning:" in res.stderr and "L506 not found" in res.stderr and "Traceback" not in res.stderr
+    res = run_cli("inspect", "--dataset", "mayo2016", "--root", str(root), "--csv", env_cache=tmp_path / "c")
+    assert res.returncode == 0, res.stderr
+    rows = list(csv.DictReader(io.StringIO(res.stdout)))
+    assert rows[0]["condition"] == "quarter" and rows[0]["split"] == "all" and rows[0]["slices"] == "5"
+    assert rows[0]["patients"] == "2" and rows[0]["unpaired"] == "1"
+    assert float(rows[0]["noise_hu"]) == pytest.approx(math.hypot(8, 16), rel=0.2)

@@ -14,9 +14,9 @@ from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
+from benchmark.core.errors import UserError
 from benchmark.data import open_dataset
 from benchmark.data.dicom import index_series, read_header, read_hu
-from benchmark.errors import UserError
 
 SIZE = 64
 SPACING = 5.0  # mm: a 320 mm field of view on 64 pixels
@@ -41,8 +41,9 @@ def phantom_for(z_index: int) -> np.ndarray:
 
 
 def write_ct(path: Path, hu: np.ndarray, z: float, *, patient: str, series: str, instance: int,
-             spacing: float = SPACING, modality: str = "CT") -> None:
-    """A CT slice with the tags a Siemens scanner writes (12-bit unsigned, intercept −1024)."""
+             spacing: float = SPACING, modality: str = "CT", intercept: int = -1024) -> None:
+    """A CT slice with the tags a Siemens scanner writes (12-bit unsigned, intercept −1024; another
+    ``intercept`` stores values down to it, e.g. −2048 padding outside the field of view)."""
     sop = generate_uid()
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = CTImageStorage
@@ -63,8 +64,8 @@ def write_ct(path: Path, hu: np.ndarray, z: float, *, patient: str, series: str,
     ds.Rows, ds.Columns = hu.shape
     ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
     ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
-    ds.RescaleIntercept, ds.RescaleSlope, ds.RescaleType = -1024, 1, "HU"
-    ds.PixelData = np.clip(np.round(hu + 1024), 0, 4095).astype(np.uint16).tobytes()
+    ds.RescaleIntercept, ds.RescaleSlope, ds.RescaleType = intercept, 1, "HU"
+    ds.PixelData = np.clip(np.round(hu - intercept), 0, 4095).astype(np.uint16).tobytes()
     path.parent.mkdir(parents=True, exist_ok=True)
     ds.save_as(path, enforce_file_format=True)
 

@@ -7,10 +7,10 @@ import math
 import numpy as np
 import pytest
 
+from benchmark.core.errors import UserError
 from benchmark.data import open_dataset
 from benchmark.data.measure import difference_noise_std, uniform_roi
 from benchmark.data.noise_insertion import calibrate_i0, insert_noise, yu_variance
-from benchmark.errors import UserError
 
 
 def test_yu_variance_formula():

@@ -8,11 +8,11 @@ import os
 import numpy as np
 import pytest
 
+from benchmark.core.errors import UnknownNameError, UserError
 from benchmark.data import DATASETS, PairedSlices, open_dataset
 from benchmark.data import synth as synth_mod
 from benchmark.data.phantoms import HU, Grid, downsample2, patient_slices
 from benchmark.data.synth import CONDITIONS, noise_std_hu
-from benchmark.errors import UnknownNameError, UserError
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +27,7 @@ def tiny(tmp_path_factory):
 
 
 def test_registered_and_conditions():
-    assert DATASETS["synth"] is synth_mod.SynthDataset
+    assert DATASETS["synth"].cls is synth_mod.SynthDataset
     ds = open_dataset("synth", {"size": "tiny"})
     assert ds.conditions() == [f"{d}_{v}" for d in (10, 25, 50, 100) for v in (180, 360, 720)]
     with pytest.raises(UnknownNameError, match="synth"):

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from benchmark.errors import UnknownNameError, UserError
+from benchmark.core.errors import UnknownNameError, UserError
 from models import DISCRIMINATORS, build_model
 from models.discriminators import PatchGAN, WGANCritic, receptive_field
 

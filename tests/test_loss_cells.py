@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from benchmark.config import parse_matrix
-from benchmark.layout import RunLayout
+from benchmark.layout import DONE, RunLayout
 from benchmark.runner import Runner
 from losses import LOSSES
 
@@ -75,7 +75,7 @@ def test_interrupted_cell_resumes_bit_identically(tmp_path, loss):
     for epoch, path in RunLayout(tmp_path / "crashed").checkpoints(cell.cell_id).items():
         if epoch > 1:
             path.unlink()
-    (cell.dir / "DONE").unlink()
+    RunLayout(tmp_path / "crashed").marker(cell.cell_id, DONE).unlink()
     torch.manual_seed(12345)  # whatever the process did before must not matter
     summary = Runner(matrix, tmp_path / "crashed", quiet=True).run()
     assert summary.trained == [cell.cell_id]

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from benchmark.errors import UnknownNameError, UserError
+from benchmark.core.errors import UnknownNameError, UserError
 from losses import LOSSES, AdversarialLoss, build_loss, build_term
 from losses.wgan_gp import gradient_penalty
 

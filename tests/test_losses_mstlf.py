@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from benchmark.conventions import hu_to_net
-from benchmark.errors import UserError
+from benchmark.core.conventions import hu_to_net
+from benchmark.core.errors import UserError
 from losses import LOSSES, build_loss, build_term
 from losses.glcm import glcm_features, glcm_offsets
 from losses.mstlf import MSTLFAttentionLoss, MSTLFLoss, mstlf_offsets

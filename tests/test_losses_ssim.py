@@ -8,10 +8,11 @@ import torch
 from scipy.signal import convolve2d
 from skimage.metrics import structural_similarity
 
-from benchmark.conventions import hu_to_net, window_to_unit
-from benchmark.errors import UserError
+from benchmark.core.conventions import hu_to_net, window_to_unit
+from benchmark.core.errors import UserError
+from benchmark.core.ssim import SCALE_WEIGHTS, max_scales
+from benchmark.core.ssim import ms_ssim_min_size as min_size
 from losses import LOSSES, build_term
-from losses.ms_ssim import SCALE_WEIGHTS, max_scales, min_size
 
 
 def _pair(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -49,7 +50,8 @@ def _ssim_cs(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
 
 def _ms_ssim_ref(x: np.ndarray, y: np.ndarray, scales: int) -> float:
     w = np.array(SCALE_WEIGHTS[:scales])
-    w = w / w.sum()
+    if scales < len(SCALE_WEIGHTS):  # a subset is renormalised; all five are used as published (sum 1.0001)
+        w = w / w.sum()
     vals = []
     for s in range(scales):
         if s:

@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from benchmark.compat import ensure_torchvision
+from benchmark.core.compat import ensure_torchvision
 from losses import LOSSES, build_term
 
 CASES: dict[str, dict] = {

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from benchmark.errors import UserError
+from benchmark.core.errors import UserError
 from losses import LOSSES, build_loss, build_term
 from losses.upl import INITS, UPLLoss
 

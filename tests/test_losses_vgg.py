@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from analysis.weights import weight_path, write_random_weights
-from benchmark.compat import ensure_torchvision
-from benchmark.errors import UserError
+from benchmark.core.compat import ensure_torchvision
+from benchmark.core.errors import UserError
+from benchmark.core.weights import weight_path, write_random_weights
 from losses import LOSSES, build_loss, build_term
 from losses.vgg import IMAGENET_MEAN, IMAGENET_STD, layer_names
 

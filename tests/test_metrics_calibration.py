@@ -25,8 +25,8 @@ from PIL import Image
 
 from analysis.metrics import compute_metrics, get_scorer
 from analysis.metrics.no_reference import niqe_pyiqa, pique_pyiqa
-from benchmark.compat import ensure_torchvision
-from benchmark.conventions import window_to_unit
+from benchmark.core.compat import ensure_torchvision
+from benchmark.core.conventions import window_to_unit
 
 IMAGES = ["I03", "I04", "I06", "I08", "I19"]
 

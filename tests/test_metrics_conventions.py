@@ -10,8 +10,8 @@ from scipy.ndimage import gaussian_filter
 from skimage.metrics import mean_squared_error, peak_signal_noise_ratio, structural_similarity
 
 from analysis.metrics import METRICS, MetricInfo, compute_metrics, info
-from benchmark.conventions import WINDOWS, parse_window, window_to_unit
-from benchmark.errors import UnknownNameError, UserError
+from benchmark.core.conventions import WINDOWS, parse_window, window_to_unit
+from benchmark.core.errors import UnknownNameError, UserError
 
 
 def ct_pair(rng: np.random.Generator, n: int = 3, size: int = 96) -> tuple[np.ndarray, np.ndarray]:

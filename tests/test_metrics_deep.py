@@ -1,7 +1,7 @@
 """Deep metrics (LPIPS, DISTS) and the unavailable-weights path.
 
 ImageNet backbones cannot be had offline, so these tests write *seeded random* backbones into a
-temporary torch cache (``tmp_cache``) with :func:`analysis.weights.write_random_weights`. The values
+temporary torch cache (``tmp_cache``) with :func:`benchmark.core.weights.write_random_weights`. The values
 are meaningless as quality scores; the tests check code paths and that our reference-cached scorers
 equal the libraries' own ``forward`` and agree with pyiqa's independent implementations on the same
 backbone and learned layers. Any download attempt fails the test.
@@ -16,10 +16,10 @@ import numpy as np
 import pytest
 import torch
 
-from analysis import weights
 from analysis.metrics import MetricUnavailable, available, compute_metrics, unavailable_metrics
-from benchmark.compat import ensure_torchvision
-from benchmark.conventions import window_to_unit
+from benchmark.core import weights
+from benchmark.core.compat import ensure_torchvision
+from benchmark.core.conventions import window_to_unit
 
 
 @pytest.fixture

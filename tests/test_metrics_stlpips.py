@@ -17,8 +17,8 @@ import torch
 
 from analysis.metrics import METRICS, available, compute_metrics, get_scorer
 from analysis.metrics.shift_tolerant import load_shipped_state, shipped_weight_file
-from benchmark.compat import ensure_torchvision
-from benchmark.conventions import window_to_unit
+from benchmark.core.compat import ensure_torchvision
+from benchmark.core.conventions import window_to_unit
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from benchmark.errors import UserError
+from benchmark.core.errors import UserError
 from models import ARCHITECTURES, build_model
 
 

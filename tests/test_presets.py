@@ -6,7 +6,7 @@ import pytest
 
 from benchmark.cells import expand_cells
 from benchmark.config import load_matrix, preset_names
-from benchmark.errors import UserError
+from benchmark.core.errors import UserError
 from benchmark.validate import check_matrix
 
 

@@ -10,8 +10,8 @@ import torch
 from skimage.data import shepp_logan_phantom
 from skimage.transform import iradon, radon, rescale
 
+from benchmark.core.errors import UserError
 from benchmark.data.projector import Geometry, backproject, clinical_geometry, fbp, forward_project
-from benchmark.errors import UserError
 
 
 def rel_err(a: np.ndarray, b: np.ndarray) -> float:

@@ -13,10 +13,12 @@ from test_trajectories import make_run  # a finished run folder written as the r
 from typer.testing import CliRunner
 
 from analysis.correlations import CORRELATION_COLUMNS
-from analysis.report import StatsOptions, small_n_warning
+from analysis.pipeline import StatsOptions
+from analysis.report import small_n_warning
 from analysis.significance import SIGNIFICANCE_COLUMNS
 from benchmark import cli
-from benchmark.errors import UserError
+from benchmark.core.errors import UserError
+from benchmark.layout import CORRELATIONS, INPUT_BASELINE, REPORT, SIGNIFICANCE
 
 
 @pytest.mark.slow
@@ -28,27 +30,27 @@ def test_analyze_then_report_end_to_end(tmp_path, tmp_cache, monkeypatch):
     res = runner.invoke(cli.app, ["analyze", "--out", str(out), "--quiet", "--bootstrap", "200"])
     assert res.exit_code == 0, res.output
     assert "scored 18 of 18 checkpoints" in res.output
-    adir = out / "analysis"
-    corr = pd.read_csv(adir / "correlations.csv")
-    sig = pd.read_csv(adir / "significance.csv", dtype={"dose": str})
+    adir = layout.analysis_dir
+    corr = pd.read_csv(layout.analysis_file(CORRELATIONS))
+    sig = pd.read_csv(layout.analysis_file(SIGNIFICANCE), dtype={"dose": str})
     assert list(corr.columns) == CORRELATION_COLUMNS and set(corr["scope"]) == {"cell", "pooled", "final"}
     assert list(sig.columns) == SIGNIFICANCE_COLUMNS
     assert set(sig["test"]) == {"wilcoxon", "t", "friedman", "nemenyi"} and set(sig["unit"]) == {"patient"}
     assert list(dict.fromkeys(sig["dose"])) == ["25_360", "10_180"]  # matrix order, not alphabetical
-    base = pd.read_parquet(adir / "input_baseline.parquet")
+    base = pd.read_parquet(layout.analysis_file(INPUT_BASELINE))
     assert set(base["dose"]) == {"25_360", "10_180"} and set(base["metric"]) == {"psnr", "ssim", "rmse_hu", "pique"}
     assert "LDCT input" not in set(sig["loss_a"]) | set(sig["loss_b"]) | set(corr["loss"])  # trained losses only
 
     res = runner.invoke(cli.app, ["report", "--out", str(out), "--quiet", "--bootstrap", "200"])
     assert res.exit_code == 0, res.output
-    report = (adir / "report.md").read_text()
+    report = layout.analysis_file(REPORT).read_text()
     for link in re.findall(r"\]\(([^)]+)\)", report):  # every link and image resolves
         assert (adir / link).is_file(), link
-    figures = {p.stem for p in (adir / "figures").glob("*.png")}
+    figures = {p.stem for p in layout.figures_dir.glob("*.png")}
     assert {"training_loss", "trajectories_full_reference", "trajectories_no_reference", "correlation_heatmap",
             "perception_distortion", "comparison_dncnn_25_360", "comparison_dncnn_10_180", "cd_psnr"} <= figures  # fmt: skip
-    assert all((adir / "figures" / f"{s}.pdf").is_file() for s in figures)
-    tables = {p.name for p in (adir / "tables").iterdir()}
+    assert all((layout.figures_dir / f"{s}.pdf").is_file() for s in figures)
+    tables = {p.name for p in layout.tables_dir.iterdir()}
     assert {"metric_psnr.md", "metric_psnr.tex", "metric_psnr.csv", "rmse_hu_per_dose.tex",
             "correlation_spearman.md"} <= tables  # fmt: skip
     for text in ("[-160, 240] HU", "Gaussian 11×11", "per-patient means", "Holm", "Benjamini–Hochberg",
@@ -56,7 +58,7 @@ def test_analyze_then_report_end_to_end(tmp_path, tmp_cache, monkeypatch):
         assert text in report, text
     assert "![training_loss](figures/training_loss.png)" in report
     assert "**LDCT input**: the last row" in report  # the convention is stated
-    rmse = pd.read_csv(adir / "tables" / "rmse_hu_per_dose.csv", dtype={"dose": str})
+    rmse = pd.read_csv(layout.tables_dir / "rmse_hu_per_dose.csv", dtype={"dose": str})
     ldct = rmse[rmse["loss"] == "LDCT input"].set_index("dose")["mean"]
     expected = base[base["metric"] == "rmse_hu"].groupby("dose")["value"].mean()
     assert len(ldct) == 2 and ldct.round(6).to_dict() == expected.round(6).to_dict()

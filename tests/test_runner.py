@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 
 from benchmark.config import dump_yaml, load_matrix
-from benchmark.layout import RunLayout
+from benchmark.layout import CELL_CONFIG, CORRUPT_SUFFIX, DIVERGED, DONE, HISTORY, TIMING, RunLayout
 from benchmark.runner import Runner
 
 pytestmark = pytest.mark.slow
@@ -68,12 +68,12 @@ def test_small_matrix_layout(reference_run):
     epochs = load_matrix(SMALL).training.epochs
     for c in cells:
         assert sorted(layout.checkpoints(c.cell_id)) == list(range(1, epochs + 1))
-        hist = pd.read_csv(c.dir / "history.csv")
+        hist = pd.read_csv(c.dir / HISTORY)
         assert list(hist["epoch"]) == list(range(1, epochs + 1))
         for col in ("train_loss", "val_loss", f"train_{c.loss}", f"val_{c.loss}", "lr", "seconds"):
             assert col in hist.columns, col
-        assert (c.dir / "config.yaml").is_file() and (c.dir / "DONE").is_file()
-    assert (reference_run / "matrix.resolved.yaml").is_file()
+        assert (c.dir / CELL_CONFIG).is_file() and layout.marker(c.cell_id, DONE).is_file()
+    assert layout.matrix_path.is_file()
     # training reduced the loss
     h = layout.history(cells[0].cell_id)
     assert h["train_loss"].iloc[-1] < h["train_loss"].iloc[0]
@@ -124,10 +124,10 @@ def test_truncated_checkpoint_resumes_from_previous_epoch(reference_run, tmp_pat
     cell = RunLayout(out).cells()[0]
     last = max(RunLayout(out).checkpoints(cell.cell_id).items())[1]
     last.write_bytes(last.read_bytes()[: 1000])  # a crash in the middle of a (non-atomic) copy
-    (cell.dir / "DONE").unlink()
+    RunLayout(out).marker(cell.cell_id, DONE).unlink()
     summary = _run(path, out)
     assert summary.trained == [cell.cell_id]
-    assert (last.parent / (last.name + ".corrupt")).is_file()
+    assert (last.parent / (last.name + CORRUPT_SUFFIX)).is_file()
     ref = RunLayout(reference_run)
     assert last.read_bytes() == ref.checkpoints(cell.cell_id)[int(last.stem.split("_")[1])].read_bytes()
 
@@ -146,7 +146,7 @@ def test_two_runners_never_train_the_same_cell(tmp_path):
     assert not trained[0] & trained[1]
     assert len(trained[0] | trained[1]) == 8
     for cell in RunLayout(out).cells():
-        assert len(pd.read_csv(cell.dir / "timing.csv")) == load_matrix(SMALL).training.epochs
+        assert len(pd.read_csv(cell.dir / TIMING)) == load_matrix(SMALL).training.epochs
 
 
 def test_divergence_is_marked_and_matrix_goes_on(tmp_path):
@@ -164,7 +164,7 @@ def test_divergence_is_marked_and_matrix_goes_on(tmp_path):
 
     table = status_table(out)
     assert "diverged" in set(table["status"])
-    marker = (out / "cells" / summary.diverged[0] / "DIVERGED").read_text()
+    marker = RunLayout(out).marker(summary.diverged[0], DIVERGED).read_text()
     assert '"epoch": 1' in marker
     # a rerun does not retry a diverged cell
     assert _run(path, out).trained == []

@@ -9,9 +9,10 @@ import pytest
 import torch
 
 from benchmark.config import parse_matrix
-from benchmark.errors import UserError
+from benchmark.core.device import resolve_device
+from benchmark.core.errors import UserError
 from benchmark.layout import RunLayout
-from benchmark.runner import Runner, resolve_device
+from benchmark.runner import Runner
 
 ONE = {
     "dataset": {"kind": "synth", "options": {"size": "tiny"}},

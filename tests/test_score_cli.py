@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from analysis.cli import read_hu, score
 from analysis.metrics import MetricUnavailable, compute_metrics
-from benchmark.errors import UnknownNameError, UserError
+from benchmark.core.errors import UnknownNameError, UserError
 
 
 @pytest.fixture
@@ -96,13 +96,13 @@ def test_dicom_is_read_in_hu(tmp_path: Path, app: typer.Typer, rng: np.random.Ge
     ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
     stored = ds.pixel_array
     want = stored.astype(np.float64) * float(ds.RescaleSlope) + float(ds.RescaleIntercept)
-    np.testing.assert_array_equal(read_hu(Path(get_testdata_file("CT_small.dcm")))[0], want)
+    np.testing.assert_array_equal(read_hu(Path(get_testdata_file("CT_small.dcm")))[0], np.maximum(want, -1024))
     # A second file with slope 2 and another intercept: same stored values, different HU.
     ds.RescaleSlope, ds.RescaleIntercept = 2, -2048
     path = tmp_path / "scaled.dcm"
     ds.save_as(path)
     hu = read_hu(path)[0]
-    np.testing.assert_array_equal(hu, stored.astype(np.float64) * 2 - 2048)
+    np.testing.assert_array_equal(hu, np.maximum(stored.astype(np.float64) * 2 - 2048, -1024))  # the HU floor
     # DICOM prediction against a .npy reference of the same HU: zero error.
     np.save(tmp_path / "ref.npy", hu)
     rows, err = run(app, [str(path), "--ref", str(tmp_path / "ref.npy"), "--metrics", "rmse_hu,psnr"])
@@ -122,3 +122,34 @@ def test_no_reference_metrics_and_stacks(tmp_path: Path, app: typer.Typer, rng: 
     ]
     want = compute_metrics(["niqe", "pique"], stack, None)
     assert float(rows[2]["value"]) == pytest.approx(want["niqe"][1], rel=1e-9)
+
+
+def test_score_and_a_matrix_run_agree_on_rmse_hu_of_padded_dicom(tmp_path: Path, app: typer.Typer, tmp_cache,
+                                                                   rng: np.random.Generator) -> None:
+    """The same DICOM files give the same ``rmse_hu`` through ``ldct-bench score`` and through a matrix
+    run's dataset (one HU conversion): noisy air below −1024 HU and −2048 padding outside the field of
+    view are floored to −1024 on both paths. Without the floor the value would differ (checked)."""
+    from test_data_dicom import SIZE, phantom_for, write_ct
+
+    from benchmark.core.dicom import read_hu as read_dicom_hu
+    from benchmark.data import open_dataset
+
+    yy, xx = np.mgrid[:SIZE, :SIZE] - (SIZE - 1) / 2
+    outside = np.hypot(xx, yy) > SIZE / 2  # the corners outside the reconstruction circle
+    root = tmp_path / "pairs"
+    for patient in ("A01", "A02", "A03"):
+        for cond, sigma in (("full", 10.0), ("low", 40.0)):
+            hu = phantom_for(1) + rng.normal(0, sigma, (SIZE, SIZE))  # air at −1000 ± noise: partly below −1024
+            hu[outside] = -2048
+            write_ct(root / patient / cond / "0.dcm", hu, 0.0, patient=patient, series=cond, instance=1,
+                     intercept=-2048)
+    ds = open_dataset("dicom_pairs", {"root": str(root), "test_patients": ["A03"], "val_patients": ["A02"]})
+    pairs = ds.load("test", "low")
+    matrix_run = compute_metrics(["rmse_hu"], pairs.inputs, pairs.targets)["rmse_hu"][0]
+    low, full = root / "A03" / "low" / "0.dcm", root / "A03" / "full" / "0.dcm"
+    rows, err = run(app, [str(low), "--ref", str(full), "--metrics", "rmse_hu"])
+    assert err is None
+    assert float(rows[0]["value"]) == pytest.approx(matrix_run, rel=1e-6)
+    assert read_hu(low).min() == -1024.0 and pairs.inputs.min() == -1024.0
+    raw = np.sqrt(np.mean((read_dicom_hu(low, floor_hu=None) - read_dicom_hu(full, floor_hu=None)) ** 2))
+    assert abs(raw - matrix_run) > 0.5  # the floor matters on these files

@@ -20,8 +20,8 @@ from analysis.significance import (
     rank_biserial,
     unit_table,
 )
-from analysis.trajectories import simulate_trajectories
-from benchmark.errors import UserError
+from analysis.simulate import simulate_trajectories
+from benchmark.core.errors import UserError
 
 DIRS = {"psnr": True, "ssim": True, "niqe": False}
 

@@ -15,7 +15,9 @@ import pytest
 
 from analysis.correlations import correlations
 from analysis.figures import build_figures, comparison_figure, pick_pd_metrics, trajectory_figure, zoom_region
+from analysis.schema import BASELINE_COLUMNS, INPUT_LABEL
 from analysis.significance import significance
+from analysis.simulate import simulate_trajectories
 from analysis.tables import (
     NO_ARCHITECTURE,
     Orders,
@@ -25,8 +27,7 @@ from analysis.tables import (
     summary_stats,
     write_tables,
 )
-from analysis.trajectories import BASELINE_COLUMNS, INPUT_LABEL, simulate_trajectories
-from benchmark.errors import UserError
+from benchmark.core.errors import UserError
 
 METRICS = {"psnr": (30.0, 1.0, True), "rmse_hu": (20.0, 2.0, False), "niqe": (6.0, 0.3, False)}
 

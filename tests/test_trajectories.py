@@ -5,7 +5,6 @@ LDCT-input baseline equals the metrics of the dataset's inputs against its targe
 
 from __future__ import annotations
 
-import json
 import zlib
 from pathlib import Path
 
@@ -17,9 +16,8 @@ from skimage.metrics import peak_signal_noise_ratio
 
 import analysis.metrics as metrics_pkg
 from analysis.metrics.engine import compute_metrics as unspied_compute_metrics
-from analysis.trajectories import (
-    BASELINE_COLUMNS,
-    COLUMNS,
+from analysis.schema import BASELINE_COLUMNS, COLUMNS
+from analysis.scoring import (
     ScoreOptions,
     epochs_to_score,
     load_input_baseline,
@@ -27,15 +25,14 @@ from analysis.trajectories import (
     score_run,
     select_images,
 )
-from benchmark.cells import expand_cells
-from benchmark.checkpoint import checkpoint_name, load_model, save_checkpoint
+from benchmark.cells import cell_config, expand_cells
+from benchmark.checkpoint import load_model, save_checkpoint
 from benchmark.config import parse_matrix
-from benchmark.conventions import window_to_unit
-from benchmark.data import DATASETS, Dataset, DatasetOptions, PairedSlices
-from benchmark.errors import UserError
+from benchmark.core.conventions import window_to_unit
+from benchmark.core.errors import UserError
+from benchmark.data import DATASETS, Dataset, DatasetInfo, DatasetOptions, PairedSlices
 from benchmark.evaluate import denoise
-from benchmark.layout import RunLayout
-from benchmark.runner import cell_config, write_resolved_matrix
+from benchmark.layout import DONE, UNAVAILABLE, RunLayout
 from models import build_model
 
 SIZE = 40
@@ -72,30 +69,29 @@ def make_run(out: Path, monkeypatch, *, losses=("mse", "l1"), doses=("25_360",),
              metrics=("psnr", "ssim", "rmse_hu", "pique", "lpips"), every: int = 1) -> RunLayout:  # fmt: skip
     """Write a finished run folder as the runner does (resolved matrix, cell configs, one checkpoint per
     epoch, history.csv, DONE) with small randomly initialised DnCNNs instead of training."""
-    monkeypatch.setitem(DATASETS, TinyDataset.kind, TinyDataset)
+    monkeypatch.setitem(DATASETS, TinyDataset.kind, DatasetInfo(TinyDataset, "three patients of noisy phantoms"))
     matrix = parse_matrix({
         "dataset": {"kind": TinyDataset.kind}, "losses": list(losses), "doses": list(doses),
         "architectures": [{"name": "dncnn", "kwargs": ARCH_KW}],
         "training": {"epochs": epochs}, "evaluation": {"metrics": list(metrics), "every": every, "batch_size": 4},
     })  # fmt: skip
     layout = RunLayout(out, must_exist=False)
-    write_resolved_matrix(layout, matrix)
+    layout.write_matrix(matrix)
     for k, cell in enumerate(expand_cells(matrix)):
-        cdir = layout.cell_dir(cell.cell_id)
-        cdir.mkdir(parents=True)
         cfg = cell_config(cell, matrix)
-        (cdir / "config.yaml").write_text(json.dumps(cfg))  # JSON is YAML
+        layout.write_cell_config(cell.cell_id, cfg)
         torch.manual_seed(k)
         model = build_model("dncnn", ARCH_KW)
         rows = []
         for e in range(1, epochs + 1):
             with torch.no_grad():
                 model.body[-1].weight.mul_(0.5)  # the residual shrinks: outputs change every epoch
-            save_checkpoint(layout.checkpoint_dir(cell.cell_id) / checkpoint_name(e),
+            save_checkpoint(layout.checkpoint_path(cell.cell_id, e),
                             {"format_version": 1, "epoch": e, "cell": cfg, "model": model.state_dict()})  # fmt: skip
-            rows.append({"epoch": e, "train_loss": 1 / e + k, "val_loss": 1.1 / e + k, "lr": 1e-4, "seconds": 1.0})
-        pd.DataFrame(rows).to_csv(cdir / "history.csv", index=False)
-        (cdir / "DONE").write_text(json.dumps({"epochs": epochs}))
+            layout.append_timing(cell.cell_id, e, 1.0)
+            rows.append({"epoch": e, "train_loss": 1 / e + k, "val_loss": 1.1 / e + k, "lr": 1e-4})
+        layout.write_history(cell.cell_id, rows)
+        layout.write_marker(cell.cell_id, DONE, {"epochs": epochs})
     return layout
 
 
@@ -153,9 +149,9 @@ def test_score_run_values_cache_and_incremental(tmp_path, tmp_cache, monkeypatch
     got = met[(met["cell"] == cell) & (met["epoch"] == 3) & (met["metric"] == "psnr")].set_index("image")["value"]
     np.testing.assert_allclose(got.loc[sl.slice_ids].to_numpy(), ref, rtol=1e-4)
     assert set(met["patient"]) == {"P0", "P1", "P2"}
-    ex = np.load(layout.out / "analysis" / "examples" / f"{cell}.npz")
+    ex = np.load(layout.example(cell))
     assert int(ex["epoch"]) == 3 and ex["output"].shape == (SIZE, SIZE)
-    unav = pd.read_csv(layout.out / "analysis" / "unavailable_metrics.csv")
+    unav = pd.read_csv(layout.analysis_file(UNAVAILABLE))
     assert list(unav["metric"]) == ["lpips"]
 
     # the LDCT-input baseline: its own file, the metrics of the dataset's inputs vs targets (computed here

@@ -10,11 +10,11 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from analysis import weights
 from analysis.cli import weights_app
-from analysis.weights import WEIGHTS, WeightFile
-from benchmark.compat import ensure_torchvision
-from benchmark.errors import UnknownNameError, UserError
+from benchmark.core import weights
+from benchmark.core.compat import ensure_torchvision
+from benchmark.core.errors import UnknownNameError, UserError
+from benchmark.core.weights import WEIGHTS, WeightFile
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 import torch
 
-from benchmark.errors import UserError
+from benchmark.core.errors import UserError
 
 
 class MetricUnavailable(UserError):
@@ -53,7 +53,7 @@ class Scorer:
 class MetricInfo:
     """Fixed metadata of a registered metric.
 
-    ``weights`` are keys of :data:`analysis.weights.WEIGHTS` that must be present for the metric to
+    ``weights`` are keys of :data:`benchmark.core.weights.WEIGHTS` that must be present for the metric to
     run. ``space`` is the input the scorer takes (``"unit"``: windowed [0, 1]; ``"hu"``: raw HU).
     ``min_size`` is the smallest image side the implementation supports. ``build(device)`` makes the
     scorer (loads networks / parameters); usually the :class:`Scorer` subclass itself.

@@ -2,7 +2,7 @@
 
 Networks come from the ``lpips`` 0.1.4 and ``DISTS_pytorch`` 0.1 packages: their small learned
 layers ship in the wheels; their ImageNet backbones are torchvision files that must be present in
-torchvision's cache (:mod:`analysis.weights`); the engine checks that before anything is built, so
+torchvision's cache (:mod:`benchmark.core.weights`); the engine checks that before anything is built, so
 the libraries' loaders only ever read the local file and never download.
 
 Reference-side caching. Neither library can score a prediction against *precomputed* reference
@@ -26,9 +26,9 @@ from typing import Any
 
 import torch
 
-from analysis import weights
 from analysis.metrics.base import Scorer, gray_to_rgb
-from benchmark.compat import ensure_torchvision
+from benchmark.core import weights
+from benchmark.core.compat import ensure_torchvision
 
 
 class LPIPS(Scorer):
@@ -39,7 +39,7 @@ class LPIPS(Scorer):
         super().__init__(device)
         weights.require("alexnet" if net == "alex" else "vgg16")
         ensure_torchvision()
-        import lpips
+        import lpips  # after ensure_torchvision(): it imports torchvision
 
         with contextlib.redirect_stdout(io.StringIO()):  # the package prints its set-up
             model = lpips.LPIPS(net=net, version="0.1", pretrained=True, pnet_rand=False, verbose=False)
@@ -49,7 +49,7 @@ class LPIPS(Scorer):
         self.max_batch = 2 if cpu else (16 if net == "alex" else 4)
 
     def _features(self, x_unit: torch.Tensor) -> list[torch.Tensor]:
-        from lpips import normalize_tensor
+        from lpips import normalize_tensor  # after ensure_torchvision(): it imports torchvision
 
         x = gray_to_rgb(x_unit) * 2 - 1
         outs = self.model.net.forward(self.model.scaling_layer(x))
@@ -71,7 +71,7 @@ class LPIPS(Scorer):
 def dists_alpha_beta_file() -> Path:
     """DISTS_pytorch's ``weights.pt`` (alpha, beta): in the package folder or, as the 0.1 wheel
     installs it, ``sys.prefix``."""
-    import DISTS_pytorch
+    import DISTS_pytorch  # after ensure_torchvision(): it imports torchvision
 
     for cand in (Path(DISTS_pytorch.__file__).parent / "weights.pt", Path(sys.prefix) / "weights.pt"):
         if cand.is_file():
@@ -91,7 +91,7 @@ class DISTS(Scorer):
         super().__init__(device)
         weights.require("vgg16")
         ensure_torchvision()
-        from DISTS_pytorch import DISTS as DISTSModel
+        from DISTS_pytorch import DISTS as DISTSModel  # after ensure_torchvision(): it imports torchvision
 
         model = DISTSModel(load_weights=False)
         ab = torch.load(dists_alpha_beta_file(), map_location="cpu", weights_only=True)

@@ -25,24 +25,19 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from analysis import weights
 from analysis.metrics.base import MetricInfo, MetricUnavailable, Scorer
-from benchmark.conventions import HUWindow, parse_window, window_to_unit
-from benchmark.errors import UserError
-from benchmark.registry import lookup
+from analysis.metrics.registry import METRICS
+from benchmark.core import weights
+from benchmark.core.conventions import HUWindow, parse_window, window_to_unit
+from benchmark.core.errors import UserError
+from benchmark.core.registry import lookup
 
 _SCORERS: dict[tuple, Scorer] = {}
 
 
-def _registry() -> dict[str, MetricInfo]:
-    from analysis.metrics import METRICS
-
-    return METRICS
-
-
 def info(name: str) -> MetricInfo:
     """The :class:`MetricInfo` of ``name``; unknown names fail with the valid names and a close match."""
-    return lookup(_registry(), name, "metric", field="metrics")
+    return lookup(METRICS, name, "metric", field="metrics")
 
 
 def available(name: str) -> tuple[bool, str]:

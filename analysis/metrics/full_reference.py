@@ -20,14 +20,8 @@ import torch
 import torch.nn.functional as F
 
 from analysis.metrics.base import Scorer, gray_to_rgb
-from benchmark.compat import ensure_torchvision
-
-
-def _piq() -> Any:
-    ensure_torchvision()
-    import piq
-
-    return piq
+from benchmark.core.compat import ensure_torchvision
+from benchmark.core.ssim import ms_ssim, piq_module, ssim
 
 
 class PSNR(Scorer):
@@ -35,33 +29,25 @@ class PSNR(Scorer):
     at 80 dB)."""
 
     def score(self, pred: torch.Tensor, ref_state: Any) -> torch.Tensor:
-        return _piq().psnr(pred, ref_state, data_range=1.0, reduction="none")
+        return piq_module().psnr(pred, ref_state, data_range=1.0, reduction="none")
 
 
 class SSIM(Scorer):
     """SSIM, Gaussian window 11×11 with σ = 1.5, K1 = 0.01, K2 = 0.03, no downsampling, mean over the
-    valid-convolution map (Wang et al., IEEE TIP 2004), via ``piq.ssim``."""
+    valid-convolution map (Wang et al., IEEE TIP 2004): :func:`benchmark.core.ssim.ssim`, the functional
+    the ``ssim`` loss wraps too."""
 
     def score(self, pred: torch.Tensor, ref_state: Any) -> torch.Tensor:
-        return _piq().ssim(
-            pred,
-            ref_state,
-            data_range=1.0,
-            kernel_size=11,
-            kernel_sigma=1.5,
-            downsample=False,
-            reduction="none",
-        )
+        return ssim(pred, ref_state, reduction="none")
 
 
 class MSSSIM(Scorer):
     """MS-SSIM, 5 scales with the published weights, Gaussian 11×11 σ = 1.5 (Wang, Simoncelli & Bovik,
-    Asilomar 2003), via ``piq.multi_scale_ssim``; needs images of at least 161 pixels a side."""
+    Asilomar 2003): :func:`benchmark.core.ssim.ms_ssim`, the functional the ``ms_ssim`` loss wraps too;
+    needs images of at least 161 pixels a side."""
 
     def score(self, pred: torch.Tensor, ref_state: Any) -> torch.Tensor:
-        return _piq().multi_scale_ssim(
-            pred, ref_state, data_range=1.0, kernel_size=11, kernel_sigma=1.5, reduction="none"
-        )
+        return ms_ssim(pred, ref_state, reduction="none", field="metrics.ms_ssim")
 
 
 class RMSE(Scorer):
@@ -140,14 +126,14 @@ class VIF(Scorer):
         # On CPU, batches larger than 2 are slower per image (measured, 256² and 512²).
         self.max_batch = 2 if torch.device(device or "cpu").type == "cpu" else 16
         ensure_torchvision()
-        from pyiqa.archs.vif_arch import VIF as PyiqaVIF
+        from pyiqa.archs.vif_arch import VIF as PyiqaVIF  # after ensure_torchvision(): it imports torchvision
 
         self.module = PyiqaVIF().to(device or "cpu").eval()
 
     def _pyramid(self, x: torch.Tensor) -> list[torch.Tensor]:
         """The subbands VIF uses, each cropped to a multiple of M (pyiqa's order and crop)."""
-        from pyiqa.archs.vif_arch import SteerablePyramidSpace
-        from pyiqa.utils.color_util import to_y_channel
+        from pyiqa.archs.vif_arch import SteerablePyramidSpace  # after ensure_torchvision()
+        from pyiqa.utils.color_util import to_y_channel  # after ensure_torchvision()
 
         m = self.module
         y = to_y_channel(gray_to_rgb(x).float(), 255)
@@ -215,18 +201,18 @@ class VIFp(Scorer):
     """Pixel-domain VIF (VIFp; Sheikh & Bovik 2006, sec. IV) via ``piq.vif_p`` (σ_n² = 2)."""
 
     def score(self, pred: torch.Tensor, ref_state: Any) -> torch.Tensor:
-        return _piq().vif_p(pred, ref_state, data_range=1.0, reduction="none")
+        return piq_module().vif_p(pred, ref_state, data_range=1.0, reduction="none")
 
 
 class FSIM(Scorer):
     """FSIM (Zhang et al., IEEE TIP 2011) on the gray image (no chromatic term), via ``piq.fsim``."""
 
     def score(self, pred: torch.Tensor, ref_state: Any) -> torch.Tensor:
-        return _piq().fsim(pred, ref_state, data_range=1.0, chromatic=False, reduction="none")
+        return piq_module().fsim(pred, ref_state, data_range=1.0, chromatic=False, reduction="none")
 
 
 class GMSD(Scorer):
     """GMSD (Xue et al., IEEE TIP 2014) via ``piq.gmsd``; lower is better."""
 
     def score(self, pred: torch.Tensor, ref_state: Any) -> torch.Tensor:
-        return _piq().gmsd(pred, ref_state, data_range=1.0, reduction="none")
+        return piq_module().gmsd(pred, ref_state, data_range=1.0, reduction="none")

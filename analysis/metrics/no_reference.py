@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from analysis.metrics.base import Scorer, per_image
-from benchmark.compat import ensure_torchvision
+from benchmark.core.compat import ensure_torchvision
 
 NIQE_PARAMS_FILE = "niqe_pris_params.npz"
 
@@ -38,7 +38,7 @@ def niqe_pyiqa(x: torch.Tensor) -> torch.Tensor:
     This is the one function both the CT path and the RGB calibration test call.
     """
     ensure_torchvision()
-    from pyiqa.archs.niqe_arch import calculate_niqe
+    from pyiqa.archs.niqe_arch import calculate_niqe  # after ensure_torchvision(): it imports torchvision
 
     mu, cov = niqe_params()
     out = calculate_niqe(x, 0, True, "yiq", mu, cov)
@@ -48,7 +48,7 @@ def niqe_pyiqa(x: torch.Tensor) -> torch.Tensor:
 def pique_pyiqa(x: torch.Tensor) -> torch.Tensor:
     """pyiqa's PIQE score on ``(B, C, H, W)`` in [0, 1]; 0 (best) … 100."""
     ensure_torchvision()
-    from pyiqa.archs.piqe_arch import piqe
+    from pyiqa.archs.piqe_arch import piqe  # after ensure_torchvision(): it imports torchvision
 
     return per_image(piqe(x)[0], x.shape[0])
 

@@ -36,14 +36,14 @@ import torch
 
 from analysis.metrics.base import Scorer
 from analysis.metrics.deep import LPIPS
-from benchmark.compat import ensure_torchvision
+from benchmark.core.compat import ensure_torchvision
 
 Backbone = Literal["alex", "vgg"]
 
 
 def shipped_weight_file(net: Backbone) -> Path:
     """The complete shift-tolerant network shipped in the ``stlpips-pytorch`` wheel."""
-    import stlpips_pytorch
+    import stlpips_pytorch  # after ensure_torchvision(): it imports torchvision
 
     path = Path(stlpips_pytorch.__file__).parent / "weights" / "vST0.0" / f"{net}_shift_tolerant.pth"
     if not path.is_file():
@@ -77,7 +77,7 @@ class STLPIPS(LPIPS):
     def __init__(self, net: Backbone, device: torch.device) -> None:
         Scorer.__init__(self, device)  # not LPIPS.__init__: that one builds the lpips-package network
         ensure_torchvision()
-        from stlpips_pytorch import stlpips
+        from stlpips_pytorch import stlpips  # after ensure_torchvision(): it imports torchvision
 
         with contextlib.redirect_stdout(io.StringIO()):
             model = stlpips.LPIPS(pretrained=False, net=net, variant="shift_tolerant", verbose=False)

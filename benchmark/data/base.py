@@ -2,7 +2,7 @@
 
 A dataset yields, per split (``train``/``val``/``test``, split by patient) and per condition (a dose /
 view level such as ``25_360``, or ``quarter`` for Mayo 2016), aligned stacks of low-dose inputs and
-normal-dose targets in HU. Everything downstream works in HU; :mod:`benchmark.conventions` maps HU to
+normal-dose targets in HU. Everything downstream works in HU; :mod:`benchmark.core.conventions` maps HU to
 network space and to metric windows.
 """
 
@@ -15,7 +15,7 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from benchmark.errors import UserError
+from benchmark.core.errors import UserError
 
 Split = Literal["train", "val", "test"]
 SPLITS: tuple[Split, ...] = ("train", "val", "test")
@@ -63,7 +63,6 @@ class Dataset(ABC):
 
     kind: ClassVar[str]
     Options: ClassVar[type[DatasetOptions]]
-    summary: ClassVar[str] = ""
 
     def __init__(self, options: DatasetOptions) -> None:
         self.options = options

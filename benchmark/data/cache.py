@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 from filelock import FileLock
 
-from benchmark.paths import cache_root
+from benchmark.core.paths import cache_root
 
 META = "meta.json"
 

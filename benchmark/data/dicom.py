@@ -4,8 +4,9 @@
 Layout ``<root>/<patient>/<condition>/…`` (files at any depth below the condition folder, any name;
 ``.IMA``, ``.dcm`` or none). One condition folder holds the reference (normal-dose) images; every
 other condition folder of a patient is paired with it **by slice position** (ImagePositionPatient z,
-else SliceLocation, matched to 0.01 mm), never by file name or order. HU = stored value ·
-RescaleSlope + RescaleIntercept (pydicom), with padding below −1024 HU raised to −1024. A file that is not a readable DICOM CT image, or a
+else SliceLocation, matched to 0.01 mm), never by file name or order. HU as read by
+:func:`benchmark.core.dicom.read_hu` (the one conversion, shared with ``ldct-bench score``: stored value
+· RescaleSlope + RescaleIntercept, padding below −1024 HU raised to −1024). A file that is not a readable DICOM CT image, or a
 pixel spacing / image size that differs between paired series, is a :class:`UserError` naming the
 file. Slices without a partner are reported (``index()``, ``data inspect``) and make ``prepare`` fail
 with their list unless ``skip_unpaired: true``.
@@ -18,7 +19,6 @@ covers the options and every file's path, size and modification time, so changed
 from __future__ import annotations
 
 import functools
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -27,9 +27,10 @@ import numpy as np
 from pydantic import Field, field_validator
 from tqdm.auto import tqdm
 
+from benchmark.core.dicom import dcmread, read_hu
+from benchmark.core.errors import UserError
 from benchmark.data import cache
 from benchmark.data.base import SPLITS, Dataset, DatasetOptions, PairedSlices, Split
-from benchmark.errors import UserError
 
 GENERATOR_VERSION = "dicom-1"
 POSITION_DECIMALS = 2  # slices pair when their z positions agree to 0.01 mm
@@ -50,21 +51,9 @@ class SliceHeader:
         return round(self.z, POSITION_DECIMALS)
 
 
-def _dcmread(path: Path, *, header_only: bool):
-    import pydicom
-    from pydicom.errors import InvalidDicomError
-
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return pydicom.dcmread(path, stop_before_pixels=header_only)
-    except (InvalidDicomError, OSError, ValueError, EOFError, KeyError, TypeError) as exc:
-        raise UserError(f"not a readable DICOM file ({type(exc).__name__}: {exc})", field=str(path)) from None
-
-
 def read_header(path: Path) -> SliceHeader:
     """Position, spacing and size of a CT slice; a clear :class:`UserError` naming ``path`` otherwise."""
-    ds = _dcmread(path, header_only=True)
+    ds = dcmread(path, header_only=True)
     modality = ds.get("Modality")
     if modality is not None and modality != "CT":
         raise UserError(f"modality is {modality!r}, not a CT image", field=str(path))
@@ -79,29 +68,6 @@ def read_header(path: Path) -> SliceHeader:
         raise UserError("neither ImagePositionPatient nor SliceLocation: the slice cannot be paired", field=str(path))
     spacing = (float(ds.PixelSpacing[0]), float(ds.PixelSpacing[1]))
     return SliceHeader(Path(path), z, spacing, (int(ds.Rows), int(ds.Columns)))
-
-
-HU_FLOOR = -1024.0
-
-
-def read_hu(path: Path, *, floor_hu: float | None = HU_FLOOR) -> np.ndarray:
-    """Pixel data in HU, ``(H, W)`` float32: stored value · RescaleSlope + RescaleIntercept.
-
-    Values below ``floor_hu`` (default −1024, the 0 of the network normalisation) are raised to it:
-    scanners pad the corners outside the reconstruction circle with −2048 or −3024, which is not
-    tissue and would dominate any loss or metric computed outside a window.
-    """
-    ds = _dcmread(path, header_only=False)
-    try:
-        pixels = ds.pixel_array
-    except Exception as exc:  # missing/corrupt pixel data or an unavailable decoder
-        raise UserError(f"cannot decode the pixel data ({type(exc).__name__}: {exc})", field=str(path)) from None
-    if pixels.ndim != 2:
-        raise UserError(f"pixel data of shape {pixels.shape}: expected one 2-D slice", field=str(path))
-    slope = float(ds.get("RescaleSlope", 1.0))
-    intercept = float(ds.get("RescaleIntercept", 0.0))
-    hu = (pixels.astype(np.float32) * np.float32(slope) + np.float32(intercept)).astype(np.float32)
-    return np.maximum(hu, np.float32(floor_hu)) if floor_hu is not None else hu
 
 
 def dicom_files(folder: Path) -> list[Path]:
@@ -368,7 +334,6 @@ class DicomPairsDataset(PairedDicomDataset):
 
     kind: ClassVar[str] = "dicom_pairs"
     Options: ClassVar[type[DatasetOptions]] = DicomPairsOptions
-    summary: ClassVar[str] = "paired DICOM series <root>/<patient>/<condition>/, paired by slice position"
     label: ClassVar[str] = "pairs"
     options: DicomPairsOptions
 

@@ -62,7 +62,6 @@ class Mayo2016Dataset(PairedDicomDataset):
 
     kind: ClassVar[str] = "mayo2016"
     Options: ClassVar[type[DatasetOptions]] = Mayo2016Options
-    summary: ClassVar[str] = "AAPM Low-Dose CT Grand Challenge 2016 (Mayo), full/quarter dose, paired by position"
     options: Mayo2016Options
 
     @property

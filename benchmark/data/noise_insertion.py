@@ -26,10 +26,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from benchmark.core.errors import UserError
 from benchmark.data.measure import difference_noise_std, uniform_roi
 from benchmark.data.projector import Geometry, clinical_geometry, fbp
 from benchmark.data.simulate import MU_WATER_PER_MM, NoiseModel, project_hu
-from benchmark.errors import UserError
 
 INSERTION_VIEWS = 720
 

@@ -1,6 +1,6 @@
 """PNG previews of a paired dataset: the target next to the inputs at several doses, in an HU window.
 
-The window comes from :mod:`benchmark.conventions` (default abdomen, [−160, 240] HU), the same as the
+The window comes from :mod:`benchmark.core.conventions` (default abdomen, [−160, 240] HU), the same as the
 metrics and figures use.
 """
 
@@ -10,9 +10,10 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmark.conventions import HUWindow, parse_window, window_to_unit
+from benchmark.core.conventions import HUWindow, parse_window, window_to_unit
+from benchmark.core.errors import UserError
+from benchmark.core.io import atomic_write
 from benchmark.data.base import Dataset, Split
-from benchmark.errors import UserError
 
 
 def pick_slice(dataset: Dataset, split: Split, condition: str, slice_id: str | None) -> int:
@@ -47,7 +48,7 @@ def write_preview(
 
     ``rows`` lists condition names, e.g. ``[["100_720", "25_720", "10_720"], ["100_180", ...]]``.
     """
-    import matplotlib
+    import matplotlib  # here, so that the Agg backend is chosen before pyplot loads
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -70,7 +71,6 @@ def write_preview(
     fig.suptitle(f"{dataset.kind} · {split} · {first.slice_ids[idx]} · window [{win.lo:g}, {win.hi:g}] HU", fontsize=11)
     fig.tight_layout()
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110), suffix=path.suffix or ".png")
     plt.close(fig)
     return path

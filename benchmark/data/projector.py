@@ -42,7 +42,7 @@ from typing import Literal
 
 import torch
 
-from benchmark.errors import UserError
+from benchmark.core.errors import UserError
 
 GeometryKind = Literal["fan", "parallel"]
 

@@ -37,13 +37,14 @@ import torch
 from pydantic import Field, NonNegativeFloat, PositiveFloat, model_validator
 from tqdm.auto import tqdm
 
+from benchmark.core.device import resolve_device
+from benchmark.core.errors import UserError
 from benchmark.data import cache
 from benchmark.data.base import SPLITS, Dataset, DatasetOptions, PairedSlices, Split
 from benchmark.data.measure import difference_noise_std, uniform_roi
 from benchmark.data.phantoms import Grid, downsample2, patient_kind, patient_slices
 from benchmark.data.projector import Geometry, clinical_geometry
 from benchmark.data.simulate import NoiseModel, add_noise, project_hu, reconstruct_hu
-from benchmark.errors import UserError
 
 # Bump when anything that changes the arrays changes (phantoms, physics, projector, layout).
 GENERATOR_VERSION = "synth-2"
@@ -142,7 +143,6 @@ class SynthDataset(Dataset):
 
     kind: ClassVar[str] = "synth"
     Options: ClassVar[type[DatasetOptions]] = SynthOptions
-    summary: ClassVar[str] = "simulated fan-beam LDCT of procedural abdomen/thorax/head phantoms, 12 dose × view conditions"
 
     options: SynthOptions
 
@@ -210,10 +210,7 @@ class SynthDataset(Dataset):
         return cache.cache_dir("synth", self.options.size, self._hash_payload())
 
     def _device(self) -> torch.device:
-        want = self.options.build_device
-        if want == "auto":
-            want = "cuda" if torch.cuda.is_available() else "cpu"
-        return torch.device(want)
+        return resolve_device(self.options.build_device, field="dataset.options.build_device")
 
     # --- Dataset interface --------------------------------------------------------------------
     def conditions(self) -> list[str]:

@@ -1,5 +1,7 @@
-"""Look-up in the plain-dict registries (``losses.LOSSES``, ``models.ARCHITECTURES``,
-``analysis.metrics.METRICS``, ``benchmark.data.DATASETS``), with a helpful error for unknown names."""
+"""Look-up in the plain-dict registries of frozen info records (``losses.LOSSES``,
+``models.ARCHITECTURES``/``DISCRIMINATORS``, ``analysis.metrics.METRICS``, ``benchmark.data.DATASETS``,
+``benchmark.optim.OPTIMIZERS``/``SCHEDULERS``, ``benchmark.core.weights.WEIGHTS``), all through
+:func:`lookup`, with a helpful error for unknown names; and the one constructor of registered classes."""
 
 from __future__ import annotations
 
@@ -8,7 +10,7 @@ import inspect
 from collections.abc import Mapping
 from typing import Any, TypeVar
 
-from benchmark.errors import UnknownNameError, UserError
+from benchmark.core.errors import UnknownNameError, UserError
 
 T = TypeVar("T")
 

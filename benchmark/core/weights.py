@@ -27,8 +27,10 @@ from pathlib import Path
 
 import torch
 
-from benchmark.errors import UserError
-from benchmark.registry import lookup
+from benchmark.core.compat import ensure_torchvision
+from benchmark.core.errors import UserError
+from benchmark.core.io import atomic_write
+from benchmark.core.registry import lookup
 
 
 @dataclass(frozen=True)
@@ -223,17 +225,10 @@ def import_file(path: str | Path, key: str | None = None, *, check_hash: bool = 
                 f"of {wf.filename}",
                 field="import",
             )
-    dst = weight_path(key)
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_suffix(dst.suffix + ".partial")
-    shutil.copyfile(src, tmp)
-    tmp.replace(dst)
-    return dst
+    return atomic_write(weight_path(key), lambda tmp: shutil.copyfile(src, tmp))
 
 
 def _builder(arch: str) -> Callable[..., torch.nn.Module]:
-    from benchmark.compat import ensure_torchvision
-
     tv = ensure_torchvision()
     return getattr(tv.models, arch)
 
@@ -253,9 +248,7 @@ def write_random_weights(key: str, seed: int = 0) -> Path:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = _builder(wf.arch)(weights=None)
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(model.state_dict(), dst)
-    return dst
+    return atomic_write(dst, lambda tmp: torch.save(model.state_dict(), tmp))
 
 
 def load_state_dict(key: str) -> dict[str, torch.Tensor]:

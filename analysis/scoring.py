@@ -1,40 +1,34 @@
-"""Metric trajectories: every selected metric on every evaluation image at every scored epoch of every cell.
+"""Scoring a run: every selected metric on every evaluation image at every scored epoch of every cell,
+with a per-checkpoint cache, the LDCT-input baseline and the visual-comparison examples.
 
-The tidy long table ``<out>/analysis/trajectories.parquet`` has one row per observation::
+:func:`score_run` writes ``trajectories.parquet`` (the tidy table of :mod:`analysis.schema`),
+``unavailable_metrics.csv``, ``cells.csv``, ``input_baseline.parquet`` and ``examples/`` under
+``<out>/analysis/`` (file names: :mod:`benchmark.layout`).
 
-    cell, loss, architecture, dose, seed, epoch, patient, image, metric, value, source
+Scoring is incremental: each (cell, checkpoint) has a cache file ``cache/<cell>/epoch_<NNN>.parquet``
+holding its per-image values of every metric scored so far, stamped with the checkpoint's size and
+modification time and the evaluation settings (split, window, image selection); a rerun computes only
+the (checkpoint, metric) pairs not in a valid cache. Each checkpoint is denoised once for all its
+missing metrics, reference-side work is shared across the epochs of a cell (the metrics'
+``ref_cache``), images go through in chunks of ``chunk`` slices to bound memory, on the GPU when there
+is one.
 
-* ``source == "metric"``: ``metric`` is a name in ``analysis.metrics.METRICS``, ``image`` the dataset's
-  slice id (``<patient>/<slice>``), ``patient`` its patient, ``value`` the metric of the denoised slice
-  against its normal-dose reference (no-reference metrics: of the denoised slice alone).
-* ``source == "history"``: the runner's per-epoch losses from ``history.csv`` — ``metric`` is
-  ``train_loss``, ``val_loss`` or ``train_<term>``/``val_<term>`` for each term of a weighted-sum loss;
-  ``patient`` and ``image`` are empty. Keeping them in the same table lets one filter serve the curves,
-  the correlations and the best-validation epoch.
+The **input baseline** (:data:`analysis.schema.BASELINE_COLUMNS`: ``dose, patient, image, metric,
+value``) holds the same metrics of the low-dose input itself ("no denoising") against the same
+references, on the same images and in the same window: the evaluation set depends on the dose only, so
+it is scored once per dose (cached in ``cache/_input/<dose>.parquet``, stamped with the evaluation
+settings and the dataset's kind and options) and shared by every cell of that dose. It is kept out of
+``trajectories.parquet`` so that correlations and significance tests compare trained losses only; the
+tables and figures show it as a reference row/line (:data:`analysis.schema.INPUT_LABEL`).
 
-Scoring (:func:`score_run`) is incremental: each (cell, checkpoint) has a cache file
-``<out>/analysis/cache/<cell>/epoch_<NNN>.parquet`` holding its per-image values of every metric scored so
-far, stamped with the checkpoint's size and modification time and the evaluation settings (split,
-window, image selection); a rerun computes only the (checkpoint, metric) pairs not in a valid cache.
-Each checkpoint is denoised once for all its missing metrics, reference-side work is shared across the
-epochs of a cell (the metrics' ``ref_cache``), images go through in chunks of ``chunk`` slices to bound
-memory, on the GPU when there is one.
-
-The **input baseline** ``<out>/analysis/input_baseline.parquet`` (:data:`BASELINE_COLUMNS`: ``dose,
-patient, image, metric, value``) holds the same metrics of the low-dose input itself ("no denoising")
-against the same references, on the same images and in the same window: the evaluation set depends on the
-dose only, so it is scored once per dose (cached in ``cache/_input/<dose>.parquet``, stamped with the
-evaluation settings and the dataset's kind and options) and shared by every cell of that dose. It is kept
-out of ``trajectories.parquet`` so that correlations and significance tests compare trained losses only;
-the tables and figures show it as a reference row/line (:data:`INPUT_LABEL`).
+Every file is written atomically (:mod:`benchmark.core.io`).
 """
 
 from __future__ import annotations
 
 import hashlib
-import os
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -42,165 +36,29 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
-from benchmark.errors import UserError
+from analysis import metrics as metrics_pkg  # attribute access at call time (tests spy on compute_metrics)
+from analysis.schema import (
+    BASELINE_COLUMNS,
+    COLUMNS,
+    SOURCE_HISTORY,
+    SOURCE_METRIC,
+    check_columns,
+    metric_info,
+)
+from benchmark.checkpoint import load_model
+from benchmark.core.conventions import window_to_unit
+from benchmark.core.device import resolve_device
+from benchmark.core.errors import UserError
+from benchmark.core.io import atomic_write, atomic_write_text
+from benchmark.data import Dataset, Split, open_dataset
+from benchmark.evaluate import denoise
+from benchmark.layout import CELLS_CSV, INPUT_BASELINE, TRAJECTORIES, UNAVAILABLE, CellInfo, RunLayout
 
-KEYS = ["cell", "loss", "architecture", "dose", "seed", "epoch"]
-COLUMNS = [*KEYS, "patient", "image", "metric", "value", "source"]
-SOURCE_METRIC = "metric"
-SOURCE_HISTORY = "history"
-LOSS_CURVES = ("train_loss", "val_loss")
-EPOCH_CHOICES = ("final", "best_val")
-
-
-# ------------------------------------------------------------------------------------------- schema
-
-
-def metric_info(name: str):  # -> analysis.metrics.MetricInfo
-    """The fixed metadata of a metric (``analysis.metrics.METRICS``), with the registry's error if unknown."""
-    from analysis.metrics import METRICS
-    from benchmark.registry import lookup
-
-    return lookup(METRICS, name, "metric", field="evaluation.metrics")
-
-
-def higher_is_better_map(metrics: Iterable[str]) -> dict[str, bool]:
-    """``metric -> higher_is_better`` from the metric metadata."""
-    return {str(m): bool(metric_info(str(m)).higher_is_better) for m in metrics}
-
-
-def kind_map(metrics: Iterable[str]) -> dict[str, str]:
-    """``metric -> "full_reference" | "no_reference"`` from the metric metadata."""
-    return {str(m): str(metric_info(str(m)).kind) for m in metrics}
-
-
-def check_columns(traj: pd.DataFrame, where: str = "trajectories") -> pd.DataFrame:
-    """Raise a :class:`UserError` naming the missing columns; return ``traj``."""
-    missing = [c for c in COLUMNS if c not in traj.columns]
-    if missing:
-        raise UserError(f"missing columns {missing}; expected {COLUMNS}", field=where)
-    return traj
-
-
-def metric_rows(traj: pd.DataFrame) -> pd.DataFrame:
-    """The per-image metric rows (``source == "metric"``)."""
-    return traj[traj["source"] == SOURCE_METRIC]
-
-
-def history_rows(traj: pd.DataFrame) -> pd.DataFrame:
-    """The per-epoch loss rows from ``history.csv`` (``source == "history"``)."""
-    return traj[traj["source"] == SOURCE_HISTORY]
-
-
-def epoch_means(traj: pd.DataFrame) -> pd.DataFrame:
-    """Per cell × metric × epoch: the mean of the metric over the evaluation images (column ``value``)."""
-    rows = metric_rows(traj)
-    return rows.groupby([*KEYS, "metric"], observed=True, sort=False)["value"].mean().reset_index()
-
-
-def loss_curves(traj: pd.DataFrame) -> pd.DataFrame:
-    """Per cell × epoch: ``train_loss`` and ``val_loss`` as columns (NaN where the history lacks one)."""
-    rows = history_rows(traj)
-    rows = rows[rows["metric"].isin(LOSS_CURVES)]
-    wide = rows.pivot_table(index=KEYS, columns="metric", values="value", aggfunc="mean", observed=True)
-    wide = wide.reindex(columns=list(LOSS_CURVES))
-    wide.columns.name = None
-    return wide.reset_index()
-
-
-def select_epoch(rows: pd.DataFrame, which: str = "final", *, history: pd.DataFrame | None = None) -> pd.DataFrame:
-    """The rows of one epoch per cell: the last scored epoch (``"final"``) or, among the scored epochs,
-    the one with the lowest validation loss (``"best_val"``; needs the history rows in ``history``).
-    Adds the column ``epoch_choice``."""
-    if which not in EPOCH_CHOICES:
-        raise UserError(f"{which!r}: allowed are {', '.join(EPOCH_CHOICES)}", field="epoch")
-    scored = rows[["cell", "epoch"]].drop_duplicates()
-    if which == "final":
-        chosen = scored.groupby("cell", observed=True)["epoch"].max()
-    else:
-        if history is None:
-            raise UserError("the best-validation epoch needs the history rows (val_loss)", field="epoch")
-        val = loss_curves(history)[["cell", "epoch", "val_loss"]].dropna()
-        val = val.merge(scored, on=["cell", "epoch"])
-        if val.empty:
-            raise UserError("no validation loss recorded at any scored epoch; use epoch 'final'", field="epoch")
-        chosen = val.loc[val.groupby("cell", observed=True)["val_loss"].idxmin()].set_index("cell")["epoch"]
-    keep = rows.merge(chosen.rename("epoch").reset_index(), on=["cell", "epoch"])
-    return keep.assign(epoch_choice=which)
-
-
-def level_order(traj: pd.DataFrame, column: str, preferred: Sequence[str] | None = None) -> list[str]:
-    """The levels of ``column`` in ``preferred`` order (e.g. the matrix's), then order of appearance."""
-    seen = [str(x) for x in dict.fromkeys(traj[column].astype(str))]
-    head = [str(x) for x in (preferred or []) if str(x) in seen]
-    return head + [x for x in seen if x not in head]
-
-
-# ------------------------------------------------------------------------------------- simulation
-
-
-def simulate_trajectories(
-    *,
-    losses: Sequence[str] = ("mse", "l1", "charbonnier"),
-    architectures: Sequence[str] = ("redcnn",),
-    doses: Sequence[str] = ("25_360",),
-    seeds: Sequence[int] = (0,),
-    epochs: int = 6,
-    patients: int = 6,
-    slices_per_patient: int = 3,
-    metrics: Mapping[str, tuple[float, float, bool]] | None = None,
-    effects: Mapping[str, float] | None = None,
-    patient_sd: float = 1.0,
-    noise_sd: float = 0.5,
-    rng: np.random.Generator | int = 0,
-) -> pd.DataFrame:
-    """A synthetic trajectory table of known structure (tests, and previewing the report without training).
-
-    Each image has a latent quality ``q = effect[loss] · (1 − e^{−epoch/2}) + patient effect + noise``
-    (patient effects ``N(0, patient_sd²)`` shared by all losses, i.e. paired data); a metric with
-    ``(centre, scale, higher_is_better)`` reads ``centre ± scale · q`` (``+`` when higher is better), so
-    every metric improves as ``q`` rises. The training loss is ``e^{−epoch/2} + noise`` and the
-    validation loss 1.1× that: both fall while every metric improves (positive agreement).
-    """
-    gen = np.random.default_rng(rng)
-    metrics = dict(metrics or {"psnr": (30.0, 1.0, True), "ssim": (0.85, 0.01, True), "niqe": (6.0, 0.3, False)})
-    effects = dict(effects or dict(zip(losses, np.linspace(0.0, 1.0, len(losses)), strict=False)))
-    records: list[tuple[object, ...]] = []
-    for arch in architectures:
-        for dose in doses:
-            for seed in seeds:
-                pat_effect = gen.normal(0, patient_sd, patients)
-                for loss in losses:
-                    cell = f"{loss}__{arch}__{dose}__s{seed}"
-                    for epoch in range(1, epochs + 1):
-                        progress = 1 - np.exp(-epoch / 2)
-                        tl = float(np.exp(-epoch / 2) + gen.normal(0, 0.01))
-                        key = (cell, loss, arch, dose, seed, epoch)
-                        records.append((*key, "", "", "train_loss", tl, SOURCE_HISTORY))
-                        records.append((*key, "", "", "val_loss", 1.1 * tl, SOURCE_HISTORY))
-                        for p in range(patients):
-                            for s in range(slices_per_patient):
-                                q = effects.get(loss, 0.0) * progress + pat_effect[p] + gen.normal(0, noise_sd)
-                                for name, (centre, scale, higher) in metrics.items():
-                                    v = centre + (scale if higher else -scale) * q
-                                    records.append((*key, f"P{p:02d}", f"P{p:02d}/{s:03d}", name, float(v), SOURCE_METRIC))
-    return pd.DataFrame.from_records(records, columns=COLUMNS)
-
-
-# ---------------------------------------------------------------------------------------- scoring
-
-ANALYSIS_DIR = "analysis"
-TRAJECTORIES = "trajectories.parquet"
-UNAVAILABLE = "unavailable_metrics.csv"
-CELLS_CSV = "cells.csv"
-CACHE_DIR = "cache"
-EXAMPLES_DIR = "examples"
 CACHE_COLUMNS = ["patient", "image", "metric", "value"]
-INPUT_BASELINE = "input_baseline.parquet"
-INPUT_CACHE_DIR = "_input"  # under cache/; cell ids are loss__arch__dose__sN, so no cell can clash with it
-BASELINE_COLUMNS = ["dose", "patient", "image", "metric", "value"]
-INPUT_LABEL = "LDCT input"
 
 
 @dataclass
@@ -264,7 +122,7 @@ def checkpoint_stamp(path: Path) -> str:
     return f"{st.st_size}:{st.st_mtime_ns}"
 
 
-def load_eval_set(dataset, split: str, dose: str, window: str, max_images: int | None) -> EvalSet:
+def load_eval_set(dataset: Dataset, split: Split, dose: str, window: str, max_images: int | None) -> EvalSet:
     """Load the evaluation split of one dose (HU) and pick the images to score."""
     sl = dataset.load(split, dose)
     idx = select_images(len(sl), max_images)
@@ -282,8 +140,6 @@ def load_eval_set(dataset, split: str, dose: str, window: str, max_images: int |
 
 def read_cache(path: Path, settings: str, checkpoint: str) -> pd.DataFrame | None:
     """The cached per-image values of one checkpoint, or None if absent, unreadable or stale."""
-    import pyarrow.parquet as pq
-
     if not path.is_file():
         return None
     try:
@@ -297,16 +153,10 @@ def read_cache(path: Path, settings: str, checkpoint: str) -> pd.DataFrame | Non
 
 
 def write_cache(path: Path, values: pd.DataFrame, settings: str, checkpoint: str) -> None:
-    """Write one checkpoint's values with their stamps, atomically (temporary file, then rename)."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write one checkpoint's values with their stamps, atomically (:mod:`benchmark.core.io`)."""
     table = pa.Table.from_pandas(values[CACHE_COLUMNS].reset_index(drop=True), preserve_index=False)
     table = table.replace_schema_metadata({"settings": settings, "checkpoint": checkpoint})
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    pq.write_table(table, tmp)
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: pq.write_table(table, tmp))
 
 
 def score_images(
@@ -323,14 +173,12 @@ def score_images(
     """Every metric in ``metrics`` per image of ``ev`` for the images ``produce(inputs)`` makes from the
     low-dose inputs (``(s, H, W)`` HU → ``(s, H, W)`` HU), in chunks of ``chunk`` slices, against
     ``ev.targets``. Returns :data:`CACHE_COLUMNS` rows."""
-    from analysis.metrics import compute_metrics
-
     n = len(ev.images)
     values = {m: np.empty(n) for m in metrics}
     for start in range(0, n, chunk):
         stop = min(start + chunk, n)
         pred = produce(ev.inputs[start:stop])
-        res = compute_metrics(list(metrics), pred, ev.targets[start:stop], window=window, device=device,
+        res = metrics_pkg.compute_metrics(list(metrics), pred, ev.targets[start:stop], window=window, device=device,
                               batch_size=batch_size, ref_cache=ref_cache)  # fmt: skip
         for m in metrics:
             values[m][start:stop] = res[m]
@@ -342,9 +190,6 @@ def score_checkpoint(path: Path, ev: EvalSet, metrics: Sequence[str], *, window:
                      batch_size: int, chunk: int, ref_cache: dict) -> pd.DataFrame:  # fmt: skip
     """Denoise the evaluation set with one checkpoint (once, chunk by chunk) and compute every metric in
     ``metrics`` per image (:func:`score_images`)."""
-    from benchmark.checkpoint import load_model
-    from benchmark.evaluate import denoise
-
     model = load_model(path, device=device)
     return score_images(ev, metrics, lambda x: denoise(model, x, batch_size=batch_size, device=device),
                         window=window, device=device, batch_size=batch_size, chunk=chunk, ref_cache=ref_cache)  # fmt: skip
@@ -374,7 +219,7 @@ def cached_values(path: Path, settings: str, identity: str, metrics: Sequence[st
     return cached[cached["metric"].isin(list(metrics))], len(todo)
 
 
-def history_long(layout, cell) -> pd.DataFrame:
+def history_long(layout: RunLayout, cell: CellInfo) -> pd.DataFrame:
     """A cell's ``history.csv`` as ``source = "history"`` rows (every loss column, every epoch)."""
     hist = layout.history(cell.cell_id)
     cols = [c for c in hist.columns if c.startswith(("train_", "val_"))]
@@ -388,8 +233,6 @@ def history_long(layout, cell) -> pd.DataFrame:
 def example_index(ev: EvalSet, window: str, image: str | None = None) -> int:
     """The slice shown in the visual comparison: ``image`` if given, else the one whose windowed reference
     has the largest standard deviation (the most visible structure in the window)."""
-    from benchmark.conventions import window_to_unit
-
     if image is not None:
         hits = np.flatnonzero(ev.images == image)
         if not len(hits):
@@ -401,17 +244,11 @@ def example_index(ev: EvalSet, window: str, image: str | None = None) -> int:
 
 def write_example(path: Path, checkpoint: Path, epoch: int, ev: EvalSet, idx: int, *, device: str) -> None:
     """Save one denoised slice with its low-dose input and reference (HU) for the visual comparison."""
-    from benchmark.checkpoint import load_model
-    from benchmark.evaluate import denoise
-
     model = load_model(checkpoint, device=device)
     out = denoise(model, ev.inputs[idx : idx + 1], batch_size=1, device=device)[0]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npz")
-    np.savez_compressed(tmp, input=np.asarray(ev.inputs[idx], np.float32), output=out,
-                        target=np.asarray(ev.targets[idx], np.float32), image=ev.images[idx],
-                        epoch=epoch, stamp=checkpoint_stamp(checkpoint))  # fmt: skip
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: np.savez_compressed(
+        tmp, input=np.asarray(ev.inputs[idx], np.float32), output=out, target=np.asarray(ev.targets[idx], np.float32),
+        image=ev.images[idx], epoch=epoch, stamp=checkpoint_stamp(checkpoint)), suffix=".npz")  # fmt: skip
 
 
 def _example_is_current(path: Path, checkpoint: Path, image: str) -> bool:
@@ -447,7 +284,7 @@ def drop_too_small(summary: ScoreSummary, shape: tuple[int, ...]) -> None:
             summary.metrics.remove(m)
 
 
-def _cells_to_score(layout, include_partial: bool, summary: ScoreSummary) -> list:
+def _cells_to_score(layout: RunLayout, include_partial: bool, summary: ScoreSummary) -> list[CellInfo]:
     allowed = {"done", "partial", "diverged"} if include_partial else {"done"}
     cells = []
     for c in layout.cells():
@@ -462,11 +299,6 @@ def score_run(out: Path | str, opts: ScoreOptions | None = None) -> ScoreSummary
     """Score every checkpoint to score (see the module docstring) and write ``trajectories.parquet``,
     ``unavailable_metrics.csv``, ``cells.csv`` and the visual-comparison examples under
     ``<out>/analysis/``. Incremental: nothing already in a valid cache is recomputed."""
-    from analysis.metrics import unavailable_metrics
-    from benchmark.data import open_dataset
-    from benchmark.layout import RunLayout
-    from benchmark.runner import resolve_device
-
     t0 = time.perf_counter()
     opts = opts or ScoreOptions()
     layout = RunLayout(out)
@@ -481,9 +313,8 @@ def score_run(out: Path | str, opts: ScoreOptions | None = None) -> ScoreSummary
     window = ev_cfg.window if isinstance(ev_cfg.window, str) else f"{ev_cfg.window[0]},{ev_cfg.window[1]}"
     device = str(resolve_device(opts.device or matrix.device))
     batch_size = opts.batch_size or ev_cfg.batch_size
-    summary = ScoreSummary(unavailable=unavailable_metrics(metrics))
+    summary = ScoreSummary(unavailable=metrics_pkg.unavailable_metrics(metrics))
     summary.metrics = [m for m in metrics if m not in summary.unavailable]
-    adir = layout.out / ANALYSIS_DIR
     cells = _cells_to_score(layout, opts.include_partial, summary)
     plan = [(c, e, p) for c in cells for e, p in layout.checkpoints(c.cell_id).items()
             if e in epochs_to_score(layout.checkpoints(c.cell_id), every)]  # fmt: skip
@@ -504,13 +335,13 @@ def score_run(out: Path | str, opts: ScoreOptions | None = None) -> ScoreSummary
         ref_cache: dict = {}  # reference-side work of this dose's images, shared by all its cells and epochs
         ex_idx = example_index(ev, window, opts.example_image)
         kw: dict[str, Any] = {"window": window, "device": device, "batch_size": batch_size, "chunk": opts.chunk}
-        rows, done = cached_values(adir / CACHE_DIR / INPUT_CACHE_DIR / f"{dose}.parquet", ev.stamp, dataset_id,
+        rows, done = cached_values(layout.input_cache(dose), ev.stamp, dataset_id,
                                    summary.metrics, partial(score_input, ev, ref_cache=ref_cache, **kw))  # fmt: skip
         summary.baseline_evaluations += done
         baseline.append(rows.assign(dose=dose))
         for cell, epoch, path in [x for x in plan if x[0].dose == dose]:
             bar.set_postfix_str(f"{cell.cell_id} epoch {epoch}")
-            rows, done = cached_values(adir / CACHE_DIR / cell.cell_id / f"epoch_{epoch:03d}.parquet", ev.stamp,
+            rows, done = cached_values(layout.score_cache(cell.cell_id, epoch), ev.stamp,
                                        checkpoint_stamp(path), summary.metrics,
                                        partial(score_checkpoint, path, ev, ref_cache=ref_cache, **kw))  # fmt: skip
             summary.checkpoints_scored += int(done > 0)
@@ -518,7 +349,7 @@ def score_run(out: Path | str, opts: ScoreOptions | None = None) -> ScoreSummary
             frames.append(rows.assign(cell=cell.cell_id, loss=cell.loss, architecture=cell.architecture,
                                       dose=cell.dose, seed=cell.seed, epoch=epoch, source=SOURCE_METRIC))  # fmt: skip
             last = max(layout.checkpoints(cell.cell_id))
-            ex_path = adir / EXAMPLES_DIR / f"{cell.cell_id}.npz"
+            ex_path = layout.example(cell.cell_id)
             if epoch == last and first_seed[(cell.loss, cell.architecture, cell.dose)] == cell.seed \
                     and not _example_is_current(ex_path, path, str(ev.images[ex_idx])):  # fmt: skip
                 write_example(ex_path, path, epoch, ev, ex_idx, device=device)
@@ -527,44 +358,38 @@ def score_run(out: Path | str, opts: ScoreOptions | None = None) -> ScoreSummary
     bar.close()
     frames += [history_long(layout, c) for c in cells]
     traj = pd.concat([f[COLUMNS] for f in frames if len(f)], ignore_index=True) if frames else pd.DataFrame(columns=COLUMNS)
-    write_outputs(adir, traj, summary, layout)
-    write_input_baseline(adir, baseline)
+    write_outputs(layout, traj, summary)
+    write_input_baseline(layout, baseline)
     summary.seconds = time.perf_counter() - t0
     return summary
 
 
-def write_outputs(adir: Path, traj: pd.DataFrame, summary: ScoreSummary, layout) -> None:
+def write_outputs(layout: RunLayout, traj: pd.DataFrame, summary: ScoreSummary) -> None:
     """``trajectories.parquet``, ``unavailable_metrics.csv`` (metric, reason) and ``cells.csv`` (every
-    cell's status and whether it was analysed)."""
-    adir.mkdir(parents=True, exist_ok=True)
+    cell's status and whether it was analysed), each written atomically."""
     traj = traj.astype({"seed": "int64", "epoch": "int64", "value": "float64"})
-    tmp = adir / f".{TRAJECTORIES}.{os.getpid()}.tmp"
-    traj.to_parquet(tmp, index=False)
-    os.replace(tmp, adir / TRAJECTORIES)
-    pd.DataFrame({"metric": list(summary.unavailable), "reason": list(summary.unavailable.values())}).to_csv(
-        adir / UNAVAILABLE, index=False
-    )
+    atomic_write(layout.analysis_file(TRAJECTORIES), lambda tmp: traj.to_parquet(tmp, index=False))
+    unavailable = pd.DataFrame({"metric": list(summary.unavailable), "reason": list(summary.unavailable.values())})
+    atomic_write_text(layout.analysis_file(UNAVAILABLE), unavailable.to_csv(index=False))
     cells = pd.DataFrame([{"cell": c.cell_id, "loss": c.loss, "architecture": c.architecture, "dose": c.dose,
                            "seed": c.seed, "status": c.status, "epochs": c.epochs_done,
                            "analysed": c.cell_id not in summary.skipped} for c in layout.cells()])  # fmt: skip
-    cells.to_csv(adir / CELLS_CSV, index=False)
+    atomic_write_text(layout.analysis_file(CELLS_CSV), cells.to_csv(index=False))
 
 
-def write_input_baseline(adir: Path, frames: Sequence[pd.DataFrame]) -> None:
-    """``input_baseline.parquet`` (:data:`BASELINE_COLUMNS`), written atomically."""
-    adir.mkdir(parents=True, exist_ok=True)
+def write_input_baseline(layout: RunLayout, frames: Sequence[pd.DataFrame]) -> None:
+    """``input_baseline.parquet`` (:data:`analysis.schema.BASELINE_COLUMNS`), written atomically."""
     rows = [f[BASELINE_COLUMNS] for f in frames if len(f)]
     table = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(columns=BASELINE_COLUMNS)
     table = table.astype({"dose": str, "patient": str, "image": str, "metric": str, "value": "float64"})
-    tmp = adir / f".{INPUT_BASELINE}.{os.getpid()}.tmp"
-    table.to_parquet(tmp, index=False)
-    os.replace(tmp, adir / INPUT_BASELINE)
+    atomic_write(layout.analysis_file(INPUT_BASELINE), lambda tmp: table.to_parquet(tmp, index=False))
 
 
 def load_input_baseline(out: Path | str) -> pd.DataFrame:
-    """Read ``<out>/analysis/input_baseline.parquet`` (:data:`BASELINE_COLUMNS`); an empty table when
-    the run was analysed before the baseline existed (tables and figures then simply lack the row)."""
-    path = Path(out) / ANALYSIS_DIR / INPUT_BASELINE
+    """Read ``<out>/analysis/input_baseline.parquet`` (:data:`analysis.schema.BASELINE_COLUMNS`); an
+    empty table when the run was analysed before the baseline existed (tables and figures then simply
+    lack the row)."""
+    path = RunLayout(out, must_exist=False).analysis_file(INPUT_BASELINE)
     if not path.is_file():
         return pd.DataFrame(columns=BASELINE_COLUMNS)
     table = pd.read_parquet(path)
@@ -576,7 +401,7 @@ def load_input_baseline(out: Path | str) -> pd.DataFrame:
 
 def load_trajectories(out: Path | str) -> pd.DataFrame:
     """Read ``<out>/analysis/trajectories.parquet`` (written by :func:`score_run`)."""
-    path = Path(out) / ANALYSIS_DIR / TRAJECTORIES
+    path = RunLayout(out, must_exist=False).analysis_file(TRAJECTORIES)
     if not path.is_file():
         raise UserError("no trajectories yet: run `ldct-bench analyze --out ...` first", field=str(path))
     return check_columns(pd.read_parquet(path), str(path))

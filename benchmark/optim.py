@@ -1,0 +1,82 @@
+"""Optimizers and learning-rate schedulers: the registries behind ``training.optimizer.name`` and
+``training.scheduler.name`` (and the adversarial terms' discriminator optimizers).
+
+Both are plain dicts of frozen records, filled in this one place and looked up with
+:func:`benchmark.core.registry.lookup` like every other registry. A scheduler record holds its torch
+class and its default kwargs as a function of the number of epochs (e.g. cosine annealing over all of
+them); the matrix's ``kwargs`` override the defaults. Schedulers are stepped once per epoch
+(``plateau`` with the validation loss).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from benchmark.core.errors import UserError
+from benchmark.core.registry import lookup
+
+
+@dataclass(frozen=True)
+class OptimizerInfo:
+    cls: Callable[..., torch.optim.Optimizer]
+    summary: str
+    paper: str = ""
+
+
+@dataclass(frozen=True)
+class SchedulerInfo:
+    cls: type | None  # None: a constant learning rate
+    summary: str
+    defaults: Callable[[int], Mapping[str, Any]] = field(default=lambda epochs: {})
+
+
+# The one place where optimizers are registered.
+OPTIMIZERS: dict[str, OptimizerInfo] = {
+    "adam": OptimizerInfo(torch.optim.Adam, "Adam", "Kingma & Ba, ICLR 2015"),
+    "adamw": OptimizerInfo(torch.optim.AdamW, "Adam with decoupled weight decay", "Loshchilov & Hutter, ICLR 2019"),
+    "sgd": OptimizerInfo(torch.optim.SGD, "stochastic gradient descent (momentum via kwargs)"),
+    "rmsprop": OptimizerInfo(torch.optim.RMSprop, "RMSprop", "Tieleman & Hinton, 2012 (lecture 6.5)"),
+}
+
+# The one place where learning-rate schedulers are registered.
+SCHEDULERS: dict[str, SchedulerInfo] = {
+    "none": SchedulerInfo(None, "constant learning rate"),
+    "step": SchedulerInfo(torch.optim.lr_scheduler.StepLR, "multiply by gamma every step_size epochs",
+                          lambda epochs: {"step_size": 10, "gamma": 0.5}),
+    "multistep": SchedulerInfo(torch.optim.lr_scheduler.MultiStepLR, "multiply by gamma at the milestones",
+                               lambda epochs: {"milestones": [epochs // 2], "gamma": 0.1}),
+    "cosine": SchedulerInfo(torch.optim.lr_scheduler.CosineAnnealingLR, "cosine annealing over the epochs",
+                            lambda epochs: {"T_max": epochs}),
+    "exponential": SchedulerInfo(torch.optim.lr_scheduler.ExponentialLR, "multiply by gamma every epoch",
+                                 lambda epochs: {"gamma": 0.95}),
+    "plateau": SchedulerInfo(torch.optim.lr_scheduler.ReduceLROnPlateau, "multiply by factor when val_loss stalls",
+                             lambda epochs: {"factor": 0.5, "patience": 5}),
+}
+
+
+def build_optimizer(params: list[nn.Parameter], name: str, lr: float, kwargs: Mapping[str, Any], *,
+                    field: str) -> torch.optim.Optimizer:  # fmt: skip
+    """A registered optimizer over ``params``; an unknown name or bad kwargs is a :class:`UserError`
+    naming ``field``."""
+    info = lookup(OPTIMIZERS, name, "optimizer", field=f"{field}.name")
+    try:
+        return info.cls(params, lr=lr, **kwargs)
+    except (TypeError, ValueError) as exc:
+        raise UserError(f"optimizer {name!r}: {exc}", field=field) from None
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, name: str, kwargs: Mapping[str, Any], epochs: int, *,
+                    field: str) -> Any:  # fmt: skip
+    """A registered scheduler on ``optimizer`` (None for ``none``); bad kwargs are a :class:`UserError`."""
+    info = lookup(SCHEDULERS, name, "scheduler", field=f"{field}.name")
+    if info.cls is None:
+        return None
+    try:
+        return info.cls(optimizer, **{**info.defaults(epochs), **kwargs})
+    except (TypeError, ValueError) as exc:
+        raise UserError(f"scheduler {name!r}: {exc}", field=f"{field}.kwargs") from None
