@@ -22,6 +22,8 @@ KINDS = ("losses", "architectures", "discriminators", "metrics", "datasets", "op
 def _fmt(v: Any) -> str:
     if isinstance(v, type):
         return v.__name__
+    if isinstance(v, int) and not isinstance(v, bool) and v >= 10_000:
+        return f"{v / 1e6:.2f}M"
     if isinstance(v, tuple):
         return "(" + ", ".join(("inf" if x > 0 else "-inf") if isinstance(x, float) and math.isinf(x) else f"{x:g}" if isinstance(x, float) else str(x) for x in v) + ")"
     return str(v)
@@ -40,9 +42,9 @@ def listing(what: str) -> str:
     if what == "losses":
         return _rows(LOSSES, ["differentiable", "value_domain", "needs_weights", "has_parameters", "adversarial", "dims", "paper"])
     if what == "architectures":
-        return _rows(ARCHITECTURES, ["dims", "min_size", "paper"])
+        return _rows(ARCHITECTURES, ["parameters", "dims", "min_size", "paper"])
     if what == "discriminators":
-        return _rows(DISCRIMINATORS, ["dims", "min_size", "paper"])
+        return _rows(DISCRIMINATORS, ["parameters", "dims", "min_size", "paper"])
     if what == "metrics":
         return _rows(METRICS, ["kind", "higher_is_better", "differentiable", "value_domain", "library", "weights"])
     if what == "datasets":

@@ -28,6 +28,7 @@ class ModelInfo:
     summary: str
     paper: str = ""
     dims: tuple[int, ...] = (2,)
+    parameters: int = 0  # trainable parameters at the default arguments (tests/test_models.py checks it)
 
     def arguments(self, kwargs: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """Every constructor argument with ``kwargs`` applied over the defaults."""
@@ -47,19 +48,21 @@ class ModelInfo:
 
 # The one place where denoising architectures are registered.
 ARCHITECTURES: dict[str, ModelInfo] = {
-    "redcnn": ModelInfo(REDCNN, "RED-CNN, 10 layers, 96 filters 5x5, 3 residual shortcuts", "Chen et al., IEEE TMI 2017"),
-    "dncnn": ModelInfo(DnCNN, "DnCNN, 17 layers, 64 filters 3x3, residual learning", "Zhang et al., IEEE TIP 2017"),
+    "redcnn": ModelInfo(REDCNN, "RED-CNN, 10 layers, 96 filters 5x5, 3 residual shortcuts", "Chen et al., IEEE TMI 2017",
+                        parameters=1_848_865),
+    "dncnn": ModelInfo(DnCNN, "DnCNN, 17 layers, 64 filters 3x3, residual learning", "Zhang et al., IEEE TIP 2017",
+                       parameters=556_097),
 }
 
 # The one place where discriminators (critics) are registered.
 DISCRIMINATORS: dict[str, ModelInfo] = {
     "wgan_critic": ModelInfo(
         WGANCritic, "plain CNN critic: 5 convs (k3/k5, strides 1/3), LeakyReLU 0.2, score map", "Gulrajani et al., "
-        "NeurIPS 2017 (WGAN-GP)",
+        "NeurIPS 2017 (WGAN-GP)", parameters=764_033,
     ),
     "patchgan": ModelInfo(
         PatchGAN, "70x70 PatchGAN: C64-C128-C256-C512, 4x4 kernels, LeakyReLU 0.2, batch/instance/no norm",
-        "Isola et al., pix2pix, CVPR 2017",
+        "Isola et al., pix2pix, CVPR 2017", parameters=2_763_585,
     ),
 }
 

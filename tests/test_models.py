@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from benchmark.core.errors import UserError
-from models import ARCHITECTURES, build_model
+from models import ARCHITECTURES, DISCRIMINATORS, build_model
 
 
 @pytest.mark.parametrize("name", sorted(ARCHITECTURES))
@@ -57,3 +57,11 @@ def test_zero_init_output_starts_at_the_identity(name, generator):
     default = build_model(name).eval()
     with torch.no_grad():
         assert not torch.allclose(default(x), x, atol=1e-3)
+
+
+@pytest.mark.parametrize(("name", "registry"), [(n, ARCHITECTURES) for n in ARCHITECTURES]
+                         + [(n, DISCRIMINATORS) for n in DISCRIMINATORS])  # fmt: skip
+def test_registered_parameter_count_is_the_built_models(name, registry):
+    """The registry's ``parameters`` (shown by ``ldct-bench list``) is the default model's count."""
+    model = build_model(name, registry=registry)
+    assert registry[name].parameters == sum(p.numel() for p in model.parameters() if p.requires_grad)
