@@ -38,6 +38,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+from torch import nn
 from tqdm.auto import tqdm
 
 from analysis import metrics as metrics_pkg  # attribute access at call time (tests spy on compute_metrics)
@@ -63,7 +64,11 @@ CACHE_COLUMNS = ["patient", "image", "metric", "value"]
 
 @dataclass
 class EvalSet:
-    """The evaluation slices of one dose: ``(S, H, W)`` HU stacks and their ids (a subset by ``indices``)."""
+    """The evaluation slices of one dose: ``(S, H, W)`` HU stacks and their ids (a subset by ``indices``).
+
+    ``source`` is the split's whole input stack, ``rows`` the evaluated images' rows in it and
+    ``volumes`` its contiguous volumes: a 3-D model denoises an image with its volume around it
+    (:func:`benchmark.evaluate.denoise`), even when the neighbouring slices are not evaluated."""
 
     dose: str
     inputs: np.ndarray
@@ -71,6 +76,9 @@ class EvalSet:
     patients: np.ndarray
     images: np.ndarray
     stamp: str  # identity of the evaluation settings (split, window, image selection) for the cache
+    source: np.ndarray
+    rows: np.ndarray
+    volumes: list[slice]
 
 
 @dataclass
@@ -135,6 +143,9 @@ def load_eval_set(dataset: Dataset, split: Split, dose: str, window: str, max_im
         patients=np.asarray(sl.patients)[idx].astype(str),
         images=images,
         stamp=_stamp(split, dose, str(window), tuple(images), tuple(sl.targets.shape[1:])),
+        source=sl.inputs,
+        rows=idx,
+        volumes=sl.volumes(),
     )
 
 
@@ -162,7 +173,7 @@ def write_cache(path: Path, values: pd.DataFrame, settings: str, checkpoint: str
 def score_images(
     ev: EvalSet,
     metrics: Sequence[str],
-    produce: Callable[[np.ndarray], np.ndarray],
+    produce: Callable[[slice], np.ndarray],
     *,
     window: str,
     device: str,
@@ -170,14 +181,14 @@ def score_images(
     chunk: int,
     ref_cache: dict,
 ) -> pd.DataFrame:
-    """Every metric in ``metrics`` per image of ``ev`` for the images ``produce(inputs)`` makes from the
-    low-dose inputs (``(s, H, W)`` HU → ``(s, H, W)`` HU), in chunks of ``chunk`` slices, against
-    ``ev.targets``. Returns :data:`CACHE_COLUMNS` rows."""
+    """Every metric in ``metrics`` per image of ``ev`` for the images ``produce(part)`` makes for the
+    images ``part`` of ``ev`` (a slice of its images → ``(s, H, W)`` HU), in chunks of ``chunk`` slices,
+    against ``ev.targets``. Returns :data:`CACHE_COLUMNS` rows."""
     n = len(ev.images)
     values = {m: np.empty(n) for m in metrics}
     for start in range(0, n, chunk):
         stop = min(start + chunk, n)
-        pred = produce(ev.inputs[start:stop])
+        pred = produce(slice(start, stop))
         res = metrics_pkg.compute_metrics(list(metrics), pred, ev.targets[start:stop], window=window, device=device,
                               batch_size=batch_size, ref_cache=ref_cache)  # fmt: skip
         for m in metrics:
@@ -188,19 +199,26 @@ def score_images(
 
 def score_checkpoint(path: Path, ev: EvalSet, metrics: Sequence[str], *, window: str, device: str,
                      batch_size: int, chunk: int, ref_cache: dict) -> pd.DataFrame:  # fmt: skip
-    """Denoise the evaluation set with one checkpoint (once, chunk by chunk) and compute every metric in
-    ``metrics`` per image (:func:`score_images`)."""
+    """Denoise the evaluation set with one checkpoint (once, chunk by chunk; a 3-D model each image
+    within its volume, :func:`denoise_images`) and compute every metric in ``metrics`` per image
+    (:func:`score_images`)."""
     model = load_model(path, device=device)
-    return score_images(ev, metrics, lambda x: denoise(model, x, batch_size=batch_size, device=device),
+    return score_images(ev, metrics, lambda part: denoise_images(model, ev, part, batch_size=batch_size, device=device),
                         window=window, device=device, batch_size=batch_size, chunk=chunk, ref_cache=ref_cache)  # fmt: skip
+
+
+def denoise_images(model: nn.Module, ev: EvalSet, part: slice, *, batch_size: int, device: str) -> np.ndarray:
+    """The denoised images ``part`` of ``ev``, ``(s, H, W)`` HU: :func:`benchmark.evaluate.denoise` of
+    their rows of the split, each with its volume (2-D models: slice by slice, as ``ev.inputs[part]``)."""
+    return denoise(model, ev.source, rows=ev.rows[part], volumes=ev.volumes, batch_size=batch_size, device=device)
 
 
 def score_input(ev: EvalSet, metrics: Sequence[str], *, window: str, device: str, batch_size: int, chunk: int,
                 ref_cache: dict) -> pd.DataFrame:  # fmt: skip
     """The LDCT-input baseline: every metric of the low-dose inputs themselves (no denoising) against the
     references (:func:`score_images` with the identity)."""
-    return score_images(ev, metrics, lambda x: np.array(x, dtype=np.float32), window=window, device=device,
-                        batch_size=batch_size, chunk=chunk, ref_cache=ref_cache)  # fmt: skip
+    return score_images(ev, metrics, lambda part: np.array(ev.inputs[part], dtype=np.float32), window=window,
+                        device=device, batch_size=batch_size, chunk=chunk, ref_cache=ref_cache)  # fmt: skip
 
 
 def cached_values(path: Path, settings: str, identity: str, metrics: Sequence[str],
@@ -242,10 +260,12 @@ def example_index(ev: EvalSet, window: str, image: str | None = None) -> int:
     return int(np.argmax(spread))
 
 
-def write_example(path: Path, checkpoint: Path, epoch: int, ev: EvalSet, idx: int, *, device: str) -> None:
-    """Save one denoised slice with its low-dose input and reference (HU) for the visual comparison."""
+def write_example(path: Path, checkpoint: Path, epoch: int, ev: EvalSet, idx: int, *, device: str,
+                  batch_size: int = 1) -> None:  # fmt: skip
+    """Save one denoised slice with its low-dose input and reference (HU) for the visual comparison (a
+    3-D model's within its volume, with the scoring's ``batch_size``, so it is the slice scored)."""
     model = load_model(checkpoint, device=device)
-    out = denoise(model, ev.inputs[idx : idx + 1], batch_size=1, device=device)[0]
+    out = denoise_images(model, ev, slice(idx, idx + 1), batch_size=batch_size, device=device)[0]
     atomic_write(path, lambda tmp: np.savez_compressed(
         tmp, input=np.asarray(ev.inputs[idx], np.float32), output=out, target=np.asarray(ev.targets[idx], np.float32),
         image=ev.images[idx], epoch=epoch, stamp=checkpoint_stamp(checkpoint)), suffix=".npz")  # fmt: skip
@@ -352,7 +372,7 @@ def score_run(out: Path | str, opts: ScoreOptions | None = None) -> ScoreSummary
             ex_path = layout.example(cell.cell_id)
             if epoch == last and first_seed[(cell.loss, cell.architecture, cell.dose)] == cell.seed \
                     and not _example_is_current(ex_path, path, str(ev.images[ex_idx])):  # fmt: skip
-                write_example(ex_path, path, epoch, ev, ex_idx, device=device)
+                write_example(ex_path, path, epoch, ev, ex_idx, device=device, batch_size=batch_size)
             bar.update(1)
         del ref_cache
     bar.close()

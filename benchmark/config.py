@@ -203,7 +203,11 @@ class EarlyStoppingConfig(Strict):
 class TrainingConfig(Strict):
     epochs: PositiveInt = 10
     batch_size: PositiveInt = 16
-    patch_size: PositiveInt | None = Field(64, description="square crop size; null trains on whole slices")
+    patch_size: PositiveInt | Annotated[list[PositiveInt], Field(min_length=3, max_length=3)] | None = Field(
+        64,
+        description="2-D models: square crop side, null trains on whole slices; 3-D models: [depth, height, width], "
+        "crops of `depth` consecutive slices of one patient",
+    )
     patches_per_epoch: PositiveInt | None = Field(
         None, description="training samples drawn per epoch; default: one per training slice"
     )
@@ -215,6 +219,22 @@ class TrainingConfig(Strict):
     early_stopping: EarlyStoppingConfig = Field(default_factory=lambda: EarlyStoppingConfig())
     val_batch_size: PositiveInt = 8
     val_max_images: PositiveInt | None = Field(None, description="cap on validation slices per epoch")
+
+    @field_validator("patch_size", mode="before")
+    @classmethod
+    def _patch_form(cls, v: Any) -> Any:
+        if isinstance(v, list | tuple):
+            if len(v) != 3 or not all(isinstance(x, int) and not isinstance(x, bool) and x > 0 for x in v):
+                raise ValueError(f"a 3-D patch is [depth, height, width], three positive integers; got {list(v)}")
+            return list(v)
+        return v
+
+    @property
+    def patch_dims(self) -> int | None:
+        """2 for a square slice patch (an int), 3 for ``[d, h, w]``, None for whole slices."""
+        if self.patch_size is None:
+            return None
+        return 3 if isinstance(self.patch_size, list) else 2
 
 
 class EvaluationConfig(Strict):

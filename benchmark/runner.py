@@ -47,7 +47,7 @@ from benchmark.train import (
     validate,
 )
 from losses import build_loss
-from models import build_model
+from models import build_model, spatial_dims
 
 
 @dataclass
@@ -200,10 +200,11 @@ class Runner:
             self.log(f"{cell.cell_id}: resuming after epoch {start}")
         redraw = bool(getattr(self.dataset.options, "redraw_train_noise", False))
         val = self.dataset.load("val", cell.dose)
-        train = None if redraw else TrainData(self.dataset.load("train", cell.dose), tr)
+        dims = spatial_dims(state.model)
+        train = None if redraw else TrainData(self.dataset.load("train", cell.dose), tr, dims)
         for epoch in range(start + 1, tr.epochs + 1):
             if redraw:
-                train = TrainData(self.dataset.load("train", cell.dose, epoch=epoch, seed=cell.seed), tr)
+                train = TrainData(self.dataset.load("train", cell.dose, epoch=epoch, seed=cell.seed), tr, dims)
             assert train is not None
             t0 = time.perf_counter()
             bar = tqdm(total=train.steps, desc=f"{cell.cell_id} epoch {epoch}/{tr.epochs}", unit="step",

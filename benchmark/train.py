@@ -19,9 +19,10 @@ from torch import nn
 from benchmark import optim
 from benchmark.config import OptimizerConfig, SchedulerConfig, TrainingConfig
 from benchmark.core.conventions import hu_to_net
+from benchmark.core.errors import UserError
 from benchmark.data import PairedSlices
-from benchmark.evaluate import net_batches
-from benchmark.sampling import patient_balanced_weights, sample_patches
+from benchmark.evaluate import predict_batches
+from benchmark.sampling import patient_balanced_weights, sample_patches, sample_volume_patches, window_starts
 from losses.adversarial import frozen
 from losses.base import CompositeLoss
 
@@ -132,12 +133,30 @@ def build_state(
 
 
 class TrainData:
-    """The training split of one condition in network space, with the patch sampler."""
+    """The training split of one condition in network space, with the patch sampler of the model's
+    dimensionality: square slice crops for a 2-D model (:func:`benchmark.sampling.sample_patches`),
+    ``[d, h, w]`` crops of ``d`` consecutive slices of one contiguous volume for a 3-D model
+    (:func:`benchmark.sampling.sample_volume_patches`). ``patient_balanced`` weighs slices, or windows,
+    so that every patient is equally likely."""
 
-    def __init__(self, slices: PairedSlices, training: TrainingConfig) -> None:
+    def __init__(self, slices: PairedSlices, training: TrainingConfig, dims: int = 2) -> None:
+        if dims not in (2, 3):
+            raise ValueError(f"dims must be 2 or 3, got {dims}")
+        if (training.patch_dims == 3) != (dims == 3):
+            want = "[depth, height, width]" if dims == 3 else "an int (square slice patches) or null"
+            raise UserError(f"{training.patch_size!r} does not fit a {dims}-D model: give {want}",
+                            field="training.patch_size")  # fmt: skip
         self.x = hu_to_net(torch.from_numpy(np.array(slices.inputs, dtype=np.float32)))  # a copy: memmaps are read-only
         self.y = hu_to_net(torch.from_numpy(np.array(slices.targets, dtype=np.float32)))
-        self.weights = patient_balanced_weights(slices.patients) if training.patient_balanced else None
+        self.dims = dims
+        self.starts: torch.Tensor | None = None
+        if dims == 3:
+            assert isinstance(training.patch_size, list)
+            self.starts = window_starts(slices.volumes(), training.patch_size[0])
+            groups = np.asarray(slices.patients)[self.starts.numpy()]
+        else:
+            groups = np.asarray(slices.patients)
+        self.weights = patient_balanced_weights(groups) if training.patient_balanced else None
         self.training = training
         n = training.patches_per_epoch or len(slices)
         self.steps = math.ceil(n / training.batch_size)
@@ -146,7 +165,14 @@ class TrainData:
     def batch(self, step: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         t = self.training
         n = t.batch_size if step < self.steps - 1 else self.last_batch
-        x, y, _ = sample_patches(self.x, self.y, n, t.patch_size, generator, augment=t.augment, weights=self.weights)
+        if self.starts is not None:
+            assert isinstance(t.patch_size, list)
+            x, y, _ = sample_volume_patches(self.x, self.y, n, t.patch_size, self.starts, generator, augment=t.augment,
+                                            weights=self.weights)  # fmt: skip
+        else:
+            assert not isinstance(t.patch_size, list)
+            x, y, _ = sample_patches(self.x, self.y, n, t.patch_size, generator, augment=t.augment,
+                                     weights=self.weights)  # fmt: skip
         return x, y
 
 
@@ -221,16 +247,18 @@ def train_epoch(
 def validate(
     state: TrainState, slices: PairedSlices, device: torch.device, batch_size: int, max_images: int | None
 ) -> dict[str, float]:
-    """The composite loss and each term on whole validation slices (mean over slices), batched by
-    :func:`benchmark.evaluate.net_batches` like the analysis's denoising."""
+    """The composite loss and each term on whole validation slices (mean over slices), on the outputs
+    :func:`benchmark.evaluate.predict_batches` gives the analysis's denoising too: batches of
+    ``batch_size`` slices for a 2-D model; for a 3-D model, chunks of about ``batch_size`` consecutive
+    slices of one volume, denoised in their slab and compared as ``(1, 1, b, H, W)`` volumes."""
     state.model.eval()
     state.loss.eval()
     sums: dict[str, float] = {}
     n_total = 0
-    for rows, (x, y) in net_batches([slices.inputs, slices.targets], batch_size=batch_size, device=device,
-                                    limit=max_images):  # fmt: skip
-        total, terms = state.loss.compute(state.model(x), y)
-        n = rows.stop - rows.start
+    for rows, pred, (y,) in predict_batches(state.model, [slices.inputs, slices.targets], batch_size=batch_size,
+                                            device=device, limit=max_images, volumes=slices.volumes()):  # fmt: skip
+        total, terms = state.loss.compute(pred, y)
+        n = len(rows)
         n_total += n
         for k, v in {"val_loss": float(total), **{f"val_{t}": float(v) for t, v in terms.items()}}.items():
             sums[k] = sums.get(k, 0.0) + v * n

@@ -36,6 +36,34 @@ def _min_size(info: ModelInfo, kwargs: dict[str, Any]) -> int | None:
         return None
 
 
+def _model_dims(info: ModelInfo, patch_dims: int | None) -> int:
+    """The dimensionality a cell trains the architecture in: its only one, else the patch's (2 by default)."""
+    if len(info.dims) == 1:
+        return info.dims[0]
+    return patch_dims if patch_dims in info.dims else 2
+
+
+def _patch_errors(patch: int | list[int] | None, i: int, name: str, dims: int, need: int | None) -> list[str]:
+    """The training patch against architecture ``i``: its form (an int or null for 2-D models,
+    ``[d, h, w]`` for 3-D ones) and every side at least the architecture's minimum input size."""
+    where = f"architectures[{i}] ({name})"
+    if dims == 3 and not isinstance(patch, list):
+        form = "whole slices (null)" if patch is None else f"a square 2-D patch ({patch})"
+        return [f"training.patch_size: {form} for the 3-D model {where}: give [depth, height, width], crops of "
+                "`depth` consecutive slices"]  # fmt: skip
+    if dims == 2 and isinstance(patch, list):
+        return [f"training.patch_size: a 3-D patch {patch} for the 2-D model {where}: give an int (square slice "
+                "patches) or null (whole slices)"]  # fmt: skip
+    if need is None or patch is None:
+        return []
+    if isinstance(patch, int) and patch < need:
+        return [f"training.patch_size: {patch} is smaller than {name}'s minimum input size {need}"]
+    if isinstance(patch, list) and min(patch) < need:
+        return [f"training.patch_size: {patch} has a side smaller than {name}'s minimum input size {need} "
+                "(every side of [depth, height, width] must reach it)"]  # fmt: skip
+    return []
+
+
 def check_matrix(matrix: MatrixConfig, *, instantiate: bool = True) -> Dataset | None:
     """Raise :class:`UserError` listing every problem; return the opened dataset when all is well."""
     errors: list[str] = []
@@ -45,27 +73,31 @@ def check_matrix(matrix: MatrixConfig, *, instantiate: bool = True) -> Dataset |
         for i, dose in enumerate(matrix.doses):
             _collect(errors, lookup, conditions, dose, "condition", field=f"doses[{i}] (dataset {matrix.dataset.kind!r})")
 
-    dims_needed: set[int] = set()
+    arch_dims: dict[str, int] = {}  # architecture label -> the dimensionality its cells train in
+    patch = matrix.training.patch_size
     for i, arch in enumerate(matrix.architectures):
         info = _collect(errors, lookup, ARCHITECTURES, arch.name, "architecture", field=f"architectures[{i}].name")
         if info is None:
             continue
-        dims_needed.update(info.dims)
-        p = matrix.training.patch_size
-        need = _min_size(info, arch.kwargs)
-        if p is not None and need is not None and p < need:
-            errors.append(f"training.patch_size: {p} is smaller than {arch.name}'s minimum input size {need}")
+        dims = arch_dims[arch.label] = _model_dims(info, matrix.training.patch_dims)
+        errors += _patch_errors(patch, i, arch.name, dims, _min_size(info, arch.kwargs))
         if instantiate:
             _collect(errors, build_model, arch.name, arch.kwargs, field=f"architectures[{i}].kwargs")
 
+    # every term of a loss must take the inputs of every architecture it is trained with (excluded cells aside)
+    pairs = {(c.loss.label, c.architecture.label) for c in expand_cells(matrix)}
     for i, loss in enumerate(matrix.losses):
         for j, term in enumerate(loss.terms):
             field = f"losses[{i}] ({loss.label}).terms[{j}]"
             info = _collect(errors, lookup, LOSSES, term.name, "loss", field=f"{field}.name")
             if info is None:
                 continue
-            if dims_needed and not dims_needed & set(info.dims):
-                errors.append(f"{field}: loss {term.name!r} supports {info.dims}-D inputs, the architectures {sorted(dims_needed)}-D")
+            takes = info.dims_for(term.kwargs)
+            for label, dims in arch_dims.items():
+                if (loss.label, label) in pairs and dims not in takes:
+                    hint = f" (set its kwargs dims: {dims})" if dims in info.dims else ""
+                    errors.append(f"{field}: loss {term.name!r} as configured takes {' or '.join(map(str, takes))}-D "
+                                  f"inputs, architecture {label!r} is {dims}-D{hint}")  # fmt: skip
             if instantiate:
                 _collect(errors, build_term, term.name, term.kwargs, field=f"{field}.kwargs")
 

@@ -11,7 +11,9 @@ into every epoch's checkpoint.
 
 from __future__ import annotations
 
+import inspect
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,6 +36,16 @@ class LossInfo:
     adversarial: bool = False  # owns a discriminator trained by its own optimizer (AdversarialLoss)
     dims: tuple[int, ...] = (2,)  # spatial dimensions supported
     tags: tuple[str, ...] = field(default_factory=tuple)
+
+    def dims_for(self, kwargs: Mapping[str, Any] | None = None) -> tuple[int, ...]:
+        """The spatial dimensions a term built with ``kwargs`` accepts: the value of its constructor's
+        ``dims`` argument where it has one (uPL builds either a 2-D or a 3-D network), else :attr:`dims`."""
+        params = inspect.signature(self.cls).parameters
+        if "dims" in params:
+            value = dict(kwargs or {}).get("dims", params["dims"].default)
+            if isinstance(value, int) and value in self.dims:
+                return (value,)
+        return self.dims
 
 
 class AdversarialLoss(nn.Module):

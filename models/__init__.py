@@ -14,8 +14,11 @@ from torch import nn
 
 from benchmark.core.registry import construct, lookup
 from models.discriminators import PatchGAN, WGANCritic
-from models.dncnn import DnCNN
+from models.dncnn import DnCNN, DnCNN3D
 from models.redcnn import REDCNN
+from models.resnet import ResNet, ResNet3D
+from models.resnet_gen import ResNetGenerator
+from models.unet import UNet, UNet3D
 
 
 @dataclass(frozen=True)
@@ -52,6 +55,21 @@ ARCHITECTURES: dict[str, ModelInfo] = {
                         parameters=1_848_865),
     "dncnn": ModelInfo(DnCNN, "DnCNN, 17 layers, 64 filters 3x3, residual learning", "Zhang et al., IEEE TIP 2017",
                        parameters=556_097),
+    "dncnn3d": ModelInfo(DnCNN3D, "3-D DnCNN, 17 layers, 64 filters 3x3x3, residual learning", "Zhang et al., IEEE TIP "
+                         "2017 (3-D convolutions)", dims=(3,), parameters=1_664_321),
+    "unet": ModelInfo(UNet, "U-Net, 4 levels, 64-1024 filters 3x3, BatchNorm, skip concatenation, residual output",
+                      "Ronneberger et al., MICCAI 2015; Jin et al. (FBPConvNet), IEEE TIP 2017", parameters=31_036_481),
+    "resnet": ModelInfo(ResNet, "residual CNN, head + 16 residual blocks (64 filters 3x3, no BN) + tail, global residual",
+                        "Missert et al. 2018; Lim et al. (EDSR), CVPRW 2017", parameters=1_182_913),
+    "resnet_gen": ModelInfo(ResNetGenerator, "CycleGAN ResNet generator, c7s1-64 d128 d256 9xR256 u128 u64 c7s1-1, "
+                            "InstanceNorm, residual output", "Johnson et al., ECCV 2016; Zhu et al., ICCV 2017",
+                            parameters=11_370_881),
+    "unet3d": ModelInfo(UNet3D, "3-D U-Net, 4 levels, 64-1024 filters 3x3x3, BatchNorm, skip concatenation, residual "
+                        "output", "Ronneberger et al., MICCAI 2015; Cicek et al., MICCAI 2016", dims=(3,),
+                        parameters=90_298_561),
+    "resnet3d": ModelInfo(ResNet3D, "3-D residual CNN, head + 16 residual blocks (64 filters 3x3x3) + tail, global "
+                          "residual", "Missert et al. 2018; Lim et al. (EDSR), CVPRW 2017", dims=(3,),
+                          parameters=3_544_513),
 }
 
 # The one place where discriminators (critics) are registered.
@@ -76,4 +94,16 @@ def build_model(name: str, kwargs: dict[str, Any] | None = None, *, registry: di
     return construct(info.cls, kwargs, f"{kind} {name!r}", field=field)
 
 
-__all__ = ["ARCHITECTURES", "DISCRIMINATORS", "ModelInfo", "build_model"]
+def spatial_dims(model: nn.Module) -> int:
+    """2 for a network on slices ``(N, 1, H, W)``, 3 for one on volumes ``(N, 1, D, H, W)``: the module's
+    ``spatial_dims`` attribute where it has one, else the ``dims`` of its class's registry entry when
+    that is a single number, else 2. Inference (:mod:`benchmark.evaluate`) and the training data of a
+    cell (:mod:`benchmark.train`) follow it."""
+    dims = getattr(model, "spatial_dims", None)
+    if dims is None:
+        found = {d for info in ARCHITECTURES.values() if type(model) is info.cls for d in info.dims}
+        dims = found.pop() if len(found) == 1 else 2
+    return int(dims)
+
+
+__all__ = ["ARCHITECTURES", "DISCRIMINATORS", "ModelInfo", "build_model", "spatial_dims"]

@@ -9,11 +9,18 @@ from benchmark.core.errors import UserError
 from models import ARCHITECTURES, DISCRIMINATORS, build_model
 
 
+def _input(name: str, generator: torch.Generator) -> torch.Tensor:
+    """A small input of the architecture's dimensionality: 2 slices of 40x40, or 2 volumes of 6x12x12."""
+    if 3 in ARCHITECTURES[name].dims:
+        return torch.rand(2, 1, 6, 12, 12, generator=generator)
+    return torch.rand(2, 1, 40, 40, generator=generator)
+
+
 @pytest.mark.parametrize("name", sorted(ARCHITECTURES))
 def test_shape_and_every_parameter_gets_a_gradient(name, generator):
     torch.manual_seed(0)
     model = build_model(name)
-    x = torch.rand(2, 1, 40, 40, generator=generator)
+    x = _input(name, generator)
     y = model(x)
     assert y.shape == x.shape
     (y - x.flip(-1)).pow(2).mean().backward()
@@ -51,7 +58,7 @@ def test_bad_kwargs_name_the_field():
 @pytest.mark.parametrize("name", sorted(ARCHITECTURES))
 def test_zero_init_output_starts_at_the_identity(name, generator):
     model = build_model(name, {"zero_init_output": True}).eval()
-    x = torch.rand(2, 1, 40, 40, generator=generator)  # network space is non-negative: RED-CNN's output ReLU keeps it
+    x = _input(name, generator)  # network space is non-negative: RED-CNN's output ReLU keeps it
     with torch.no_grad():
         assert torch.equal(model(x), x)
     default = build_model(name).eval()

@@ -8,6 +8,7 @@ network space and to metric windows.
 
 from __future__ import annotations
 
+import itertools
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
@@ -27,7 +28,12 @@ class PairedSlices:
 
     ``inputs`` and ``targets`` are ``(S, H, W)`` float32 arrays in HU (possibly memory-mapped);
     ``patients`` and ``slice_ids`` are ``(S,)`` string arrays; ``slice_ids`` are unique, stable names
-    (``<patient>/<slice>``) used as the image key in every analysis table.
+    (``<patient>/<slice>``) used as the image key in every analysis table. ``positions_mm`` is the
+    table position (z) of each slice where the dataset knows it, else None.
+
+    Every dataset stores a patient's slices in consecutive rows, in increasing table position
+    (``synth``: the ``slices_per_patient`` neighbouring slices, 3 mm apart; DICOM: sorted by position),
+    so :meth:`volumes` can hand 3-D models contiguous volumes.
     """
 
     inputs: np.ndarray
@@ -38,15 +44,50 @@ class PairedSlices:
     split: str
     pixel_spacing_mm: float = 1.0
     extra: dict[str, Any] = field(default_factory=dict)
+    positions_mm: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if self.inputs.shape != self.targets.shape or self.inputs.ndim != 3:
             raise ValueError(f"inputs {self.inputs.shape} and targets {self.targets.shape} must be equal (S, H, W)")
         if not (len(self.patients) == len(self.slice_ids) == self.inputs.shape[0]):
             raise ValueError("patients and slice_ids need one entry per slice")
+        if self.positions_mm is not None and len(self.positions_mm) != self.inputs.shape[0]:
+            raise ValueError("positions_mm needs one entry per slice")
 
     def __len__(self) -> int:
         return int(self.inputs.shape[0])
+
+    def volumes(self) -> list[slice]:
+        """The row ranges that are contiguous volumes, in order: :func:`contiguous_volumes`."""
+        return contiguous_volumes(self.patients, self.positions_mm)
+
+
+GAP_FACTOR = 1.5  # a position step above 1.5 × the patient's usual step is a missing slice
+
+
+def contiguous_volumes(patients: np.ndarray | list[str], positions_mm: np.ndarray | None = None) -> list[slice]:
+    """Maximal runs of consecutive rows that form one volume: rows of one patient and, where positions
+    are known, increasing in position by the patient's usual step (its median step; a step above
+    ``GAP_FACTOR`` times it, e.g. an unpaired slice left out of a DICOM series, or a step that is not
+    forward, starts a new run). Every row is in exactly one run."""
+    pats = np.asarray(patients)
+    n = len(pats)
+    if n == 0:
+        return []
+    cut = np.zeros(n, dtype=bool)
+    cut[0] = True
+    cut[1:] = pats[1:] != pats[:-1]
+    if positions_mm is not None:
+        z = np.asarray(positions_mm, dtype=np.float64)
+        step = np.diff(z)
+        same = ~cut[1:]
+        usual = np.zeros(n - 1)
+        for name in np.unique(pats):
+            mine = same & (pats[1:] == name) & (step > 0)
+            if mine.any():
+                usual[pats[1:] == name] = np.median(step[mine])
+        cut[1:] |= same & ((step <= 0) | (step > GAP_FACTOR * usual))
+    return [slice(a, b) for a, b in itertools.pairwise([*np.flatnonzero(cut).tolist(), n])]
 
 
 class DatasetOptions(BaseModel):

@@ -13,7 +13,9 @@ with their list unless ``skip_unpaired: true``.
 
 Cache: ``<cache_root>/<kind>/<label>-<hash>/<split>/<condition>/{inputs,targets}.npy`` plus
 ``patients.npy``, ``slice_ids.npy`` (``<patient>/<z position in mm>``) and ``spacing.npy``; the hash
-covers the options and every file's path, size and modification time, so changed data rebuilds.
+covers the options and every file's path, size and modification time, so changed data rebuilds. Each
+patient's slices are stored in increasing position; ``load`` reads the positions back from the slice
+ids (``PairedSlices.positions_mm``), so 3-D models see only slices that are adjacent in position.
 """
 
 from __future__ import annotations
@@ -304,15 +306,17 @@ class PairedDicomDataset(Dataset):
         self.prepare(progress=True)
         d = self.cache_folder / split / condition
         spacing = np.load(d / "spacing.npy")
+        slice_ids = np.load(d / "slice_ids.npy")
         return PairedSlices(
             inputs=cache.open_array(d / "inputs.npy"),
             targets=cache.open_array(d / "targets.npy"),
             patients=np.load(d / "patients.npy"),
-            slice_ids=np.load(d / "slice_ids.npy"),
+            slice_ids=slice_ids,
             condition=condition,
             split=split,
             pixel_spacing_mm=float(np.median(spacing)) if spacing.size else 1.0,
             extra={"pixel_spacing_mm": spacing, "reference": self.reference_folder()},
+            positions_mm=np.array([float(s.rsplit("/", 1)[1]) for s in slice_ids.tolist()], dtype=np.float64),
         )
 
     def describe(self) -> dict[str, Any]:

@@ -232,14 +232,16 @@ class SynthDataset(Dataset):
         else:
             inputs = cache.open_array(d / f"{condition}.npy")
         targets, other = (target_fbp, phantom) if self.options.target == "fbp" else (phantom, target_fbp)
+        patients = np.load(d / "patients.npy")
         return PairedSlices(
             inputs=inputs,
             targets=targets,
-            patients=np.load(d / "patients.npy"),
+            patients=patients,
             slice_ids=np.load(d / "slice_ids.npy"),
             condition=condition,
             split=split,
             pixel_spacing_mm=self.pixel_mm,
+            positions_mm=self.slice_positions_mm(len(patients)),
             extra={
                 "dose": dose / 100,
                 "views": views,
@@ -250,6 +252,12 @@ class SynthDataset(Dataset):
                 "regions": np.load(d / "regions.npy"),
             },
         )
+
+    def slice_positions_mm(self, rows: int) -> np.ndarray:
+        """Table positions of ``rows`` stored slices: each patient's ``slices_per_patient`` rows are its
+        neighbouring slices in order, ``SLICE_MM`` apart and centred on 0 (:func:`patient_slices`)."""
+        k = self.n_slices
+        return np.tile((np.arange(k) - (k - 1) / 2) * SLICE_MM, rows // k)
 
     def describe(self) -> dict[str, Any]:
         g = self.geometry()
