@@ -17,6 +17,12 @@
 * ``comparison_<architecture>_<dose>``: LDCT input, each loss's output and the reference (lowest seed, last
   epoch) in the metric window (default [−160, 240] HU) with a zoomed region below each (the square of
   a quarter of the image side with the most structure in the reference), RMSE in HU to the reference.
+* ``nps_<dose>``: the radial noise power spectrum (ICRU Report 87; AAPM TG-233) of the residual
+  (image − reference, HU) on the visual-comparison slice, in its uniform-region ROIs
+  (:mod:`analysis.metrics.nps`): one curve per loss (lowest seed, last epoch), the LDCT input
+  (input − reference) dashed grey, and, when the reference is noisy (``synth`` ``target: ndct``), the
+  reference's own noise (reference − its noiseless FBP) dotted black; one panel per architecture, log y
+  axis (HU²·mm²), x in mm⁻¹ up to the Nyquist frequency.
 * ``cd_<metric>``: critical-difference diagrams (Demšar 2006) per architecture · dose: mean ranks
   (1 = best) of the losses over the units; losses joined by a bar are not significantly different
   (Nemenyi, α = 0.05); the CD of Demšar's formula is given in each title.
@@ -34,6 +40,7 @@ import scikit_posthocs as sp
 from matplotlib.lines import Line2D
 from matplotlib.patches import Rectangle
 
+from analysis.metrics.nps import image_nps, reference_mask
 from analysis.schema import INPUT_LABEL, history_rows, kind_map, metric_info, metric_rows, select_epoch
 from analysis.tables import Orders
 from benchmark.core.conventions import parse_window, window_to_unit
@@ -70,7 +77,7 @@ def axis_label(metric: str) -> str:
     """``psnr [dB] ↑``: name, unit and direction from the metadata."""
     info = metric_info(metric)
     unit = f" [{info.unit}]" if info.unit else ""
-    return f"{metric}{unit} {'↑' if info.higher_is_better else '↓'}"
+    return f"{metric}{unit} {info.direction}"
 
 
 def _condition(df: pd.DataFrame) -> pd.Series:
@@ -321,6 +328,64 @@ def comparison_figures(examples: pd.DataFrame, orders: Orders, folder: Path, *, 
     return paths
 
 
+def _radial_nps(residual: np.ndarray, ex: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray] | None:
+    """``(f mm⁻¹, radial NPS HU²·mm²)`` of a residual ``(H, W)`` HU on example ``ex``'s slice, in its
+    uniform ROIs (the stored mask, else the reference's), or None when no ROI fits."""
+    pixel_mm = float(ex["pixel_mm"]) if "pixel_mm" in ex else 1.0
+    target = np.asarray(ex["target"], dtype=np.float64)
+    mask = np.asarray(ex["roi"], dtype=bool) if "roi" in ex else reference_mask(target, pixel_mm)
+    res = image_nps(residual, mask, pixel_mm)
+    return None if res is None else (res.f, res.radial)
+
+
+def nps_figures(examples: pd.DataFrame, orders: Orders, folder: Path) -> list[Path]:
+    """``nps_<dose>`` for every dose with examples (see the module docstring)."""
+    plt, sns = _plt()
+    paths: list[Path] = []
+    palette = dict(zip(orders.losses, sns.color_palette("colorblind", len(orders.losses))))
+    for dose in orders.doses:
+        sub = examples[examples["dose"] == dose]
+        archs = [a for a in orders.architectures if a in set(sub["architecture"])]
+        if not archs:
+            continue
+        fig, axes = plt.subplots(1, len(archs), figsize=(4.8 * len(archs), 3.8), squeeze=False, sharey=True)
+        drawn, unit = False, "mm"
+        for ax, arch in zip(axes[0], archs):
+            cells = sub[(sub["architecture"] == arch)]
+            cells = cells[cells["seed"] == cells["seed"].min()]
+            by_loss = {r.loss: r.arrays for r in cells.itertuples()}
+            first = next(iter(by_loss.values()))
+            unit = "mm" if "pixel_mm" in first else "px"
+            target = np.asarray(first["target"], np.float64)
+            curves = [(loss, by_loss[loss]["output"] - target, {"color": palette[loss]})
+                      for loss in orders.losses if loss in by_loss]  # fmt: skip
+            curves.append((INPUT_LABEL, first["input"] - target,
+                           {"color": INPUT_COLOR, "linestyle": INPUT_STYLE, "linewidth": INPUT_WIDTH}))  # fmt: skip
+            if "target_noise_free" in first:  # a noisy reference: its own noise (reference − noiseless FBP)
+                curves.append(("NDCT reference noise", target - first["target_noise_free"],
+                               {"color": "black", "linestyle": ":"}))  # fmt: skip
+            for label, residual, style in curves:
+                nps = _radial_nps(np.asarray(residual, np.float64), first)
+                if nps is None:
+                    continue
+                f, radial = nps
+                ax.plot(f[1:], np.maximum(radial[1:], 1e-12), label=label, marker="o", markersize=3, **style)
+                drawn = True
+            ax.set_yscale("log")
+            ax.set_title(f"{arch} · dose {dose}", fontsize=9)
+            ax.set_xlabel(f"radial spatial frequency [{unit}⁻¹]")
+            ax.set_ylabel(f"NPS of the residual [HU²·{unit}²]" if ax is axes[0, 0] else "")
+        if not drawn:
+            plt.close(fig)
+            continue
+        axes[0, -1].legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=8, frameon=False)
+        fig.suptitle(f"Noise power spectrum of image − reference in uniform ROIs, slice {first['image']} "
+                     "(ICRU 87 / TG-233; one slice, lowest seed, last epoch)", fontsize=9)  # fmt: skip
+        fig.tight_layout()
+        paths += save(fig, folder, f"nps_{dose}")
+    return paths
+
+
 def cd_figures(ranks: pd.DataFrame, orders: Orders, folder: Path, alpha: float = 0.05) -> list[Path]:
     """``cd_<metric>`` (see the module docstring); nothing when no condition has ≥ 3 losses."""
     plt, _ = _plt()
@@ -329,6 +394,8 @@ def cd_figures(ranks: pd.DataFrame, orders: Orders, folder: Path, alpha: float =
     if ranks.empty:
         return paths
     for metric, g in ranks.groupby("metric", sort=False):
+        if not metric_info(str(metric)).ranked:  # no better direction: a rank "1 = best" means nothing
+            continue
         conds = list(g.groupby(["architecture", "dose"], sort=False).groups)
         fig, axes = plt.subplots(len(conds), 1, figsize=(7.0, 1.0 + 1.5 * len(conds)), squeeze=False)
         for ax, (arch, dose) in zip(axes[:, 0], conds):
@@ -364,5 +431,7 @@ def build_figures(traj: pd.DataFrame, corr: pd.DataFrame | None, ranks: pd.DataF
         "cd": cd_figures(ranks, orders, folder) if ranks is not None else [],
     }  # fmt: skip
     if examples_dir is not None and examples_dir.is_dir():
-        out["comparison"] = comparison_figures(load_examples(examples_dir), orders, folder, window=window)
+        examples = load_examples(examples_dir)
+        out["comparison"] = comparison_figures(examples, orders, folder, window=window)
+        out["nps"] = nps_figures(examples, orders, folder)
     return out

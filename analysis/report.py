@@ -57,7 +57,7 @@ def _metric_rows(metrics: list[str]) -> pd.DataFrame:
     rows = []
     for m in metrics:
         i = metric_info(m)
-        rows.append({"metric": m, "type": i.kind.replace("_", "-"), "better": "higher" if i.higher_is_better else "lower",
+        rows.append({"metric": m, "type": i.kind.replace("_", "-"), "better": ("higher" if i.higher_is_better else "lower") if i.ranked else "none (closer to the reference's texture)",
                      "unit": i.unit or "–", "library": i.library, "definition": i.summary, "reference": i.paper})  # fmt: skip
     return pd.DataFrame(rows)
 
@@ -163,6 +163,11 @@ FIGURE_CAPTIONS = {
     "correlation_heatmap": "Spearman ρ between the loss and each metric over epochs, mean over the cells of a loss.",
     "perception_distortion": "Perception–distortion plane (Blau & Michaeli 2018) at the compared epoch.",
     "comparison": "Visual comparison: LDCT input, each loss's output and the NDCT reference; zoomed region below.",
+    "nps": "Radial noise power spectrum (ICRU 87, AAPM TG-233) of image − reference in uniform ROIs of the "
+           "visual-comparison slice, one curve per loss; dashed grey: the LDCT input; dotted black (noisy NDCT "
+           "reference only): the reference's own noise. Log y axis (HU²·mm²), x in mm⁻¹. A curve below the input's "
+           "at high frequencies and close to it in shape keeps the noise texture; a curve shifted to low "
+           "frequencies is the blotchy texture of over-smoothing.",
     "cd": "Critical-difference diagram (Demšar 2006): mean ranks, bars join losses not significantly different.",
 }
 

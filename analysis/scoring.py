@@ -68,7 +68,10 @@ class EvalSet:
 
     ``source`` is the split's whole input stack, ``rows`` the evaluated images' rows in it and
     ``volumes`` its contiguous volumes: a 3-D model denoises an image with its volume around it
-    (:func:`benchmark.evaluate.denoise`), even when the neighbouring slices are not evaluated."""
+    (:func:`benchmark.evaluate.denoise`), even when the neighbouring slices are not evaluated.
+    ``pixel_mm`` (the dataset's pixel spacing) and ``roi`` (the dataset's ``(S, H, W)`` uniform-region
+    masks, ``extra["roi"]``, or None) feed the NPS metrics; ``target_noise_free`` is the noiseless
+    counterpart of a noisy reference (``synth`` ``target: ndct``), else None."""
 
     dose: str
     inputs: np.ndarray
@@ -79,6 +82,9 @@ class EvalSet:
     source: np.ndarray
     rows: np.ndarray
     volumes: list[slice]
+    pixel_mm: float = 1.0
+    roi: np.ndarray | None = None
+    target_noise_free: np.ndarray | None = None
 
 
 @dataclass
@@ -136,6 +142,8 @@ def load_eval_set(dataset: Dataset, split: Split, dose: str, window: str, max_im
     idx = select_images(len(sl), max_images)
     images = np.asarray(sl.slice_ids)[idx].astype(str)
     every_slice = len(idx) == len(sl)  # keep the dataset's (possibly memory-mapped) arrays: chunks read lazily
+    roi = sl.extra.get("roi")
+    clean = sl.extra.get("other_target") if sl.extra.get("target_kind") == "ndct" else None
     return EvalSet(
         dose=dose,
         inputs=sl.inputs if every_slice else np.asarray(sl.inputs[idx], dtype=np.float32),
@@ -146,6 +154,9 @@ def load_eval_set(dataset: Dataset, split: Split, dose: str, window: str, max_im
         source=sl.inputs,
         rows=idx,
         volumes=sl.volumes(),
+        pixel_mm=float(sl.pixel_spacing_mm),
+        roi=None if roi is None else np.asarray(roi[idx], dtype=bool),
+        target_noise_free=None if clean is None else np.asarray(clean[idx], dtype=np.float32),
     )
 
 
@@ -190,7 +201,8 @@ def score_images(
         stop = min(start + chunk, n)
         pred = produce(slice(start, stop))
         res = metrics_pkg.compute_metrics(list(metrics), pred, ev.targets[start:stop], window=window, device=device,
-                              batch_size=batch_size, ref_cache=ref_cache)  # fmt: skip
+                              batch_size=batch_size, ref_cache=ref_cache, pixel_spacing_mm=ev.pixel_mm,
+                              roi=None if ev.roi is None else ev.roi[start:stop])  # fmt: skip
         for m in metrics:
             values[m][start:stop] = res[m]
     frames = [pd.DataFrame({"patient": ev.patients, "image": ev.images, "metric": m, "value": values[m]}) for m in metrics]
@@ -263,12 +275,19 @@ def example_index(ev: EvalSet, window: str, image: str | None = None) -> int:
 def write_example(path: Path, checkpoint: Path, epoch: int, ev: EvalSet, idx: int, *, device: str,
                   batch_size: int = 1) -> None:  # fmt: skip
     """Save one denoised slice with its low-dose input and reference (HU) for the visual comparison (a
-    3-D model's within its volume, with the scoring's ``batch_size``, so it is the slice scored)."""
+    3-D model's within its volume, with the scoring's ``batch_size``, so it is the slice scored), and
+    what the NPS figure needs: ``pixel_mm``, the uniform-region mask ``roi`` when the dataset has one, and
+    ``target_noise_free`` when the reference is noisy."""
     model = load_model(checkpoint, device=device)
     out = denoise_images(model, ev, slice(idx, idx + 1), batch_size=batch_size, device=device)[0]
+    extra: dict[str, Any] = {"pixel_mm": ev.pixel_mm}
+    if ev.roi is not None:
+        extra["roi"] = ev.roi[idx]
+    if ev.target_noise_free is not None:
+        extra["target_noise_free"] = ev.target_noise_free[idx]
     atomic_write(path, lambda tmp: np.savez_compressed(
         tmp, input=np.asarray(ev.inputs[idx], np.float32), output=out, target=np.asarray(ev.targets[idx], np.float32),
-        image=ev.images[idx], epoch=epoch, stamp=checkpoint_stamp(checkpoint)), suffix=".npz")  # fmt: skip
+        image=ev.images[idx], epoch=epoch, stamp=checkpoint_stamp(checkpoint), **extra), suffix=".npz")  # fmt: skip
 
 
 def _example_is_current(path: Path, checkpoint: Path, image: str) -> bool:

@@ -2,7 +2,8 @@
 
 * ``metric_<name>``: per metric, rows = loss, columns = architecture × dose, cells ``mean ± sd`` over the
   evaluation images at the selected epoch (seeds averaged per image first). The best mean per column is
-  bold (direction from the metric's ``higher_is_better``); ``*``/``**`` mark a loss that differs from the
+  bold (direction from the metric's ``higher_is_better``; nothing bold for a metric without a better
+  direction, ``ranked`` False, e.g. the NPS frequencies, marked ``↕``); ``*``/``**`` mark a loss that differs from the
   baseline loss (default: the matrix's first loss) at Holm-adjusted p < 0.05 / 0.01 in the two-sided
   Wilcoxon signed-rank test of :mod:`analysis.significance` (unit and family as in ``significance.csv``).
 * ``rmse_hu_per_dose``: the RED-CNN-study layout (Chen et al., IEEE TMI 2017, Table I): rows = loss ×
@@ -57,7 +58,7 @@ _LATEX_SPECIAL = {"\\": r"\textbackslash{}", "_": r"\_", "%": r"\%", "&": r"\&",
                   "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}  # fmt: skip
 
 
-_LATEX_UNICODE = {"±": r"$\pm$", "↑": r"$\uparrow$", "↓": r"$\downarrow$", "·": r"$\cdot$", "ρ": r"$\rho$",
+_LATEX_UNICODE = {"±": r"$\pm$", "↑": r"$\uparrow$", "↓": r"$\downarrow$", "↕": r"$\updownarrow$", "·": r"$\cdot$", "ρ": r"$\rho$",
                   "–": "--", "—": "---", "−": "-", "≥": r"$\geq$", "×": r"$\times$"}  # fmt: skip
 
 
@@ -83,7 +84,7 @@ def decimals_for(sd: Sequence[float] | np.ndarray, *, max_decimals: int = 4) -> 
 
 def arrow(metric: str) -> str:
     """The metric name with its direction: ``psnr ↑`` / ``niqe ↓`` (from the metadata)."""
-    return f"{metric} {'↑' if metric_info(metric).higher_is_better else '↓'}"
+    return f"{metric} {metric_info(metric).direction}"
 
 
 @dataclass
@@ -195,18 +196,19 @@ class Orders:
 
 
 def _mean_sd_table(stats: pd.DataFrame, rows: list[str], cols: list[str], row_order: list, col_order: list,
-                   higher: bool, reference: tuple[object, pd.DataFrame] | None = None,
+                   higher: bool | None, reference: tuple[object, pd.DataFrame] | None = None,
                    ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, pd.DataFrame]:  # fmt: skip
     """Wide ``mean``/``sd`` tables, their ``mean ± sd`` text and the bold-best mask (per column).
     ``reference = (row label, stats with the ``cols`` columns)`` appends a last row that is never bold
-    (the LDCT input); the decimals come from the other rows."""
+    (the LDCT input); the decimals come from the other rows. ``higher`` None: a metric without a better
+    direction (``MetricInfo.ranked`` False), nothing bold."""
     mean = stats.pivot_table(index=rows, columns=cols, values="mean", aggfunc="first", observed=True)
     sd = stats.pivot_table(index=rows, columns=cols, values="sd", aggfunc="first", observed=True)
     mean = mean.reindex(index=row_order, columns=col_order)
     sd = sd.reindex(index=row_order, columns=col_order)
     dec = decimals_for(sd.to_numpy().ravel())
     best = mean.max() if higher else mean.min()
-    bold = mean.eq(best, axis=1) & mean.notna()
+    bold = mean.eq(best, axis=1) & mean.notna() & (higher is not None)
     if reference is not None:
         label, ref = reference
         index = pd.MultiIndex.from_tuples([label]) if isinstance(label, tuple) else pd.Index([label])
@@ -251,7 +253,7 @@ def metric_table(
 ) -> Table:  # fmt: skip
     """The ``metric_<name>`` table (see the module docstring); ``inputs``: :func:`input_stats` rows for
     the LDCT-input reference row (none when None or without this metric)."""
-    higher = higher_is_better_map([metric])[metric]
+    higher = higher_is_better_map([metric])[metric] if metric_info(metric).ranked else None
     s = stats[stats["metric"] == metric]
     base = baseline or orders.losses[0]
     cols = _idx([orders.architectures, orders.doses])
@@ -277,7 +279,8 @@ def metric_table(
         name=f"metric_{metric}",
         text=text, bold=bold, marker=marker,
         caption=f"{arrow(metric)}{unit}: mean ± sd over the evaluation images (seeds averaged); "
-                f"columns architecture · dose; best per column in bold.",
+                f"columns architecture · dose; "
+                + ("best per column in bold." if higher is not None else "no better direction (↕): nothing bold."),
         note=f"* / **: differs from the baseline {base} at Holm-adjusted p < 0.05 / 0.01 (two-sided Wilcoxon "
              f"signed-rank test on {unit_note})." + (f" {INPUT_NOTE}" if ref is not None else ""),
         numbers=numbers,
@@ -285,8 +288,8 @@ def metric_table(
 
 
 def hu_metric(metrics: Sequence[str]) -> str | None:
-    """The first metric whose metadata unit is HU (RMSE in HU), or None."""
-    return next((m for m in metrics if metric_info(m).unit == "HU"), None)
+    """The first metric whose metadata unit is HU (RMSE in HU; not the NPS noise magnitude), or None."""
+    return next((m for m in metrics if metric_info(m).unit == "HU" and not metric_info(m).regions), None)
 
 
 def rmse_per_dose_table(stats: pd.DataFrame, orders: Orders, metric: str, inputs: pd.DataFrame | None = None) -> Table:

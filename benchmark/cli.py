@@ -39,28 +39,50 @@ def run(
     out: OutOpt,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bars; one log line per epoch (CI)")] = False,
     device: Annotated[str | None, typer.Option(help="override the matrix's device (auto, cpu, cuda, cuda:N)")] = None,
-    slurm: Annotated[bool, typer.Option("--slurm", help="submit one Slurm job per unfinished cell (submitit)")] = False,
+    executor: Annotated[str, typer.Option("--executor", help="local: train in this process; slurm: submit Slurm jobs (submitit)")] = "local",
+    slurm: Annotated[bool, typer.Option("--slurm", help="alias of --executor slurm")] = False,
     slurm_partition: Annotated[str | None, typer.Option(help="Slurm partition")] = None,
-    slurm_time: Annotated[int, typer.Option(help="minutes per cell job")] = 24 * 60,
-    slurm_gpus: Annotated[int, typer.Option(help="GPUs per cell job")] = 1,
+    slurm_account: Annotated[str | None, typer.Option(help="Slurm account")] = None,
+    slurm_qos: Annotated[str | None, typer.Option(help="Slurm QOS")] = None,
+    slurm_constraint: Annotated[str | None, typer.Option(help="Slurm node constraint (e.g. a100)")] = None,
+    slurm_time: Annotated[int | None, typer.Option(help="minutes per job; default: measured time per cell x epochs x 1.5 + 15, or 240")] = None,
+    slurm_mem: Annotated[int, typer.Option(help="memory per job, GB")] = 32,
+    slurm_cpus: Annotated[int, typer.Option(help="CPUs per cell (per Slurm task)")] = 8,
     slurm_parallel: Annotated[int, typer.Option(help="max jobs running at once")] = 16,
+    slurm_param: Annotated[list[str] | None, typer.Option(help="extra #SBATCH option key=value (repeatable)")] = None,
+    slurm_setup: Annotated[list[str] | None, typer.Option(help="shell line run before each job, e.g. 'module load cuda' (repeatable)")] = None,
+    cells_per_job: Annotated[int, typer.Option(help="cells per Slurm job, one task and one GPU each")] = 1,
 ) -> None:
     """Train every cell of MATRIX into OUT; finished cells are skipped, unfinished ones resume."""
     from benchmark.config import MatrixConfig, load_matrix  # lazy: CLI start-up
     from benchmark.runner import Runner  # lazy: CLI start-up
     from benchmark.validate import check_matrix  # lazy: CLI start-up
 
+    if slurm:
+        if executor not in ("local", "slurm"):
+            raise UserError(f"--slurm is an alias of --executor slurm; it contradicts --executor {executor}", field="--executor")
+        executor = "slurm"
+    if executor not in ("local", "slurm"):
+        raise UserError(f"{executor!r}: use local (train in this process) or slurm (submit Slurm jobs)", field="--executor")
+    if cells_per_job < 1:
+        raise UserError(f"{cells_per_job}: give at least 1", field="--cells-per-job")
     cfg = load_matrix(matrix)
     if device is not None:
         cfg = MatrixConfig.model_validate({**cfg.model_dump(), "device": device})
-    dataset = check_matrix(cfg)
-    if slurm:
-        from benchmark.slurm import SlurmOptions, submit  # lazy: CLI start-up
+    if executor == "slurm":
+        from benchmark.slurm import SlurmOptions, parse_params, require_slurm, submit  # lazy: CLI start-up
 
-        jobs = submit(cfg, out, SlurmOptions(partition=slurm_partition, timeout_min=slurm_time,
-                                             gpus_per_node=slurm_gpus, array_parallelism=slurm_parallel))
+        params = parse_params(slurm_param or [])  # bad input fails before anything else
+        require_slurm()
+        check_matrix(cfg)
+        jobs = submit(cfg, out, SlurmOptions(
+            partition=slurm_partition, account=slurm_account, qos=slurm_qos, constraint=slurm_constraint,
+            timeout_min=slurm_time, mem_gb=slurm_mem, cpus_per_task=slurm_cpus, array_parallelism=slurm_parallel,
+            additional=params, setup=list(slurm_setup or []), cells_per_job=cells_per_job,
+        ))
         typer.echo(f"submitted {len(jobs)} job(s); logs under {out / 'slurm'}; `ldct-bench status --out {out}` follows them")
         return
+    dataset = check_matrix(cfg)
     runner = Runner(cfg, out, quiet=quiet, dataset=dataset)
     try:
         summary = runner.run()

@@ -86,6 +86,29 @@ def configure_determinism(device: torch.device, deterministic: bool) -> None:
         torch.use_deterministic_algorithms(deterministic, warn_only=False)
 
 
+# (device, deterministic) that :func:`setup_process` last applied in this process, None before.
+_PROCESS_SETUP: tuple[torch.device, bool] | None = None
+
+
+def setup_process(matrix: MatrixConfig, device: torch.device) -> str:
+    """The one per-process set-up of every process that trains cells (``Runner.run``, a direct
+    ``Runner.run_cell``, a Slurm task): make ``device`` the current CUDA device (so ``cuda`` and the
+    CUDA RNG state of checkpoints mean the cell's GPU) and apply ``matrix.deterministic`` (cuDNN
+    flags, ``torch.use_deterministic_algorithms``, ``CUBLAS_WORKSPACE_CONFIG``). Idempotent.
+    Returns a one-line description for the log."""
+    global _PROCESS_SETUP
+    if device.type == "cuda" and device.index is not None:
+        torch.cuda.set_device(device)
+    configure_determinism(device, matrix.deterministic)
+    _PROCESS_SETUP = (device, matrix.deterministic)
+    return f"process set-up: device {device}, deterministic {str(matrix.deterministic).lower()}"
+
+
+def process_setup() -> tuple[torch.device, bool] | None:
+    """``(device, deterministic)`` applied by :func:`setup_process` in this process, or None."""
+    return _PROCESS_SETUP
+
+
 def resume_state(state: TrainState, ckpt_dir: Path, log: Any) -> int:
     """Load the newest readable checkpoint into ``state``; unreadable ones are renamed ``*.corrupt``.
     Returns the epoch resumed from (0 = fresh start)."""
@@ -120,12 +143,23 @@ def cell_lock(path: Path) -> Iterator[bool]:
 class Runner:
     """Trains the cells of one matrix into one ``--out`` folder."""
 
-    def __init__(self, matrix: MatrixConfig, out: Path, *, quiet: bool = False, dataset: Dataset | None = None) -> None:
+    def __init__(self, matrix: MatrixConfig, out: Path, *, quiet: bool = False, dataset: Dataset | None = None,
+                 device: torch.device | None = None) -> None:
         self.matrix = matrix
         self.layout = RunLayout(out, must_exist=False)
         self.quiet = quiet
-        self.device = resolve_device(matrix.device)
+        self.device = device if device is not None else resolve_device(matrix.device)
         self.dataset = dataset or open_dataset(matrix.dataset.kind, matrix.dataset.options)
+        # exceptions that end the process without marking the cell FAILED (a Slurm job adds
+        # submitit's UncompletedJobError: a timeout or preemption, not an error of the cell)
+        self.interruptions: tuple[type[BaseException], ...] = ()
+        self._set_up = False
+
+    def setup(self) -> None:
+        """Apply :func:`setup_process` once for this runner (before anything trains)."""
+        if not self._set_up:
+            self.log(setup_process(self.matrix, self.device))
+            self._set_up = True
 
     def log(self, msg: str) -> None:
         if self.quiet:
@@ -134,7 +168,7 @@ class Runner:
             tqdm.write(msg, file=sys.stderr)
 
     def run(self) -> RunSummary:
-        configure_determinism(self.device, self.matrix.deterministic)
+        self.setup()
         self.layout.write_matrix(self.matrix)
         self.dataset.prepare(progress=not self.quiet)
         cells = expand_cells(self.matrix)
@@ -151,6 +185,7 @@ class Runner:
 
     def run_cell(self, cell: Cell) -> str:
         """Returns the RunSummary field the cell belongs to."""
+        self.setup()
         layout, cid = self.layout, cell.cell_id
         if layout.marker(cid, DONE).is_file():
             return "skipped_done"
@@ -170,6 +205,9 @@ class Runner:
                 self.log(f"{cell.cell_id}: diverged at epoch {exc.epoch} ({exc})")
                 return "diverged"
             except (KeyboardInterrupt, UserError):
+                raise
+            except self.interruptions:  # timed out or preempted: the next run resumes from the last epoch
+                self.log(f"{cell.cell_id}: interrupted; resumes from its last checkpoint")
                 raise
             except Exception as exc:  # a bug or an out-of-memory in one cell must not stop the matrix
                 layout.write_marker(cid, FAILED, {"message": f"{type(exc).__name__}: {exc}"})

@@ -7,6 +7,7 @@ state of one cell (model, optimizers, scheduler, loss, RNGs, history).
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import random
 from dataclasses import dataclass, field
@@ -25,6 +26,8 @@ from benchmark.evaluate import predict_batches
 from benchmark.sampling import patient_balanced_weights, sample_patches, sample_volume_patches, window_starts
 from losses.adversarial import frozen
 from losses.base import CompositeLoss
+
+_log = logging.getLogger(__name__)
 
 
 class Diverged(Exception):
@@ -90,9 +93,11 @@ class TrainState:
 
 
 def capture_rng(generator: torch.Generator) -> dict[str, Any]:
+    """Every RNG state of the process. CUDA: only the current device's state (the cell's GPU, see
+    ``benchmark.runner.setup_process``), so a checkpoint resumes whatever the number of visible GPUs."""
     return {
         "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+        "cuda": torch.cuda.get_rng_state(torch.cuda.current_device()) if torch.cuda.is_available() else None,
         "numpy": np.random.get_state(),  # noqa: NPY002 - the global state other code may use
         "python": random.getstate(),
         "data": generator.get_state(),
@@ -101,8 +106,17 @@ def capture_rng(generator: torch.Generator) -> dict[str, Any]:
 
 def restore_rng(state: dict[str, Any], generator: torch.Generator) -> None:
     torch.set_rng_state(state["torch"])
-    if state.get("cuda") is not None and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    cuda = state.get("cuda")
+    if cuda is not None and torch.cuda.is_available():
+        device = torch.cuda.current_device()
+        if isinstance(cuda, (list, tuple)):  # older checkpoints: get_rng_state_all(), one per visible GPU
+            if device < len(cuda):
+                torch.cuda.set_rng_state(cuda[device], device)
+            else:
+                _log.warning("checkpoint holds CUDA RNG states of %d GPU(s), none for the current device cuda:%d; "
+                             "the CUDA RNG is not restored", len(cuda), device)
+        else:
+            torch.cuda.set_rng_state(cuda, device)
     np.random.set_state(state["numpy"])  # noqa: NPY002
     random.setstate(state["python"])
     generator.set_state(state["data"])

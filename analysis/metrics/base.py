@@ -49,6 +49,15 @@ class Scorer:
         raise NotImplementedError
 
 
+class RegionScorer(Scorer):
+    """A scorer whose reference side also needs the pixel spacing (mm) and a per-image uniform-region
+    mask (``(B, H, W)`` bool, or None to derive it from the reference): the engine calls
+    :meth:`prepare_region_ref` instead of :meth:`Scorer.prepare_ref` (metrics with ``regions=True``)."""
+
+    def prepare_region_ref(self, ref: torch.Tensor, roi: Any, pixel_mm: float) -> Any:
+        raise NotImplementedError
+
+
 @dataclass(frozen=True)
 class MetricInfo:
     """Fixed metadata of a registered metric.
@@ -57,6 +66,12 @@ class MetricInfo:
     run. ``space`` is the input the scorer takes (``"unit"``: windowed [0, 1]; ``"hu"``: raw HU).
     ``min_size`` is the smallest image side the implementation supports. ``build(device)`` makes the
     scorer (loads networks / parameters); usually the :class:`Scorer` subclass itself.
+    ``ranked``: False for a descriptor with no better direction (the NPS frequencies: what matters is
+    closeness to the reference's or the input's value, not higher or lower); tables bold no best, labels
+    show ``↕`` and critical-difference diagrams leave it out (``higher_is_better`` is then only the
+    nominal orientation of signed statistics). ``regions``: the scorer is a :class:`RegionScorer` and
+    needs the pixel spacing (and optionally a uniform-region mask) passed to
+    :func:`analysis.metrics.compute_metrics`.
     """
 
     name: str
@@ -71,11 +86,18 @@ class MetricInfo:
     paper: str = ""
     space: Literal["unit", "hu"] = "unit"
     min_size: int = 1
+    ranked: bool = True
+    regions: bool = False
     build: Callable[[torch.device], Scorer] | None = field(default=None, repr=False, compare=False)
 
     @property
     def full_reference(self) -> bool:
         return self.kind == "full_reference"
+
+    @property
+    def direction(self) -> str:
+        """``↑`` (higher is better), ``↓`` (lower is better) or ``↕`` (no better direction)."""
+        return "↕" if not self.ranked else ("↑" if self.higher_is_better else "↓")
 
 
 INF = math.inf

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from analysis.metrics.base import MetricInfo, MetricUnavailable, Scorer
+from analysis.metrics.base import MetricInfo, MetricUnavailable, RegionScorer, Scorer
 from analysis.metrics.registry import METRICS
 from benchmark.core import weights
 from benchmark.core.conventions import HUWindow, parse_window, window_to_unit
@@ -125,6 +125,20 @@ def _check(meta: MetricInfo, pred: torch.Tensor, ref: torch.Tensor | None) -> No
         )
 
 
+def _check_regions(metas: list[MetricInfo], pred: torch.Tensor, pixel_spacing_mm: float | None,
+                   roi: np.ndarray | None) -> np.ndarray | None:  # fmt: skip
+    """The ``(N, H, W)`` bool masks (or None) after checking what the ``regions`` metrics need."""
+    needs = [m.name for m in metas if m.regions]
+    if needs and (pixel_spacing_mm is None or not pixel_spacing_mm > 0):
+        raise UserError(f"{', '.join(needs)} need the pixel spacing: pass pixel_spacing_mm > 0", field="pixel_spacing_mm")
+    if roi is None:
+        return None
+    masks = np.asarray(roi, dtype=bool)
+    if masks.shape != (pred.shape[0], *pred.shape[-2:]):
+        raise UserError(f"roi must be (N, H, W) = {(pred.shape[0], *pred.shape[-2:])}, got {masks.shape}", field="roi")
+    return masks
+
+
 def drop_ref(ref_cache: dict, ref_key: str) -> None:
     """Remove every entry a call with ``ref_key`` stored in ``ref_cache``."""
     for k in [k for k in ref_cache if k[0] == ref_key]:
@@ -143,6 +157,8 @@ def compute_metrics(
     ref_key: str | None = None,
     progress: bool = False,
     skip_unavailable: bool = False,
+    pixel_spacing_mm: float | None = None,
+    roi: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
     """Score ``pred_hu`` against ``ref_hu`` with each metric in ``names``.
 
@@ -159,6 +175,10 @@ def compute_metrics(
         skip_unavailable: if False (default) raise :class:`MetricUnavailable` for the first requested
             metric whose weights are missing, before any work; if True leave such metrics out of the
             result with a warning. Use :func:`unavailable_metrics` to get the reasons to record.
+        pixel_spacing_mm: in-plane pixel spacing (mm); required by the metrics with ``regions`` in
+            their metadata (the NPS metrics), ignored by the others.
+        roi: optional ``(N, H, W)`` bool uniform-region masks, one per image (e.g. ``synth``'s
+            ``extra["roi"]``), for the ``regions`` metrics; None: derived from each reference.
 
     Returns:
         ``{name: (N,) float64}`` per-image values, in the order of ``names``.
@@ -186,7 +206,9 @@ def compute_metrics(
         )
     for m in metas:
         _check(m, pred, ref)
+    masks = _check_regions(metas, pred, pixel_spacing_mm, roi)
     ref_id = digest(ref) if (ref is not None and any(m.full_reference for m in metas)) else None
+    region_id = (pixel_spacing_mm, None if masks is None else digest(torch.from_numpy(masks.astype(np.float32))))
     cache: dict = ref_cache if ref_cache is not None else {}
     n = pred.shape[0]
     plan = []
@@ -204,8 +226,14 @@ def compute_metrics(
                 state: Any = None
                 if m.full_reference:
                     assert ref is not None
-                    key = (ref_key, ref_id, win.lo, win.hi, _scorer_key(m, dev), start, stop)
-                    if key not in cache:
+                    region = region_id if isinstance(scorer, RegionScorer) else ()
+                    key = (ref_key, ref_id, win.lo, win.hi, _scorer_key(m, dev), start, stop, *region)
+                    if key not in cache and isinstance(scorer, RegionScorer):
+                        assert pixel_spacing_mm is not None
+                        cache[key] = scorer.prepare_region_ref(_to_space(ref[start:stop], m, win, dev),
+                                                               None if masks is None else masks[start:stop],
+                                                               pixel_spacing_mm)  # fmt: skip
+                    elif key not in cache:
                         cache[key] = scorer.prepare_ref(_to_space(ref[start:stop], m, win, dev))
                     state = cache[key]
                 values = scorer.score(_to_space(pred[start:stop], m, win, dev), state)

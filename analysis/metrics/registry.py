@@ -6,7 +6,7 @@ from __future__ import annotations
 from functools import partial
 from typing import Literal
 
-from analysis.metrics import deep, full_reference, no_reference, shift_tolerant
+from analysis.metrics import deep, full_reference, no_reference, nps, shift_tolerant
 from analysis.metrics.base import INF, MetricInfo
 
 FR: Literal["full_reference"] = "full_reference"
@@ -196,6 +196,57 @@ METRICS: dict[str, MetricInfo] = {
             paper="Ghildyal & Liu, ECCV 2022",
             min_size=32,
             build=partial(shift_tolerant.STLPIPS, "vgg"),
+        ),
+        MetricInfo(
+            name="nps_noise_hu",
+            kind=FR,
+            higher_is_better=False,
+            differentiable=False,
+            value_domain=(0.0, INF),
+            library="numpy",
+            weights=(),
+            unit="HU",
+            summary="noise magnitude of the residual (output − reference) in uniform ROIs: sqrt(∫ NPS) = ROI std",
+            paper="ICRU Report 87 (2012); AAPM TG-233 (Samei et al., Med. Phys. 2019)",
+            space="hu",
+            min_size=8,
+            regions=True,
+            build=partial(nps.NPSMetric, "noise_hu"),
+        ),
+        MetricInfo(
+            name="nps_favg",
+            kind=FR,
+            higher_is_better=True,
+            ranked=False,
+            differentiable=False,
+            value_domain=(0.0, INF),
+            library="numpy",
+            weights=(),
+            unit="mm⁻¹",
+            summary="NPS-weighted mean radial frequency of the residual's NPS in uniform ROIs (texture; "
+            "compare with the reference's/input's, no better direction)",
+            paper="Solomon & Samei, Med. Phys. 2012; ICRU Report 87; AAPM TG-233",
+            space="hu",
+            min_size=8,
+            regions=True,
+            build=partial(nps.NPSMetric, "favg"),
+        ),
+        MetricInfo(
+            name="nps_fpeak",
+            kind=FR,
+            higher_is_better=True,
+            ranked=False,
+            differentiable=False,
+            value_domain=(0.0, INF),
+            library="numpy",
+            weights=(),
+            unit="mm⁻¹",
+            summary="peak frequency of the residual's radial NPS in uniform ROIs (texture; no better direction)",
+            paper="Boedeker, Cooper & McNitt-Gray, PMB 2007; ICRU Report 87; AAPM TG-233",
+            space="hu",
+            min_size=8,
+            regions=True,
+            build=partial(nps.NPSMetric, "fpeak"),
         ),
         MetricInfo(
             name="niqe",

@@ -19,6 +19,11 @@ same noise, but ``50_360`` adds view-aliasing streaks.
 same resolution (detector, interpolation, Hann apodisation) as the inputs, so a denoiser is asked to
 remove noise and streaks only. ``target: phantom`` is the phantom itself (2×2 block mean of the fine
 grid), which also asks for deblurring. Both are stored; ``PairedSlices.extra`` carries the other.
+``target: ndct`` is a *noisy* normal-dose reference like real NDCT: the 720-view FBP of an independent
+100 %-dose noise realisation of the same sinogram (noise from the dataset's seeded generator, stream
+``[seed, patient, 100, 720, NDCT_STREAM]``, independent of every input's). It is built only into the
+``ndct`` cache (``ndct.npy``; the hash payload gets ``"target": "ndct"``, so the ``fbp``/``phantom``
+cache and every existing array are unchanged); ``extra["other_target"]`` is then the noiseless FBP.
 
 Cache (:mod:`benchmark.data.cache`): ``<cache_root>/synth/<size>-<hash>/<split>/`` with
 ``<condition>.npy`` inputs, ``target_fbp.npy``, ``phantom.npy``, ``clean_<views>.npy`` (noiseless
@@ -48,6 +53,7 @@ from benchmark.data.simulate import NoiseModel, add_noise, project_hu, reconstru
 
 # Bump when anything that changes the arrays changes (phantoms, physics, projector, layout).
 GENERATOR_VERSION = "synth-2"
+NDCT_STREAM = 2  # noise-stream tag of the ndct target (inputs have none, redrawn training noise 1)
 
 DOSES_PERCENT: tuple[int, ...] = (10, 25, 50, 100)
 VIEWS: tuple[int, ...] = (180, 360, 720)
@@ -88,6 +94,13 @@ SIZES: dict[str, tuple[int, int, int, tuple[int, int]]] = {
 # with the image size because pixels get smaller (measured in uniform soft tissue at 100 %, 720 views:
 # ≈ 3.3 HU for tiny, ≈ 12 HU for small; 10 % dose: ≈ 11 and ≈ 41 HU).
 DEFAULT_I0 = 2.0e5
+# Largest per-pixel difference (HU) between a CUDA and a CPU build of the same options. Only the FBP
+# runs on the build device (forward projection and noise are on the CPU, see SynthOptions). FBP is
+# linear in float32: an FFT filter (cuFFT vs pocketfft) and a sparse back-projection summing ~720
+# views, each with a relative rounding error of a few 1e-7 (≈ sqrt(terms) · 2^-24); on μ ≈ 0.02 /mm
+# that is ≲ 1e-3 HU, amplified at most ~10× by the ramp filter's noise-dominated intermediate
+# values. 0.05 HU leaves a margin and is ~100× below the smallest noise std of any condition (≈ 3 HU).
+BUILD_TOLERANCE_HU = 0.05
 
 
 class SynthOptions(DatasetOptions):
@@ -101,13 +114,17 @@ class SynthOptions(DatasetOptions):
     (the rest train; patient-level tests need several test patients: with 2, a two-sided Wilcoxon test
     can never reach p < 0.05).
     ``redraw_train_noise``: training inputs get fresh noise per ``(seed, epoch)`` of ``load``.
-    ``build_device``: where the projector runs while building (``auto`` = CUDA if present); noise is
-    always drawn on the CPU with numpy. CPU and CUDA builds differ by float rounding, so the device
-    type is part of the cache key; rebuilding on the same device type is bit-identical.
+    ``build_device``: where the FBP runs while building (``auto`` = the current CUDA device if
+    present, i.e. the cell's ``cuda:N`` in a run). The build device is **not** part of the cache key:
+    the forward projection that feeds the noise always runs on the CPU and the noise is drawn on the
+    CPU from the seeded numpy generators, so phantoms, clean sinograms, ROIs and the noise
+    realisation are bit-identical everywhere; only the (linear, deterministic) FBP runs on the build
+    device, and a CUDA build equals a CPU build within ``BUILD_TOLERANCE_HU`` per pixel (float32
+    rounding; see its comment). Rebuilding on the same device is bit-identical.
     """
 
     size: SizeName = "small"
-    target: Literal["fbp", "phantom"] = "fbp"
+    target: Literal["fbp", "phantom", "ndct"] = "fbp"
     geometry: Literal["fan", "parallel"] = "fan"
     redraw_train_noise: bool = False
     seed: int = 0
@@ -201,8 +218,9 @@ class SynthDataset(Dataset):
             "i0": self.i0,
             "electronic_noise_var": o.electronic_noise_var,
             "filter": o.filter,
-            # CPU and CUDA builds agree to float rounding, not bit for bit: keep them apart
-            "device": self._device().type,
+            # no build device: CPU and CUDA builds agree within BUILD_TOLERANCE_HU (see SynthOptions)
+            # only the ndct target adds an array: fbp/phantom keep their (unchanged) cache
+            **({"target": "ndct"} if o.target == "ndct" else {}),
         }
 
     @property
@@ -210,7 +228,12 @@ class SynthDataset(Dataset):
         return cache.cache_dir("synth", self.options.size, self._hash_payload())
 
     def _device(self) -> torch.device:
-        return resolve_device(self.options.build_device, field="dataset.options.build_device")
+        """Where the FBP runs: ``cpu``, or the *current* CUDA device for ``cuda`` / ``auto`` with a GPU
+        (``benchmark.runner.setup_process`` makes the cell's ``cuda:N`` current), not always cuda:0."""
+        dev = resolve_device(self.options.build_device, field="dataset.options.build_device")
+        if dev.type == "cuda" and dev.index is None:
+            dev = torch.device("cuda", torch.cuda.current_device())
+        return dev
 
     # --- Dataset interface --------------------------------------------------------------------
     def conditions(self) -> list[str]:
@@ -231,7 +254,10 @@ class SynthDataset(Dataset):
             inputs = self._redraw(d, dose, views, epoch, seed if seed is not None else 0)
         else:
             inputs = cache.open_array(d / f"{condition}.npy")
-        targets, other = (target_fbp, phantom) if self.options.target == "fbp" else (phantom, target_fbp)
+        if self.options.target == "ndct":
+            targets, other = cache.open_array(d / "ndct.npy"), target_fbp
+        else:
+            targets, other = (target_fbp, phantom) if self.options.target == "fbp" else (phantom, target_fbp)
         patients = np.load(d / "patients.npy")
         return PairedSlices(
             inputs=inputs,
@@ -282,7 +308,7 @@ class SynthDataset(Dataset):
         key = [self.options.seed, patient, dose, views] + ([] if epoch is None else [1, seed, epoch])
         return np.random.default_rng(key)
 
-    def _project_all(self, indices: list[int], device: torch.device, progress: bool) -> tuple[np.ndarray, np.ndarray]:
+    def _project_all(self, indices: list[int], progress: bool) -> tuple[np.ndarray, np.ndarray]:
         """Phantoms ``(S, N, N)`` (output grid) and 720-view line integrals ``(S, V, C)`` of all slices
         of patients ``indices``, in that order. All slices go through one projector call, so the
         projection matrix (built block by block when it is too large to cache) is built once."""
@@ -294,7 +320,9 @@ class SynthDataset(Dataset):
             fine[j * k : (j + 1) * k] = patient_slices(self.options.seed, i, k, grid, slice_mm=SLICE_MM)
         if progress:
             tqdm.write(f"synth {self.options.size}: projecting {len(fine)} slices at {FULL_VIEWS} views …")
-        sino = project_hu(fine, self.geometry(fine=True), device=device)
+        # on the CPU wherever the build runs: the Poisson draws depend on these values (a rounding
+        # difference could change a rejection-sampling step and with it the whole noise stream)
+        sino = project_hu(fine, self.geometry(fine=True), device="cpu")
         return downsample2(fine), sino
 
     def _simulate_group(self, indices: list[int], phantom: np.ndarray, sino: np.ndarray,
@@ -320,8 +348,18 @@ class SynthDataset(Dataset):
             out["target_fbp" if views == FULL_VIEWS else f"clean_{views}"] = recon[:s]
             for m, dose in enumerate(DOSES_PERCENT, start=1):
                 out[condition_name(dose, views)] = recon[m * s : (m + 1) * s]
+        if self.options.target == "ndct":  # its own FBP call: the other arrays stay bit-identical
+            g = self.geometry(FULL_VIEWS)
+            ndct = np.concatenate([
+                add_noise(sino[j * k : (j + 1) * k], g, model, 1.0, self._ndct_rng(i)) for j, i in enumerate(indices)
+            ])  # fmt: skip
+            out["ndct"] = reconstruct_hu(ndct, g, filter_name=self.options.filter, device=device)
         out["roi"] = np.stack([uniform_roi(p, self.pixel_mm) for p in out["phantom"]])
         return out
+
+    def _ndct_rng(self, patient: int) -> np.random.Generator:
+        """The ndct target's noise: 100 % dose, 720 views, a stream of its own (``NDCT_STREAM``)."""
+        return np.random.default_rng([self.options.seed, patient, 100, FULL_VIEWS, NDCT_STREAM])
 
     def _redraw(self, d: Path, dose: int, views: int, epoch: int, seed: int) -> np.ndarray:
         """Fresh training noise for ``(seed, epoch)``: re-simulate counts from the stored sinograms."""
@@ -343,6 +381,8 @@ class SynthDataset(Dataset):
         splits = self.split_patients()
         arrays: dict[str, dict[str, np.memmap]] = {}
         names = ["phantom", "target_fbp", "roi", *(f"clean_{v}" for v in VIEWS if v != FULL_VIEWS), *CONDITIONS]
+        if self.options.target == "ndct":
+            names.append("ndct")
         for split, members in splits.items():
             s = len(members) * self.n_slices
             arrays[split] = {k: cache.new_array(tmp / split / f"{k}.npy", (s, n, n), np.bool_ if k == "roi" else np.float32)
@@ -361,7 +401,7 @@ class SynthDataset(Dataset):
             for pos in range(0, len(members), per_group)
         ]
         everyone = [i for members in splits.values() for i in members]
-        phantoms, sinos = self._project_all(everyone, device, progress)
+        phantoms, sinos = self._project_all(everyone, progress)
         row_of = {i: j * self.n_slices for j, i in enumerate(everyone)}
         bar = tqdm(total=self.n_patients, desc=f"synth {self.options.size}: noise and FBP", unit="patient",
                    disable=not progress)

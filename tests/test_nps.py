@@ -1,0 +1,202 @@
+"""The noise power spectrum (analysis.metrics.nps): white and linearly filtered noise of known spectrum,
+pixel-spacing scaling, the registered metrics, the NPS figure and the ``synth`` ``target: ndct``."""
+
+from __future__ import annotations
+
+import matplotlib.image as mpimg
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import ndimage
+
+from analysis.figures import nps_figures
+from analysis.metrics import METRICS, compute_metrics
+from analysis.metrics.nps import (
+    estimate_nps,
+    extract_rois,
+    image_nps,
+    reference_mask,
+    roi_corners,
+    roi_side_px,
+)
+from analysis.simulate import simulate_trajectories
+from analysis.tables import Orders, build_tables
+from benchmark.core.errors import UserError
+from benchmark.data import open_dataset
+
+# 3×3 Laplacian convolved with the 3×3 binomial blur: along an axis |H|² = sin⁴(2π f Δ), a band-pass
+# whose radial NPS peaks inside (0, Nyquist), like a CT reconstruction kernel's.
+LAPLACIAN = np.array([[0, -1, 0], [-1, 4, -1], [0, -1, 0]], dtype=np.float64)
+BINOMIAL = np.outer([1, 2, 1], [1, 2, 1]) / 16.0
+KERNEL = ndimage.convolve(np.pad(LAPLACIAN, 1), BINOMIAL, mode="constant")  # 5×5
+
+
+def transfer_sq(kernel: np.ndarray, fy: np.ndarray, fx: np.ndarray, d: float) -> np.ndarray:
+    """|H(fy, fx)|² of a kernel by its DTFT (independent of the estimator's FFT)."""
+    c = kernel.shape[0] // 2
+    m, n = np.mgrid[-c : c + 1, -c : c + 1]
+    phase = np.exp(-2j * np.pi * (fy[..., None, None] * m * d + fx[..., None, None] * n * d))
+    return np.abs((kernel * phase).sum(axis=(-2, -1))) ** 2
+
+
+def test_white_noise_is_flat_at_sigma2_dx_dy(rng: np.random.Generator) -> None:
+    """K = 400 independent ROIs: each 2-D NPS bin is a mean of 400 exponential variables (relative sd
+    1/√400 = 5 %), so every bin lies within 5 sd (25 %), the mean over bins within 1 %; each radial bin
+    averages ≥ 4 bins (≤ 2.5 % sd): within 12 %."""
+    sigma, d, k, n = 20.0, 0.5, 400, 32
+    res = estimate_nps(rng.normal(0.0, sigma, (k, n, n)), d)
+    expected = sigma**2 * d * d
+    centre = (res.fy == 0)[:, None] & (res.fx == 0)[None, :]
+    rel = res.nps[~centre] / expected
+    assert abs(rel.mean() - 1) < 0.01 and np.abs(rel - 1).max() < 5 / np.sqrt(k)
+    assert res.nps[centre].item() < 1e-9 * expected  # the mean is removed
+    np.testing.assert_allclose(res.radial[1:] / expected, 1.0, atol=0.12)
+    assert res.noise_hu == pytest.approx(sigma, rel=0.01)
+    assert res.noise_hu == pytest.approx(res.roi_std_hu, rel=1e-9)  # Parseval self-check
+    assert res.f[-1] == pytest.approx(1 / (2 * d)) and res.f[1] == pytest.approx(1 / (n * d))
+    assert res.f_avg == pytest.approx(res.f[1:].mean(), rel=0.03)  # flat: the mean of the radial grid
+
+
+def test_filtered_noise_has_the_filter_shape(rng: np.random.Generator) -> None:
+    sigma, d, n = 10.0, 0.8, 32
+    field = ndimage.convolve(rng.normal(0.0, sigma, (1024, 1024)), KERNEL, mode="wrap")
+    corners = np.array([(r, c) for r in range(0, 1024, n) for c in range(0, 1024, n)])
+    res = estimate_nps(extract_rois(field, corners, n), d)
+    want = transfer_sq(KERNEL, res.fy[:, None] * np.ones_like(res.fx), np.ones_like(res.fy)[:, None] * res.fx, d)
+    ratio = res.nps / (sigma**2 * d * d)
+    # 1024 ROIs: 3 % sd per bin; plus the ROI-edge leakage of a 5×5 kernel: 0.05 of the peak
+    np.testing.assert_allclose(ratio, want, rtol=0.15, atol=0.05 * want.max())
+    assert res.noise_hu == pytest.approx(sigma * np.sqrt((KERNEL**2).sum()), rel=0.03)
+    # independent radial reference: the angular mean of |H|² on a fine grid up to Nyquist
+    f = np.linspace(0, 1 / (2 * d), 801)
+    theta = np.linspace(0, 2 * np.pi, 720, endpoint=False)
+    radial = transfer_sq(KERNEL, f[:, None] * np.sin(theta), f[:, None] * np.cos(theta), d).mean(axis=1)
+    f_avg = (f * radial).sum() / radial.sum()
+    f_peak = f[np.argmax(radial)]
+    assert res.f_avg == pytest.approx(f_avg, rel=0.04)
+    assert abs(res.f_peak - f_peak) <= 1 / (n * d)  # within one frequency bin
+
+
+def test_pixel_spacing_scales_the_frequency_axis(rng: np.random.Generator) -> None:
+    rois = ndimage.convolve(rng.normal(0, 5.0, (64, 32, 32)), BINOMIAL[None], mode="wrap")
+    a, b = estimate_nps(rois, 1.0), estimate_nps(rois, 0.5)
+    np.testing.assert_allclose(b.f, 2 * a.f)
+    np.testing.assert_allclose(b.fx, 2 * a.fx)
+    assert b.f_avg == pytest.approx(2 * a.f_avg) and b.f_peak == pytest.approx(2 * a.f_peak)
+    np.testing.assert_allclose(b.nps, a.nps / 4)  # HU²·mm²: Δx·Δy
+    assert b.noise_hu == pytest.approx(a.noise_hu)  # HU: independent of the spacing
+    c = estimate_nps(rois, (1.0, 0.5))  # only Δx halved
+    np.testing.assert_allclose(c.fx, 2 * a.fx)
+    np.testing.assert_allclose(c.fy, a.fy)
+    np.testing.assert_allclose(c.nps, a.nps / 2)
+
+
+def test_roi_placement_respects_the_mask() -> None:
+    mask = np.zeros((100, 100), dtype=bool)
+    mask[10:60, 20:90] = True
+    corners = roi_corners(mask, 16)
+    assert len(corners)
+    for r, c in corners:
+        assert mask[r : r + 16, c : c + 16].all()
+    assert (corners % 8 == 0).all()  # grid of stride n / 2
+    assert roi_side_px(0.78) == 32 and roi_side_px(1.5625) == 16 and roi_side_px(400 / 96) == 8
+
+
+def ct_like_pair(rng: np.random.Generator, n: int = 3, size: int = 128) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A reference with two uniform soft-tissue blocks and structure elsewhere, a prediction with
+    filtered noise, and the blocks' mask."""
+    ref = np.full((n, size, size), 300.0, dtype=np.float32)
+    ref[:, ::8, :] = 900.0  # bone-like stripes: not uniform
+    mask = np.zeros_like(ref, dtype=bool)
+    ref[:, 4:92, 4:92], mask[:, 6:90, 6:90] = 40.0, True
+    ref[:, 96:126, 4:124], mask[:, 98:124, 6:122] = 100.0, True
+    noise = ndimage.convolve(rng.normal(0, 15.0, ref.shape), BINOMIAL[None], mode="wrap")
+    return (ref + noise).astype(np.float32), ref, mask
+
+
+def test_metrics_through_compute_metrics_match_the_estimator(rng: np.random.Generator) -> None:
+    pred, ref, mask = ct_like_pair(rng)
+    names = ["nps_noise_hu", "nps_favg", "nps_fpeak"]
+    got = compute_metrics(names, pred, ref, pixel_spacing_mm=0.7, roi=mask, batch_size=2)
+    for i in range(len(pred)):
+        res = image_nps(pred[i].astype(np.float64) - ref[i], mask[i], 0.7)
+        assert res is not None and res.n_rois >= 2
+        assert got["nps_noise_hu"][i] == pytest.approx(res.noise_hu, rel=1e-12)
+        assert got["nps_favg"][i] == pytest.approx(res.f_avg, rel=1e-12)
+        assert got["nps_fpeak"][i] == pytest.approx(res.f_peak, rel=1e-12)
+    # without a mask: the uniform regions of the (smoothed) reference, data-layer threshold
+    derived = compute_metrics(names, pred, ref, pixel_spacing_mm=0.7)
+    res0 = image_nps(pred[0].astype(np.float64) - ref[0], reference_mask(ref[0], 0.7), 0.7)
+    assert res0 is not None and derived["nps_favg"][0] == pytest.approx(res0.f_avg, rel=1e-12)
+    # no uniform square: NaN, not a value from edges
+    none = compute_metrics(["nps_noise_hu"], pred, ref, pixel_spacing_mm=0.7, roi=np.zeros_like(mask))
+    assert np.isnan(none["nps_noise_hu"]).all()
+    # other metrics are unchanged by the new arguments
+    plain = compute_metrics(["rmse_hu", "psnr"], pred, ref)
+    extra = compute_metrics(["rmse_hu", "psnr"], pred, ref, pixel_spacing_mm=0.7, roi=mask)
+    for k in plain:
+        np.testing.assert_array_equal(plain[k], extra[k])
+    with pytest.raises(UserError, match="pixel spacing"):
+        compute_metrics(["nps_favg"], pred, ref)
+    with pytest.raises(UserError, match="roi must be"):
+        compute_metrics(["nps_favg"], pred, ref, pixel_spacing_mm=0.7, roi=mask[:1])
+
+
+def test_registry_metadata_and_tables_bold_no_best() -> None:
+    for name in ("nps_noise_hu", "nps_favg", "nps_fpeak"):
+        m = METRICS[name]
+        assert m.full_reference and m.regions and m.space == "hu" and not m.weights and "ICRU" in m.paper
+    assert METRICS["nps_noise_hu"].ranked and not METRICS["nps_noise_hu"].higher_is_better
+    assert METRICS["nps_noise_hu"].unit == "HU" and METRICS["nps_favg"].unit == "mm⁻¹"
+    assert not METRICS["nps_favg"].ranked and not METRICS["nps_fpeak"].ranked
+    assert METRICS["nps_favg"].direction == "↕" and METRICS["psnr"].direction == "↑"
+    traj = simulate_trajectories(losses=("a", "b"), architectures=("redcnn",), doses=("25_360",), patients=4,
+                                 slices_per_patient=1, epochs=2, rng=3,
+                                 metrics={"rmse_hu": (20.0, 2.0, False), "nps_favg": (0.3, 0.02, True)})  # fmt: skip
+    orders = Orders(["a", "b"], ["redcnn"], ["25_360"])
+    tables = {t.name: t for t in build_tables(traj, None, None, orders=orders)}
+    assert not tables["metric_nps_favg"].bold.to_numpy().any() and "↕" in tables["metric_nps_favg"].caption
+    assert tables["metric_rmse_hu"].bold.to_numpy().any()
+    assert "rmse_hu_per_dose" in tables  # the RMSE table still finds RMSE in HU
+
+
+def test_nps_figure_is_written(tmp_path, rng: np.random.Generator) -> None:
+    pred, ref, mask = ct_like_pair(rng, n=1)
+    rows = []
+    for loss, scale in (("mse", 0.3), ("l1", 0.5)):
+        arrays = {"input": pred[0], "output": ref[0] + scale * (pred[0] - ref[0]), "target": ref[0], "image": "P1/000",
+                  "epoch": 3, "pixel_mm": 0.7, "roi": mask[0], "target_noise_free": ref[0] - 0.2 * (pred[0] - ref[0])}
+        rows.append({"cell": f"{loss}__redcnn__25_360__s0", "loss": loss, "architecture": "redcnn", "dose": "25_360",
+                     "seed": 0, "arrays": arrays})  # fmt: skip
+    paths = nps_figures(pd.DataFrame(rows), Orders(["mse", "l1"], ["redcnn"], ["25_360"]), tmp_path)
+    assert [p.name for p in paths] == ["nps_25_360.png", "nps_25_360.pdf"]
+    png = mpimg.imread(paths[0])
+    assert png.shape[0] > 200 and png.shape[1] > 200 and png.std() > 0.01  # not blank
+
+
+def _build(tmp_path, monkeypatch, name: str, **opts):
+    monkeypatch.setenv("LDCT_BENCH_CACHE", str(tmp_path / name))
+    ds = open_dataset("synth", {"size": "tiny", "patients": 3, "slices_per_patient": 2, "build_device": "cpu", **opts})
+    ds.prepare(progress=False)
+    return ds
+
+
+def test_synth_ndct_target(tmp_path, monkeypatch) -> None:
+    fbp = _build(tmp_path, monkeypatch, "fbp")
+    ndct = _build(tmp_path, monkeypatch, "ndct", target="ndct")
+    again = _build(tmp_path, monkeypatch, "again", target="ndct")
+    assert ndct.cache_folder.name != fbp.cache_folder.name  # its own cache; fbp's hash is unchanged
+    for split in ("train", "test"):
+        a, b = ndct.load(split, "100_720"), again.load(split, "100_720")
+        np.testing.assert_array_equal(a.targets, b.targets)  # deterministic
+        f = fbp.load(split, "100_720")
+        np.testing.assert_array_equal(a.extra["other_target"], f.targets)  # the noiseless FBP, unchanged
+        np.testing.assert_array_equal(a.inputs, f.inputs)  # the inputs, unchanged
+    pairs, clean = ndct.load("test", "100_720"), fbp.load("test", "100_720")
+    roi = np.asarray(pairs.extra["roi"])
+    ref_noise = (np.asarray(pairs.targets, np.float64) - clean.targets)[roi]
+    in_noise = (np.asarray(pairs.inputs, np.float64) - clean.targets)[roi]
+    assert roi.sum() > 100
+    # the same dose and views as the 100_720 input: the same noise level (±15 %), independent draws
+    assert ref_noise.std() == pytest.approx(in_noise.std(), rel=0.15) and ref_noise.std() > 1.0
+    assert abs(np.corrcoef(ref_noise, in_noise)[0, 1]) < 0.1
