@@ -29,6 +29,7 @@ from pydantic import (
     ConfigDict,
     Field,
     NonNegativeFloat,
+    NonNegativeInt,
     PositiveInt,
     ValidationError,
     field_validator,
@@ -188,10 +189,22 @@ class OptimizerConfig(Strict):
 class SchedulerConfig(Strict):
     """``name`` is a name in :data:`benchmark.optim.SCHEDULERS` (``step``, ``multistep``, ``cosine``,
     ``exponential``, ``plateau`` on the validation loss, or ``none``); ``kwargs`` override its
-    defaults. Stepped per epoch."""
+    defaults. Stepped once per epoch, or after every optimizer step with ``interval: step`` (then its
+    counts, e.g. cosine's ``T_max``, are optimizer steps and default to the whole training), after an
+    optional linear ``warmup`` of that many steps."""
 
     name: Annotated[str, AfterValidator(_registered(SCHEDULERS, "scheduler"))] = "none"
     kwargs: dict[str, Any] = Field(default_factory=dict)
+    interval: Literal["epoch", "step"] = Field(
+        "epoch", description="step the schedule once per epoch, or after every optimizer step (its counts are then steps)"
+    )
+    warmup: NonNegativeInt = Field(0, description="optimizer steps of linear learning-rate warm-up (needs interval: step)")
+
+    @model_validator(mode="after")
+    def _warmup_per_step(self) -> SchedulerConfig:
+        if self.warmup and self.interval != "step":
+            raise ValueError("warmup counts optimizer steps: set interval: step")
+        return self
 
 
 class EarlyStoppingConfig(Strict):

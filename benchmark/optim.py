@@ -70,13 +70,30 @@ def build_optimizer(params: list[nn.Parameter], name: str, lr: float, kwargs: Ma
         raise UserError(f"optimizer {name!r}: {exc}", field=field) from None
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, name: str, kwargs: Mapping[str, Any], epochs: int, *,
-                    field: str) -> Any:  # fmt: skip
-    """A registered scheduler on ``optimizer`` (None for ``none``); bad kwargs are a :class:`UserError`."""
+def build_scheduler(optimizer: torch.optim.Optimizer, name: str, kwargs: Mapping[str, Any], horizon: int, *,
+                    warmup: int = 0, field: str) -> Any:  # fmt: skip
+    """A registered scheduler on ``optimizer`` (None for ``none`` without warmup); bad kwargs are a
+    :class:`UserError`.
+
+    ``horizon`` is the number of times the scheduler will be stepped (epochs, or optimizer steps for a
+    per-step schedule); the defaults (e.g. cosine's ``T_max``) are sized from it. ``warmup`` > 0 first
+    raises the learning rate linearly from ``lr / warmup`` to ``lr`` over ``warmup`` steps
+    (``LinearLR``), then hands over to the scheduler, sized for the remaining ``horizon − warmup`` steps
+    (``SequentialLR``; Goyal et al. 2017's gradual warm-up)."""
     info = lookup(SCHEDULERS, name, "scheduler", field=f"{field}.name")
-    if info.cls is None:
+    if warmup and info.cls is torch.optim.lr_scheduler.ReduceLROnPlateau:
+        raise UserError("a warm-up cannot precede 'plateau' (it steps on the validation loss)", field=f"{field}.warmup")
+    if warmup >= horizon > 0:
+        raise UserError(f"warm-up of {warmup} steps is not shorter than the schedule's {horizon}", field=f"{field}.warmup")
+    if info.cls is None and not warmup:
         return None
     try:
-        return info.cls(optimizer, **{**info.defaults(epochs), **kwargs})
+        main = None if info.cls is None else info.cls(optimizer, **{**info.defaults(max(1, horizon - warmup)), **kwargs})
     except (TypeError, ValueError) as exc:
         raise UserError(f"scheduler {name!r}: {exc}", field=f"{field}.kwargs") from None
+    if not warmup:
+        return main
+    ramp = torch.optim.lr_scheduler.LinearLR(optimizer, start_factor=1.0 / warmup, end_factor=1.0, total_iters=warmup)
+    if main is None:
+        return ramp
+    return torch.optim.lr_scheduler.SequentialLR(optimizer, [ramp, main], milestones=[warmup])

@@ -43,6 +43,7 @@ from benchmark.train import (
     current_lr,
     seed_everything,
     step_scheduler,
+    steps_per_epoch,
     train_epoch,
     validate,
 )
@@ -219,7 +220,8 @@ class Runner:
         generator = seed_everything(cell.seed)
         model = build_model(cell.architecture.name, cell.architecture.kwargs).to(self.device)
         loss = build_loss([(t.name, t.weight, t.kwargs) for t in cell.loss.terms]).to(self.device)
-        return build_state(model, loss, self.matrix.training, generator)
+        steps = steps_per_epoch(self.matrix.training, len(self.dataset.load("train", cell.dose)))
+        return build_state(model, loss, self.matrix.training, generator, steps)
 
     def train_cell(self, cell: Cell) -> None:
         writer = _tensorboard_writer(self.layout.tensorboard_dir(cell.cell_id)) if self.matrix.tensorboard else None

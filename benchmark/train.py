@@ -44,8 +44,16 @@ def build_optimizer(params: list[nn.Parameter], cfg: OptimizerConfig) -> torch.o
     return optim.build_optimizer(params, cfg.name, cfg.lr, cfg.kwargs, field="training.optimizer")
 
 
-def build_scheduler(opt: torch.optim.Optimizer, cfg: SchedulerConfig, epochs: int) -> Any:
-    return optim.build_scheduler(opt, cfg.name, cfg.kwargs, epochs, field="training.scheduler")
+def steps_per_epoch(training: TrainingConfig, n_slices: int) -> int:
+    """Optimizer steps in one epoch: ``patches_per_epoch`` (default one per training slice) in batches."""
+    return math.ceil((training.patches_per_epoch or n_slices) / training.batch_size)
+
+
+def build_scheduler(opt: torch.optim.Optimizer, cfg: SchedulerConfig, epochs: int, steps: int = 1) -> Any:
+    """The cell's schedule, sized in epochs, or in optimizer steps (``epochs × steps``) when it is
+    stepped per step (``interval: step``)."""
+    horizon = epochs * steps if cfg.interval == "step" else epochs
+    return optim.build_scheduler(opt, cfg.name, cfg.kwargs, horizon, warmup=cfg.warmup, field="training.scheduler")
 
 
 @dataclass
@@ -62,6 +70,7 @@ class TrainState:
     history: list[dict[str, Any]] = field(default_factory=list)
     best_val: float = math.inf
     bad_epochs: int = 0
+    per_step_schedule: bool = False  # the scheduler steps after every optimizer step (interval: step)
 
     def state_dict(self) -> dict[str, Any]:
         return {
@@ -131,8 +140,10 @@ def seed_everything(seed: int) -> torch.Generator:
 
 
 def build_state(
-    model: nn.Module, loss: CompositeLoss, training: TrainingConfig, generator: torch.Generator
+    model: nn.Module, loss: CompositeLoss, training: TrainingConfig, generator: torch.Generator, steps: int = 1
 ) -> TrainState:
+    """The cell's state; ``steps`` is the number of optimizer steps per epoch (:func:`steps_per_epoch`),
+    which sizes a per-step schedule."""
     params = list(model.parameters()) + loss.generator_parameters()
     opt = build_optimizer(params, training.optimizer)
     critic_opts = {}
@@ -143,7 +154,8 @@ def build_state(
         critic_opts[name] = optim.build_optimizer(
             list(term.discriminator.parameters()), cfg_name, lr, cfg, field=f"losses.{name}.optimizer"
         )
-    return TrainState(model, loss, opt, build_scheduler(opt, training.scheduler, training.epochs), critic_opts, generator)
+    return TrainState(model, loss, opt, build_scheduler(opt, training.scheduler, training.epochs, steps), critic_opts,
+                      generator, per_step_schedule=training.scheduler.interval == "step")
 
 
 class TrainData:
@@ -173,7 +185,7 @@ class TrainData:
         self.weights = patient_balanced_weights(groups) if training.patient_balanced else None
         self.training = training
         n = training.patches_per_epoch or len(slices)
-        self.steps = math.ceil(n / training.batch_size)
+        self.steps = steps_per_epoch(training, len(slices))
         self.last_batch = n - (self.steps - 1) * training.batch_size
 
     def batch(self, step: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -248,6 +260,8 @@ def train_epoch(
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         logs = critic_step(state, x, y, device)
         total, terms = generator_step(state, x, y, grad_clip)
+        if state.per_step_schedule and state.scheduler is not None:
+            state.scheduler.step()
         n = x.shape[0]
         count += n
         for k, v in {"train_loss": total, **{f"train_{t}": v for t, v in terms.items()}, **logs}.items():
@@ -280,7 +294,8 @@ def validate(
 
 
 def step_scheduler(state: TrainState, val_loss: float) -> None:
-    if state.scheduler is None:
+    """The end-of-epoch step of an epoch-interval schedule (per-step schedules step in :func:`train_epoch`)."""
+    if state.scheduler is None or state.per_step_schedule:
         return
     if isinstance(state.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
         state.scheduler.step(val_loss)
