@@ -13,11 +13,13 @@ from typing import Any
 from torch import nn
 
 from benchmark.core.registry import construct, lookup
+from models.denomamba import DenoMamba
 from models.discriminators import PatchGAN, WGANCritic
 from models.dncnn import DnCNN, DnCNN3D
 from models.redcnn import REDCNN
 from models.resnet import ResNet, ResNet3D
 from models.resnet_gen import ResNetGenerator
+from models.restormer import Restormer
 from models.unet import UNet, UNet3D
 
 
@@ -55,6 +57,12 @@ ARCHITECTURES: dict[str, ModelInfo] = {
                         parameters=1_848_865),
     "dncnn": ModelInfo(DnCNN, "DnCNN, 17 layers, 64 filters 3x3, residual learning", "Zhang et al., IEEE TIP 2017",
                        parameters=556_097),
+    "restormer": ModelInfo(Restormer, "Restormer, 4-level transformer hourglass, channel (transposed) attention + "
+                           "gated-Dconv FFN, dim 48, blocks [4,6,6,8], 4 refinement", "Zamir et al., CVPR 2022",
+                           parameters=26_109_076),
+    "denomamba": ModelInfo(DenoMamba, "DenoMamba, Restormer hourglass with FuseSSM blocks: spatial + channel Mamba, "
+                           "gated conv, conv fusion; dim 48, blocks [4,6,6,8], 2 refinement", "Öztürk, Duran & Çukur, "
+                           "IEEE JBHI 2025 (arXiv 2409.13094)", parameters=100_644_564),
     "dncnn3d": ModelInfo(DnCNN3D, "3-D DnCNN, 17 layers, 64 filters 3x3x3, residual learning", "Zhang et al., IEEE TIP "
                          "2017 (3-D convolutions)", dims=(3,), parameters=1_664_321),
     "unet": ModelInfo(UNet, "U-Net, 4 levels, 64-1024 filters 3x3, BatchNorm, skip concatenation, residual output",
