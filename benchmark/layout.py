@@ -39,8 +39,18 @@ from pathlib import Path
 from typing import Any, Literal
 
 import pandas as pd
+from pydantic import BaseModel, ValidationError
 
-from benchmark.config import MatrixConfig, dump_yaml, load_yaml, parse_matrix
+from benchmark.config import (
+    ArchitectureConfig,
+    DatasetConfig,
+    LossConfig,
+    MatrixConfig,
+    TrainingConfig,
+    dump_yaml,
+    load_yaml,
+    parse_matrix,
+)
 from benchmark.core.errors import UserError
 from benchmark.core.io import atomic_write_text
 
@@ -111,6 +121,25 @@ def _diff_keys(a: Any, b: Any, prefix: str = "") -> list[str]:
             out += _diff_keys(a.get(k), b.get(k), f"{prefix}.{k}" if prefix else str(k))
         return out
     return [] if a == b else [prefix]
+
+
+_CELL_SECTIONS: dict[str, type[BaseModel]] = {
+    "loss": LossConfig, "architecture": ArchitectureConfig, "dataset": DatasetConfig, "training": TrainingConfig,
+}
+
+
+def _with_defaults(config: dict[str, Any]) -> dict[str, Any]:
+    """A cell config with each section re-read through the current schema, so that a setting added
+    later with its default (e.g. ``training.scheduler.warmup``) does not make a cell started by an
+    earlier version look different; a section the schema no longer accepts is compared as it is."""
+    out = dict(config)
+    for key, model in _CELL_SECTIONS.items():
+        if isinstance(out.get(key), dict):
+            try:
+                out[key] = model.model_validate(out[key]).model_dump(mode="json")
+            except ValidationError:
+                pass
+    return out
 
 
 @dataclass(frozen=True)
@@ -279,7 +308,7 @@ class RunLayout:
         if old is None:
             atomic_write_text(self.cell_dir(cell_id) / CELL_CONFIG, dump_yaml(config))
             return
-        diff = _diff_keys(old, config)
+        diff = _diff_keys(_with_defaults(old), _with_defaults(config))
         if diff:
             raise UserError(
                 f"cell {cell_id} was started with other settings ({', '.join(diff)}); "

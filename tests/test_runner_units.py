@@ -64,3 +64,25 @@ def test_status_of_a_folder_without_run_exits_2(tmp_path):
 def test_cuda_without_gpu_is_a_user_error():
     with pytest.raises(UserError, match="no CUDA device"):
         resolve_device("cuda")
+
+
+def test_a_cell_started_before_a_new_setting_existed_still_resumes(tmp_path):
+    """A cell config written before a setting was added (here the scheduler's ``interval``/``warmup``)
+    matches today's config with that setting at its default; a real change is still refused."""
+    from benchmark.cells import cell_config, expand_cells
+    from benchmark.config import parse_matrix
+    from benchmark.core.errors import UserError
+    from benchmark.layout import RunLayout
+
+    matrix = parse_matrix({"losses": ["mse"], "architectures": ["dncnn"], "doses": ["25_360"]})
+    cell = expand_cells(matrix)[0]
+    old = cell_config(cell, matrix)
+    for key in ("interval", "warmup"):
+        del old["training"]["scheduler"][key]
+    layout = RunLayout(tmp_path, must_exist=False)
+    layout.write_cell_config(cell.cell_id, old)
+    layout.write_cell_config(cell.cell_id, cell_config(cell, matrix))  # no error: only defaults were added
+    changed = parse_matrix({"losses": ["mse"], "architectures": ["dncnn"], "doses": ["25_360"],
+                            "training": {"optimizer": {"lr": 1e-3}}})  # fmt: skip
+    with pytest.raises(UserError, match=r"training\.optimizer\.lr"):
+        layout.write_cell_config(cell.cell_id, cell_config(expand_cells(changed)[0], changed))
