@@ -216,12 +216,12 @@ class Runner:
                 return "failed"
         return "trained"
 
-    def build(self, cell: Cell) -> TrainState:
+    def build(self, cell: Cell, n_train: int) -> TrainState:
+        """The cell's fresh state; ``n_train`` (training slices) sizes a per-step schedule."""
         generator = seed_everything(cell.seed)
         model = build_model(cell.architecture.name, cell.architecture.kwargs).to(self.device)
         loss = build_loss([(t.name, t.weight, t.kwargs) for t in cell.loss.terms]).to(self.device)
-        steps = steps_per_epoch(self.matrix.training, len(self.dataset.load("train", cell.dose)))
-        return build_state(model, loss, self.matrix.training, generator, steps)
+        return build_state(model, loss, self.matrix.training, generator, steps_per_epoch(self.matrix.training, n_train))
 
     def train_cell(self, cell: Cell) -> None:
         writer = _tensorboard_writer(self.layout.tensorboard_dir(cell.cell_id)) if self.matrix.tensorboard else None
@@ -233,7 +233,8 @@ class Runner:
 
     def _train_cell(self, cell: Cell, writer: Any) -> None:
         tr, layout, cid = self.matrix.training, self.layout, cell.cell_id
-        state = self.build(cell)
+        train_slices = self.dataset.load("train", cell.dose)  # loaded once: sizes the schedule and trains
+        state = self.build(cell, len(train_slices))
         start = resume_state(state, layout.checkpoint_dir(cid), self.log)
         layout.write_history(cid, state.history)
         if start:
@@ -241,7 +242,7 @@ class Runner:
         redraw = bool(getattr(self.dataset.options, "redraw_train_noise", False))
         val = self.dataset.load("val", cell.dose)
         dims = spatial_dims(state.model)
-        train = None if redraw else TrainData(self.dataset.load("train", cell.dose), tr, dims)
+        train = None if redraw else TrainData(train_slices, tr, dims)
         for epoch in range(start + 1, tr.epochs + 1):
             if redraw:
                 train = TrainData(self.dataset.load("train", cell.dose, epoch=epoch, seed=cell.seed), tr, dims)
