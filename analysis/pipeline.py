@@ -6,6 +6,7 @@
     correlations.csv          loss–metric correlations (analysis.correlations)
     significance.csv          paired tests, corrections, effect sizes (analysis.significance)
     friedman_ranks.csv        mean ranks, Demšar CD and Nemenyi p-values per condition
+    claims.csv                the matrix's claims checked (analysis.claims), when it declares any
     unavailable_metrics.csv   metrics that could not run here, and why
     cells.csv                 every cell's status and whether it was analysed
     settings.json             the settings of this analysis (read by the report)
@@ -24,14 +25,16 @@ from typing import Any
 
 import pandas as pd
 
+from analysis import claims as claims_mod
 from analysis import correlations as corr_mod
 from analysis import significance as sig_mod
 from analysis.schema import EPOCH_CHOICES, SOURCE_METRIC
-from analysis.scoring import ScoreOptions, ScoreSummary, load_trajectories, score_run
+from analysis.scoring import ScoreOptions, ScoreSummary, load_input_baseline, load_trajectories, score_run
 from analysis.tables import Orders
+from benchmark.config import MatrixConfig
 from benchmark.core.errors import UserError
 from benchmark.core.io import atomic_write_text
-from benchmark.layout import CORRELATIONS, RANKS, SETTINGS, SIGNIFICANCE, RunLayout
+from benchmark.layout import CLAIMS_CSV, CORRELATIONS, RANKS, SETTINGS, SIGNIFICANCE, RunLayout
 
 
 @dataclass
@@ -82,6 +85,7 @@ class AnalysisResult:
     ranks: pd.DataFrame
     summary: ScoreSummary | None = None
     settings: dict = field(default_factory=dict)
+    claims: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=claims_mod.CLAIM_COLUMNS))
 
 
 def sort_levels(traj: pd.DataFrame, orders: Orders) -> pd.DataFrame:
@@ -114,6 +118,18 @@ def write_statistics(layout: RunLayout, corr: pd.DataFrame, sig: pd.DataFrame, r
     atomic_write_text(layout.analysis_file(RANKS), ranks.to_csv(index=False))
 
 
+def check_claims(out: Path | str, traj: pd.DataFrame, stats: StatsOptions, matrix: MatrixConfig | None) -> pd.DataFrame:
+    """The matrix's claims checked on ``traj`` (:func:`analysis.claims.evaluate_claims`) and written to
+    ``claims.csv``; an empty table, and no file, when the matrix declares none."""
+    if matrix is None or not matrix.claims:
+        return pd.DataFrame(columns=claims_mod.CLAIM_COLUMNS)
+    traj = sort_levels(traj, Orders.from_traj(traj, matrix))  # conditions in the matrix's order
+    table = claims_mod.evaluate_claims(matrix.claims, traj, inputs=load_input_baseline(out), unit=stats.unit,  # type: ignore[arg-type]
+                                       epoch=stats.epoch, n_resamples=stats.n_resamples, seed=stats.seed)  # fmt: skip
+    claims_mod.write_claims(RunLayout(out, must_exist=False), table)
+    return table
+
+
 def read_ranks(path: Path) -> pd.DataFrame:
     ranks = pd.read_csv(path, dtype={"dose": str, "architecture": str, "loss": str})
     return ranks.assign(nemenyi=ranks["nemenyi"].map(json.loads))
@@ -131,6 +147,7 @@ def analyze_run(out: Path | str, score: ScoreOptions | None = None, stats: Stats
     orders = Orders.from_traj(traj, matrix)
     corr, sig, ranks = compute_statistics(traj, stats, orders)
     write_statistics(layout, corr, sig, ranks)
+    claims = check_claims(out, traj, stats, matrix)
     settings = {
         **asdict(stats),
         "metrics": summary.metrics,
@@ -142,7 +159,7 @@ def analyze_run(out: Path | str, score: ScoreOptions | None = None, stats: Stats
         "written": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     atomic_write_text(layout.analysis_file(SETTINGS), json.dumps(settings, indent=1))
-    return AnalysisResult(traj, corr, sig, ranks, summary, settings)
+    return AnalysisResult(traj, corr, sig, ranks, summary, settings, claims)
 
 
 def load_analysis(out: Path | str, stats: StatsOptions) -> AnalysisResult:
@@ -161,4 +178,10 @@ def load_analysis(out: Path | str, stats: StatsOptions) -> AnalysisResult:
         orders = Orders.from_traj(traj, layout.matrix_or_none())
         corr, sig, ranks = compute_statistics(traj, stats, orders)
         write_statistics(layout, corr, sig, ranks)
-    return AnalysisResult(traj, corr, sig, ranks, None, settings)
+    claims_path = layout.analysis_file(CLAIMS_CSV)
+    matrix = layout.matrix_or_none()
+    if claims_path.is_file() and matrix is not None and matrix.claims:
+        claims = pd.read_csv(claims_path, dtype={"id": str, "condition": str})
+    else:
+        claims = check_claims(out, traj, StatsOptions.from_settings(settings), matrix)
+    return AnalysisResult(traj, corr, sig, ranks, None, settings, claims)

@@ -19,6 +19,7 @@ from typing import Any
 
 import pandas as pd
 
+from analysis.claims import summarise_claims
 from analysis.figures import build_figures
 from analysis.pipeline import StatsOptions, analyze_run, load_analysis
 from analysis.schema import SOURCE_METRIC, metric_info
@@ -29,6 +30,7 @@ from benchmark.core.conventions import parse_window
 from benchmark.core.io import atomic_write_text
 from benchmark.layout import (
     CELLS_CSV,
+    CLAIMS_CSV,
     CORRELATIONS,
     RANKS,
     REPORT,
@@ -74,6 +76,31 @@ def _significance_summary(sig: pd.DataFrame) -> pd.DataFrame:
         "BH p < 0.05": g["p_bh"].apply(lambda p: int((p < 0.05).sum())),
         "median n": g["n"].median(),
     }).reset_index()  # fmt: skip
+
+
+def claims_section(claims: pd.DataFrame) -> str:
+    """The report's "Claims" section (empty without claims): one row per claim, verdicts in bold."""
+    if claims.empty:
+        return ""
+    summary = summarise_claims(claims)
+    table = pd.DataFrame({
+        "claim": summary["id"], "statement": summary["statement"], "numbers": summary["numbers"],
+        "test": summary["test"], "p (Holm)": summary["p_holm"].map(lambda p: f"{p:.3g}" if pd.notna(p) else "–"),
+        "verdict": summary["verdict"].map(lambda v: f"**{v}**"),
+    })  # fmt: skip
+    return "\n".join([
+        "## Claims\n",
+        "The matrix's claims (`claims:`), checked on this run. Verdict rule: **holds** when the claimed direction "
+        "is significant in every condition (architecture × dose, × feature for texture), **does not hold** when the "
+        "reverse is significant in at least one, **inconclusive** otherwise (not enough evidence). Significant: "
+        "Holm-corrected p < α over the claim's conditions (Holm 1979); for `agrees`, the 95 % CI of the agreement "
+        "lies wholly on one side of the threshold (p (Holm) then shows –); for `equivalent`, the claimed direction "
+        "is equivalence within the margin (Wilcoxon TOST) and the reverse a two-sided significant difference "
+        "larger than the margin. p (Holm) is the deciding one: the "
+        "largest claimed-direction p, or, when a claim does not hold, the smallest reverse p. Every condition: "
+        f"[{CLAIMS_CSV}]({CLAIMS_CSV}).\n",
+        _md_table(table) + "\n",
+    ])  # fmt: skip
 
 
 def _cells_section(layout: RunLayout) -> str:
@@ -203,6 +230,7 @@ def write_report(out: Path | str, score: ScoreOptions | None = None, stats: Stat
         "## Metrics\n", _md_table(_metric_rows(metrics)) + "\n",
         "### Unavailable metrics\n",
         (_md_table(unavailable) if len(unavailable) else "All requested metrics were computed.") + "\n",
+        claims_section(res.claims),
         "## Tables\n",
         "Each table is also available as CSV (numbers) and LaTeX (booktabs): "
         + ", ".join(f"`{n}` ([csv]({TABLES}/{n}.csv), [tex]({TABLES}/{n}.tex))" for n in table_paths) + ".\n",

@@ -20,6 +20,7 @@ runner's files. These names are a contract; nothing else in the suite spells the
     <out>/analysis/correlations.csv                  loss–metric correlations
     <out>/analysis/significance.csv                  paired tests, corrections, effect sizes
     <out>/analysis/friedman_ranks.csv                mean ranks, critical difference, Nemenyi p-values
+    <out>/analysis/claims.csv                        the matrix's claims: tests and verdicts (if it has claims)
     <out>/analysis/settings.json                     the settings of the analysis (read by the report)
     <out>/analysis/cache/<cell_id>/epoch_<NNN>.parquet   per-checkpoint metric cache
     <out>/analysis/cache/_input/<dose>.parquet       the LDCT-input baseline's cache
@@ -81,6 +82,7 @@ CELLS_CSV = "cells.csv"
 CORRELATIONS = "correlations.csv"
 SIGNIFICANCE = "significance.csv"
 RANKS = "friedman_ranks.csv"
+CLAIMS_CSV = "claims.csv"
 SETTINGS = "settings.json"
 REPORT = "report.md"
 CACHE = "cache"

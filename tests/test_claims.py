@@ -1,0 +1,380 @@
+"""Claims (benchmark.claims, analysis.claims): every kind's verdict on planted effects (holds), reversed
+effects (does not hold) and nulls (inconclusive) in seeded synthetic trajectories; the p-values against
+scipy and statsmodels computed independently; the schema's errors; and claims.csv plus the report's
+Claims section end to end."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+from statsmodels.stats.multitest import multipletests
+
+from analysis.claims import CLAIM_COLUMNS, evaluate_claims, summarise_claims
+from analysis.schema import BASELINE_COLUMNS
+from analysis.simulate import simulate_trajectories
+from benchmark.claims import (
+    AgreesClaim,
+    BetterClaim,
+    CloserTextureClaim,
+    EquivalentClaim,
+    RanksFirstClaim,
+    describe,
+)
+from benchmark.config import parse_matrix
+from benchmark.core.errors import UserError
+
+DOSES = ("d1", "d2")
+METRICS = {"psnr": (30.0, 1.0, True), "rmse_hu": (20.0, 1.0, False)}
+
+
+def _traj(effects: dict[str, float], *, seed: int = 0, patients: int = 10, seeds=(0,), epochs: int = 5,
+          metrics=None, noise_sd: float = 0.5) -> pd.DataFrame:  # fmt: skip
+    """Seeded trajectories with the given latent effect per loss (1 unit = 1 dB PSNR / 1 HU RMSE)."""
+    return simulate_trajectories(losses=tuple(effects), doses=DOSES, seeds=seeds, epochs=epochs, patients=patients,
+                                 metrics=metrics or METRICS, effects=effects, noise_sd=noise_sd, rng=seed)  # fmt: skip
+
+
+def _verdict(claim, traj, **kw) -> str:
+    df = evaluate_claims([claim], traj, n_resamples=300, **kw)
+    assert list(df.columns) == CLAIM_COLUMNS and df["verdict"].nunique() == 1
+    return str(df["verdict"].iloc[0])
+
+
+def _mostly_inconclusive(claim, make, runs: int = 10) -> None:
+    """A null planted in ``runs`` seeded data sets (``make(seed)``: a trajectory table, or ``(table,
+    evaluate_claims kwargs)``): the claim is inconclusive in at least 80 % of them. Its tests are at level
+    α = 0.05 per direction, so one data set alone may give a false verdict by chance."""
+    verdicts = []
+    for seed in range(runs):
+        data = make(seed)
+        traj, kw = data if isinstance(data, tuple) else (data, {})
+        verdicts.append(_verdict(claim, traj, **kw))
+    assert verdicts.count("inconclusive") >= 0.8 * runs, verdicts
+
+
+# ------------------------------------------------------------------------------------------ better
+
+
+@pytest.mark.parametrize("metric", ["psnr", "rmse_hu"])  # both orientations
+def test_better_planted_reversed_null(metric):
+    claim = BetterClaim(id="c", kind="better", a="a", b="b", metric=metric)
+    assert _verdict(claim, _traj({"a": 2.0, "b": 0.0})) == "holds"
+    assert _verdict(claim, _traj({"a": 0.0, "b": 2.0})) == "does not hold"
+    _mostly_inconclusive(claim, lambda seed: _traj({"a": 1.0, "b": 1.0}, seed=seed))
+
+
+def test_better_p_values_match_scipy_and_statsmodels():
+    traj = _traj({"a": 0.4, "b": 0.0}, seeds=(0, 1), noise_sd=1.0, seed=3)
+    claim = BetterClaim(id="c", kind="better", a="a", b="b", metric="rmse_hu")
+    got = evaluate_claims([claim], traj).set_index("condition")
+    last = traj[(traj["source"] == "metric") & (traj["metric"] == "rmse_hu") & (traj["epoch"] == traj["epoch"].max())]
+    per_patient = (last.groupby(["dose", "loss", "patient", "image"])["value"].mean()  # seeds per image first
+                   .groupby(["dose", "loss", "patient"]).mean().unstack("loss"))  # fmt: skip
+    raw, rev = [], []
+    for dose in DOSES:
+        d = per_patient.loc[dose, "b"] - per_patient.loc[dose, "a"]  # lower is better: b − a > 0 claims a better
+        raw.append(stats.wilcoxon(d, alternative="greater").pvalue)
+        rev.append(stats.wilcoxon(d, alternative="less").pvalue)
+    conds = [f"redcnn · {d}" for d in DOSES]
+    np.testing.assert_allclose(got.loc[conds, "p"], raw, rtol=1e-12)
+    np.testing.assert_allclose(got.loc[conds, "p_reverse"], rev, rtol=1e-12)
+    np.testing.assert_allclose(got.loc[conds, "p_holm"], multipletests(raw, method="holm")[1], rtol=1e-12)
+    np.testing.assert_allclose(got.loc[conds, "p_holm_reverse"], multipletests(rev, method="holm")[1], rtol=1e-12)
+    assert (got["n"] == 10).all()
+
+
+def test_missing_condition_is_inconclusive_not_dropped():
+    traj = _traj({"a": 2.0, "b": 0.0})
+    traj = traj[~((traj["dose"] == "d2") & (traj["loss"] == "b"))]
+    df = evaluate_claims([BetterClaim(id="c", kind="better", a="a", b="b", metric="psnr")], traj)
+    assert set(df["result"]) == {"holds", "unclear"} and set(df["verdict"]) == {"inconclusive"}
+    assert df["numbers"].str.contains("no data").sum() == 1
+
+
+# ------------------------------------------------------------------------------------------ ranks_first
+
+
+def test_ranks_first_planted_reversed_null():
+    claim = RanksFirstClaim(id="r", kind="ranks_first", a="a", metric="psnr")
+    assert _verdict(claim, _traj({"a": 3.0, "b": 0.0, "c": 0.0}, patients=12)) == "holds"
+    assert _verdict(claim, _traj({"a": 0.0, "b": 3.0, "c": 1.5}, patients=12)) == "does not hold"
+    _mostly_inconclusive(claim, lambda seed: _traj({"a": 1.0, "b": 1.0, "c": 1.0}, patients=12, seed=seed))
+
+
+def test_ranks_first_p_combines_friedman_and_nemenyi():
+    import scikit_posthocs as sp
+
+    traj = _traj({"a": 3.0, "b": 0.0, "c": 0.5}, patients=12, seed=5)
+    got = evaluate_claims([RanksFirstClaim(id="r", kind="ranks_first", a="a", metric="psnr")], traj)
+    last = traj[(traj["source"] == "metric") & (traj["metric"] == "psnr") & (traj["epoch"] == traj["epoch"].max())]
+    raw = []
+    for dose in DOSES:
+        wide = last[last["dose"] == dose].groupby(["patient", "loss"])["value"].mean().unstack("loss")[["a", "b", "c"]]
+        friedman = stats.friedmanchisquare(*[wide[c] for c in wide]).pvalue
+        nem = sp.posthoc_nemenyi_friedman((-wide).to_numpy())  # higher is better: rank the negated values
+        raw.append(max(friedman, nem.iloc[0, 1], nem.iloc[0, 2]))
+    np.testing.assert_allclose(got["p"], raw, rtol=1e-10)
+    np.testing.assert_allclose(got["p_holm"], multipletests(raw, method="holm")[1], rtol=1e-10)
+
+
+# ------------------------------------------------------------------------------------------ agrees
+
+
+@pytest.mark.parametrize("method", ["rm_corr", "spearman"])
+def test_agrees_planted_reversed_null(method):
+    def claim(expect: str, threshold: float) -> AgreesClaim:
+        return AgreesClaim(id="g", kind="agrees", metric="psnr", losses=["a"], method=method, expect=expect,
+                           threshold=threshold)  # fmt: skip
+
+    # true agreement ≈ ±0.9: clearly on one side of the threshold 0.3
+    tracks = _traj({"a": 4.0}, seeds=(0, 1, 2), epochs=8, noise_sd=0.2)  # the metric improves as the loss falls
+    opposes = _traj({"a": -4.0}, seeds=(0, 1, 2), epochs=8, noise_sd=0.2)  # it worsens as the loss falls
+    assert _verdict(claim("agree", 0.3), tracks) == "holds"
+    assert _verdict(claim("weak", 0.3), tracks) == "does not hold"
+    assert _verdict(claim("agree", 0.3), opposes) == "does not hold"
+    assert _verdict(claim("weak", 0.3), opposes) == "holds"
+    # no relation: the true agreement 0 is the threshold
+    _mostly_inconclusive(claim("agree", 0.0), lambda seed: _traj({"a": 0.0}, seeds=(0, 1, 2), epochs=8, seed=seed))
+
+
+def test_agrees_uses_the_correlation_module():
+    from analysis.correlations import correlations
+
+    traj = _traj({"a": 2.0, "b": 0.5}, seeds=(0, 1, 2), epochs=6)
+    got = evaluate_claims([AgreesClaim(id="g", kind="agrees", metric="psnr")], traj).set_index("condition")
+    ref = correlations(traj, n_resamples=0)
+    ref = ref[(ref["scope"] == "pooled") & (ref["metric"] == "psnr") & (ref["against"] == "train_loss")]
+    np.testing.assert_allclose(got.loc[["a", "b"], "estimate"], ref.set_index("loss").loc[["a", "b"], "agreement"])
+
+
+# ------------------------------------------------------------------------------------------ closer_texture
+
+TEXTURE = {"nps_favg": (0.30, 0.02, True), "nps_noise_hu": (8.0, 1.0, False)}
+
+
+def _texture_data(effects: dict[str, float], seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Trajectories of ``a`` and ``b`` and, as the LDCT-input baseline, the values of a pseudo-loss ``ref``
+    (same patients; effect 0): a loss with effect 0 has the reference's texture up to noise."""
+    traj = _traj({**effects, "ref": 0.0}, metrics=TEXTURE, seed=seed)
+    last = traj[(traj["loss"] == "ref") & (traj["source"] == "metric") & (traj["epoch"] == traj["epoch"].max())]
+    return traj[traj["loss"] != "ref"], last[BASELINE_COLUMNS].reset_index(drop=True)
+
+
+def test_closer_texture_planted_reversed_null():
+    claim = CloserTextureClaim(id="t", kind="closer_texture", a="a", b="b")
+    traj, inputs = _texture_data({"a": 0.0, "b": 3.0})
+    assert _verdict(claim, traj, inputs=inputs) == "holds"
+    traj, inputs = _texture_data({"a": -3.0, "b": 0.0})
+    assert _verdict(claim, traj, inputs=inputs) == "does not hold"
+    def null(seed: int) -> tuple[pd.DataFrame, dict]:
+        t, i = _texture_data({"a": 2.0, "b": 2.0}, seed=seed)  # both equally far from the reference
+        return t, {"inputs": i}
+
+    _mostly_inconclusive(claim, null)
+    assert _verdict(claim, traj) == "inconclusive"  # no input baseline: no data, never a verdict
+
+
+def test_closer_texture_against_a_loss_and_p_values():
+    traj = _traj({"a": 0.3, "b": 1.0, "ref": 0.0}, metrics=TEXTURE, seed=4)
+    claim = CloserTextureClaim(id="t", kind="closer_texture", a="a", b="b", reference="ref", features=["nps_favg"])
+    got = evaluate_claims([claim], traj)
+    last = traj[(traj["metric"] == "nps_favg") & (traj["epoch"] == traj["epoch"].max())]
+    raw = []
+    for dose in DOSES:
+        w = last[last["dose"] == dose].groupby(["patient", "loss"])["value"].mean().unstack("loss")
+        raw.append(stats.wilcoxon((w["b"] - w["ref"]).abs() - (w["a"] - w["ref"]).abs(), alternative="greater").pvalue)
+    np.testing.assert_allclose(got["p"], raw, rtol=1e-12)
+    np.testing.assert_allclose(got["p_holm"], multipletests(raw, method="holm")[1], rtol=1e-12)
+
+
+# ------------------------------------------------------------------------------------------ equivalent
+
+
+def _equivalent(metric: str = "psnr", margin: float = 0.5, losses=("a", "b", "c")) -> EquivalentClaim:
+    return EquivalentClaim(id="e", kind="equivalent", losses=list(losses), metric=metric, margin=margin)
+
+
+@pytest.mark.parametrize("metric", ["psnr", "rmse_hu"])  # equivalence is symmetric: either orientation
+def test_equivalent_planted_equivalence_difference_and_null(metric):
+    claim = _equivalent(metric)
+    # identical distributions, small noise, many patients: every pair × dose inside ±0.5
+    assert _verdict(claim, _traj({"a": 1.0, "b": 1.0, "c": 1.0}, patients=30, noise_sd=0.2)) == "holds"
+    # c is ≈ 1.8 units off a and b: significant and beyond the margin
+    df = evaluate_claims([claim], _traj({"a": 1.0, "b": 1.0, "c": 3.0}, patients=30, noise_sd=0.2))
+    assert set(df["verdict"]) == {"does not hold"}
+    assert set(df.loc[df["result"] == "reversed", "condition"].str[:6]) == {"a vs c", "b vs c"}
+    assert (df.loc[df["condition"].str.startswith("a vs b"), "result"] == "holds").all()
+    # too few patients: the exact Wilcoxon p of 4 patients is ≥ 1/16, so no test can reach 0.05
+    few = _traj({"a": 1.0, "b": 1.0, "c": 3.0}, patients=4, noise_sd=0.2)
+    assert _verdict(claim, few) == "inconclusive"
+    # high noise (per-patient Δ sd ≈ 2.4 ≫ margin): equal losses are neither shown equivalent nor different
+    _mostly_inconclusive(claim, lambda seed: _traj({"a": 1.0, "b": 1.0, "c": 1.0}, noise_sd=3.0, seed=seed))
+
+
+def test_equivalent_significant_difference_inside_the_margin_still_holds():
+    """A real but small difference (≈ 0.18 dB, margin 0.5 dB) is significant two-sided, yet inside the
+    margin: the losses are equivalent, the rule never calls it a reversal."""
+    traj = _traj({"a": 1.0, "b": 1.2}, patients=40, noise_sd=0.1)
+    df = evaluate_claims([_equivalent(losses=("a", "b"))], traj)
+    assert (df["p_holm_reverse"] < 1e-6).all() and (df["estimate"].abs() < 0.5).all()
+    assert set(df["result"]) == {"holds"} and set(df["verdict"]) == {"holds"}
+    # with a margin below the difference, the same data do not hold
+    assert _verdict(_equivalent(losses=("a", "b"), margin=0.05), traj) == "does not hold"
+
+
+def _exact_signed_rank(x: np.ndarray) -> tuple[float, float]:
+    """``(P(W+ ≤ w), P(W+ ≥ w))`` of the Wilcoxon signed-rank statistic from its exact null distribution,
+    counted here (no scipy): every one of the 2ⁿ sign patterns of the ranks 1..n is equally likely.
+    Needs no zeros and no tied |x|."""
+    a = np.abs(x)
+    assert np.all(a > 0) and len(np.unique(a)) == len(a)
+    ranks = np.empty(len(a), dtype=int)
+    ranks[np.argsort(a)] = np.arange(1, len(a) + 1)
+    w = int(ranks[x > 0].sum())
+    counts = [1] + [0] * (len(a) * (len(a) + 1) // 2)  # counts[s]: sign patterns with W+ = s (exact ints)
+    for k in range(1, len(a) + 1):
+        for s in range(len(counts) - 1, k - 1, -1):
+            counts[s] += counts[s - k]
+    total = 2 ** len(a)
+    return sum(counts[: w + 1]) / total, sum(counts[w:]) / total
+
+
+def test_equivalent_p_values_against_an_independent_computation():
+    margin = 0.5
+    traj = _traj({"a": 0.0, "b": 0.3}, patients=12, seeds=(0, 1), noise_sd=0.6, seed=7)
+    got = evaluate_claims([_equivalent(losses=("a", "b"), margin=margin)], traj).set_index("condition")
+    last = traj[(traj["source"] == "metric") & (traj["metric"] == "psnr") & (traj["epoch"] == traj["epoch"].max())]
+    per_patient = (last.groupby(["dose", "loss", "patient", "image"])["value"].mean()  # seeds per image first
+                   .groupby(["dose", "loss", "patient"]).mean().unstack("loss"))  # fmt: skip
+    tost, two_sided, tost_exact, two_exact, medians = [], [], [], [], []
+    for dose in DOSES:
+        d = (per_patient.loc[dose, "a"] - per_patient.loc[dose, "b"]).to_numpy()
+        medians.append(np.median(d))
+        # scipy on the independently aggregated patient means
+        tost.append(max(stats.wilcoxon(d - margin, alternative="less").pvalue,
+                        stats.wilcoxon(d + margin, alternative="greater").pvalue))  # fmt: skip
+        two_sided.append(stats.wilcoxon(d).pvalue)
+        # the exact null distribution counted by hand
+        upper, lower = _exact_signed_rank(d - margin)[0], _exact_signed_rank(d + margin)[1]
+        tost_exact.append(max(upper, lower))
+        le, ge = _exact_signed_rank(d)
+        two_exact.append(min(1.0, 2 * min(le, ge)))
+    conds = [f"a vs b · redcnn · {d}" for d in DOSES]
+    assert (got.loc[conds, "n"] == 12).all()
+    np.testing.assert_allclose(got.loc[conds, "p"], tost, rtol=1e-12, atol=0)
+    np.testing.assert_allclose(got.loc[conds, "p"], tost_exact, rtol=1e-9, atol=0)
+    np.testing.assert_allclose(got.loc[conds, "p_reverse"], two_sided, rtol=1e-12, atol=0)
+    np.testing.assert_allclose(got.loc[conds, "p_reverse"], two_exact, rtol=1e-9, atol=0)
+    np.testing.assert_allclose(got.loc[conds, "p_holm"], multipletests(tost, method="holm")[1], rtol=1e-12)
+    np.testing.assert_allclose(got.loc[conds, "p_holm_reverse"], multipletests(two_sided, method="holm")[1],
+                               rtol=1e-12)  # fmt: skip
+    np.testing.assert_allclose(got.loc[conds, "estimate"], medians, rtol=1e-12)
+
+
+def test_equivalent_summary_and_description():
+    claim = _equivalent()
+    df = evaluate_claims([claim], _traj({"a": 1.0, "b": 1.0, "c": 3.0}, patients=30, noise_sd=0.2))
+    s = summarise_claims(df).iloc[0]
+    assert s["verdict"] == "does not hold"
+    assert s["p_holm"] == df.loc[df["result"] == "reversed", "p_holm_reverse"].min()
+    assert "TOST" in s["test"] and "±0.5" in s["test"]
+    assert describe(claim).startswith("a, b and c do not differ on psnr by more than ±0.5")
+    assert len(df) == 3 * len(DOSES)  # every pair × dose
+
+
+# ------------------------------------------------------------------------------------------ summary
+
+
+def test_summary_one_row_per_claim_with_the_deciding_p():
+    traj = _traj({"a": 2.0, "b": 0.0})
+    claims = [BetterClaim(id="yes", kind="better", a="a", b="b", metric="psnr"),
+              BetterClaim(id="no", kind="better", a="b", b="a", metric="psnr", statement="b wins")]  # fmt: skip
+    df = evaluate_claims(claims, traj)
+    s = summarise_claims(df).set_index("id")
+    assert list(s.index) == ["yes", "no"] and s.loc["no", "statement"] == "b wins"
+    assert s.loc["yes", "p_holm"] == df.loc[df["id"] == "yes", "p_holm"].max()
+    assert s.loc["no", "p_holm"] == df.loc[df["id"] == "no", "p_holm_reverse"].min()
+    assert "a is better than b on psnr" in describe(claims[0])
+
+
+# ------------------------------------------------------------------------------------------ schema
+
+BASE = {"losses": ["mse", "l1"], "architectures": ["dncnn"], "doses": ["25_360"],
+        "evaluation": {"metrics": ["psnr", "nps_favg", "nps_noise_hu"]}}  # fmt: skip
+
+
+def test_schema_accepts_every_kind():
+    m = parse_matrix({**BASE, "claims": [
+        {"id": "b", "kind": "better", "a": "mse", "b": "l1", "metric": "psnr"},
+        {"id": "g", "kind": "agrees", "metric": "psnr", "expect": "weak"},
+        {"id": "t", "kind": "closer_texture", "a": "mse", "b": "l1", "doses": ["25_360"]},
+        {"id": "e", "kind": "equivalent", "losses": ["mse", "l1"], "metric": "psnr", "margin": 0.5},
+    ]})  # fmt: skip
+    assert [c.kind for c in m.claims] == ["better", "agrees", "closer_texture", "equivalent"]
+    assert parse_matrix(m.model_dump(mode="json")).claims == m.claims  # the resolved matrix reads back
+
+
+@pytest.mark.parametrize(
+    ("claim", "message"),
+    [({"id": "x", "kind": "better", "a": "mse", "b": "l1", "metric": "psnr", "alhpa": 0.1}, "unknown key"),
+     ({"id": "x", "kind": "better", "a": "mse", "b": "l2", "metric": "psnr"},
+      "claims[0].b: 'l2' is not a loss label of the matrix (valid: mse, l1)"),
+     ({"id": "x", "kind": "better", "a": "mse", "b": "l1", "metric": "ssim"}, "claims[0].metric: 'ssim'"),
+     ({"id": "x", "kind": "better", "a": "mse", "b": "l1", "metric": "psnr", "doses": ["5_90"]},
+      "claims[0].doses: '5_90' is not a dose of the matrix (valid: 25_360)"),
+     ({"id": "x", "kind": "closer_texture", "a": "mse", "b": "l1", "architectures": ["redcnn"]},
+      "claims[0].architectures: 'redcnn' is not a architecture label"),
+     ({"id": "x", "kind": "ranks_first", "a": "mse", "metric": "psnr", "losses": ["mse", "l1"]}, "at least 3"),
+     ({"id": "x", "kind": "worse", "a": "mse"}, "does not match any of the expected tags"),
+     ({"id": "x", "kind": "better", "a": "mse", "b": "mse", "metric": "psnr"}, "the same loss"),
+     ({"id": "x", "kind": "equivalent", "losses": ["mse", "l1"], "metric": "psnr"},
+      "claims.0.equivalent.margin: Field required"),
+     ({"id": "x", "kind": "equivalent", "losses": ["mse", "l1"], "metric": "psnr", "margin": 0},
+      "claims.0.equivalent.margin: Input should be greater than 0"),
+     ({"id": "x", "kind": "equivalent", "losses": ["mse", "mse"], "metric": "psnr", "margin": 0.5},
+      "at least 2 distinct losses"),
+     ({"id": "x", "kind": "equivalent", "losses": ["mse", "l2"], "metric": "psnr", "margin": 0.5},
+      "claims[0].losses: 'l2' is not a loss label of the matrix"),
+     ({"id": "x", "kind": "equivalent", "losses": ["mse", "l1"], "metric": "ssim", "margin": 0.005},
+      "claims[0].metric: 'ssim' is not a metric in evaluation.metrics")],
+)  # fmt: skip
+def test_schema_rejects_bad_claims_naming_the_field(claim, message):
+    with pytest.raises(UserError) as exc:
+        parse_matrix({**BASE, "claims": [claim]})
+    assert message in str(exc.value)
+
+
+def test_validate_rejects_a_better_claim_on_an_unranked_metric():
+    from benchmark.validate import check_matrix
+
+    m = parse_matrix({**BASE, "claims": [{"id": "x", "kind": "better", "a": "mse", "b": "l1", "metric": "nps_favg"}]})
+    with pytest.raises(UserError, match=r"claims\[0\]\.metric: 'nps_favg' has no better direction"):
+        check_matrix(m, instantiate=False)
+
+
+# ------------------------------------------------------------------------------------------ end to end
+
+
+@pytest.mark.slow
+def test_report_writes_claims_csv_and_section(tmp_path, tmp_cache, monkeypatch):
+    from test_trajectories import make_run  # a finished run folder written as the runner does
+
+    from analysis.pipeline import StatsOptions
+    from analysis.report import write_report
+    from benchmark.layout import CLAIMS_CSV, REPORT
+
+    layout = make_run(tmp_path / "run", monkeypatch, losses=("mse", "l1"), epochs=2, metrics=("psnr", "rmse_hu"))
+    data = layout.matrix().model_dump(mode="json")
+    data["claims"] = [{"id": "mse_psnr", "kind": "better", "a": "mse", "b": "l1", "metric": "psnr"},
+                      {"id": "agree", "kind": "agrees", "metric": "rmse_hu", "statement": "loss tracks RMSE"}]  # fmt: skip
+    layout.write_matrix(parse_matrix(data))
+    path = write_report(layout.out, stats=StatsOptions(n_resamples=50))
+    csv = pd.read_csv(layout.analysis_file(CLAIMS_CSV))
+    assert list(csv.columns) == CLAIM_COLUMNS and list(dict.fromkeys(csv["id"])) == ["mse_psnr", "agree"]
+    assert set(csv["verdict"]) <= {"holds", "does not hold", "inconclusive"}
+    report = path.read_text()
+    assert path == layout.analysis_file(REPORT) and "## Claims" in report and "loss tracks RMSE" in report
+    for v in csv.drop_duplicates("id")["verdict"]:
+        assert f"**{v}**" in report
