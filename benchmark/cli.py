@@ -134,7 +134,7 @@ def status(out: OutOpt, csv: Annotated[bool, typer.Option("--csv", help="CSV ins
 
 @app.command("list")
 def list_(
-    what: Annotated[str, typer.Argument(help="losses, architectures, discriminators, metrics, datasets, optimizers, schedulers, presets or windows")],
+    what: Annotated[str, typer.Argument(help="losses, architectures, discriminators, schemes, metrics, datasets, optimizers, schedulers, presets or windows")],
 ) -> None:
     """List the registered names of one kind, with their metadata."""
     from benchmark.listing import listing  # lazy: CLI start-up

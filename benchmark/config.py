@@ -13,6 +13,10 @@ Loss entries take four forms, all normalised to :class:`LossConfig` (a label plu
       - 0.95 mse + 0.05 wgan_gp               # a weighted sum, as text
       - {mse: 0.95, wgan_gp: 0.05}            # a weighted sum, as a mapping
       - {label: mse_wgan, terms: [{name: mse, weight: 0.95}, {name: wgan_gp, weight: 0.05, kwargs: {critic_steps: 5}}]}
+      - none                                  # GAN frameworks only: nothing added to the framework's objective
+
+In a GAN framework (an architecture's ``scheme``: pix2pix, cyclegan, unit) a loss entry names only the
+terms *added* to the framework's own objective, e.g. ``{mstlf: 0.001}``; ``none`` is its baseline.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from pydantic import (
     model_validator,
 )
 
+from benchmark.claims import Claim, reference_errors
 from benchmark.core.errors import UnknownNameError, UserError
 from benchmark.core.registry import lookup
 from benchmark.optim import OPTIMIZERS, SCHEDULERS
@@ -79,7 +84,9 @@ class LossConfig(Strict):
     """A training loss: one term, or a weighted sum of terms. ``label`` names it in cell ids."""
 
     label: str
-    terms: list[LossTerm] = Field(min_length=1)
+    terms: list[LossTerm] = Field(
+        default_factory=list, description="empty (the entry 'none') only in a GAN framework: its own baseline objective"
+    )
 
     @field_validator("label")
     @classmethod
@@ -91,6 +98,9 @@ class LossConfig(Strict):
     def _normalise(cls, data: Any) -> Any:
         return normalise_loss_entry(data)
 
+
+# Loss entries with no terms: a GAN framework's own objective, nothing added (its baseline).
+NO_EXTRA_TERMS = ("none", "baseline")
 
 _TERM_RE = re.compile(r"^\s*(?:(?P<w>[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*\*?\s*)?(?P<name>[A-Za-z_][A-Za-z0-9_]*)\s*$")
 _STRUCTURED_KEYS = {"name", "kwargs", "label", "terms", "weight"}
@@ -106,6 +116,8 @@ def normalise_loss_entry(data: Any) -> Any:
     """Turn any of the accepted loss forms into ``{"label": ..., "terms": [...]}``."""
     if isinstance(data, LossConfig):
         return data.model_dump()
+    if isinstance(data, str) and data.strip() in NO_EXTRA_TERMS:
+        return {"label": data.strip(), "terms": []}
     if isinstance(data, str):
         terms = []
         for part in data.split("+"):
@@ -137,11 +149,15 @@ def normalise_loss_entry(data: Any) -> Any:
 
 
 class ArchitectureConfig(Strict):
-    """A registered architecture with its constructor kwargs; ``label`` names it in cell ids."""
+    """A registered architecture with its constructor kwargs, trained in a training ``scheme``
+    (``benchmark.schemes.SCHEMES``: supervised, pix2pix, cyclegan, unit) with its ``scheme_kwargs``;
+    ``label`` names it in cell ids."""
 
     name: str
     kwargs: dict[str, Any] = Field(default_factory=dict)
     label: str = ""
+    scheme: str = Field("supervised", description="training framework: supervised, pix2pix, cyclegan or unit")
+    scheme_kwargs: dict[str, Any] = Field(default_factory=dict, description="options of the scheme (e.g. lambda_cycle)")
 
     @model_validator(mode="before")
     @classmethod
@@ -224,6 +240,13 @@ class TrainingConfig(Strict):
     patches_per_epoch: PositiveInt | None = Field(
         None, description="training samples drawn per epoch; default: one per training slice"
     )
+    pairing: Literal["auto", "paired", "unpaired"] = Field(
+        "auto", description="training batches: LD/ND crops of the same slice (paired) or of independently drawn slices "
+        "(unpaired); auto: the scheme's default (unpaired for cyclegan and unit)"
+    )
+    disjoint_patients: bool = Field(
+        False, description="unpaired: LD crops from the first half of the training patients, ND crops from the second"
+    )
     augment: bool = Field(False, description="random 90° rotations and flips")
     patient_balanced: bool = Field(False, description="every patient equally likely in patch sampling")
     optimizer: OptimizerConfig = Field(default_factory=lambda: OptimizerConfig())
@@ -287,6 +310,10 @@ class MatrixConfig(Strict):
     device: str = Field("auto", description="auto, cpu, cuda or cuda:N")
     deterministic: bool = Field(True, description="on GPU, torch.use_deterministic_algorithms (slower)")
     tensorboard: bool = Field(False, description="also write each cell's per-epoch scalars to <cell>/tensorboard")
+    claims: list[Claim] = Field(
+        default_factory=list,
+        description="the study's findings as testable statements, checked by `ldct-bench report` (benchmark.claims)",
+    )
 
     @field_validator("doses", mode="before")
     @classmethod
@@ -320,6 +347,15 @@ class MatrixConfig(Strict):
                 raise ValueError(f"seed {s} must be >= 0")
         for d in self.doses:
             _check_label(d, "dose")
+        return self
+
+    @model_validator(mode="after")
+    def _claims_refer_to_the_matrix(self) -> MatrixConfig:
+        errors = reference_errors(self.claims, losses=[x.label for x in self.losses],
+                                  architectures=[a.label for a in self.architectures], doses=self.doses,
+                                  metrics=self.evaluation.metrics)  # fmt: skip
+        if errors:
+            raise ValueError("; ".join(errors))
         return self
 
 

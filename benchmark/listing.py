@@ -12,11 +12,12 @@ from benchmark.core.conventions import WINDOWS
 from benchmark.core.errors import UserError
 from benchmark.data import DATASETS
 from benchmark.optim import OPTIMIZERS, SCHEDULERS
+from benchmark.schemes import SCHEMES, scheme_options
 from losses import LOSSES
 from models import ARCHITECTURES, DISCRIMINATORS
 
-KINDS = ("losses", "architectures", "discriminators", "metrics", "datasets", "optimizers", "schedulers", "presets",
-         "windows")
+KINDS = ("losses", "architectures", "discriminators", "schemes", "metrics", "datasets", "optimizers", "schedulers",
+         "presets", "windows")
 
 
 def _fmt(v: Any) -> str:
@@ -45,6 +46,9 @@ def listing(what: str) -> str:
         return _rows(ARCHITECTURES, ["parameters", "dims", "min_size", "paper"])
     if what == "discriminators":
         return _rows(DISCRIMINATORS, ["parameters", "dims", "min_size", "paper"])
+    if what == "schemes":
+        return _rows(SCHEMES, ["pairing", "adversarial_terms", "needs", "dims", "paper"]) + "\n" + "\n".join(
+            f"  {name} options: {', '.join(scheme_options(name))}" for name in SCHEMES if scheme_options(name))
     if what == "metrics":
         return _rows(METRICS, ["kind", "higher_is_better", "differentiable", "value_domain", "library", "weights"])
     if what == "datasets":

@@ -35,6 +35,27 @@ class SchedulerInfo:
     defaults: Callable[[int], Mapping[str, Any]] = field(default=lambda epochs: {})
 
 
+class LinearDecayLR(torch.optim.lr_scheduler.LambdaLR):
+    """CycleGAN's schedule (Zhu et al., ICCV 2017, and its public code's ``linear`` policy): the initial
+    learning rate for the first ``total − decay`` steps, then a linear decay towards 0 over the last
+    ``decay`` steps: ``factor(t) = 1 − max(0, t + 1 − (total − decay)) / (decay + 1)``. ``total`` and
+    ``decay`` count scheduler steps (epochs, or optimizer steps with ``interval: step``); the defaults
+    are the whole horizon and its second half (CycleGAN: 100 + 100 epochs). Hand-written: torch has
+    no constant-then-linear schedule in one class, and a LambdaLR of a closure keeps the state_dict
+    small and resumable."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer, *, total: int, decay: int, last_epoch: int = -1) -> None:
+        if not 0 <= decay <= total:
+            raise ValueError(f"decay must lie in [0, total={total}], got {decay}")
+        self.total, self.decay = int(total), int(decay)
+        start = self.total - self.decay
+
+        def factor(t: int) -> float:
+            return 1.0 - max(0, t + 1 - start) / (self.decay + 1)
+
+        super().__init__(optimizer, factor, last_epoch=last_epoch)
+
+
 # The one place where optimizers are registered.
 OPTIMIZERS: dict[str, OptimizerInfo] = {
     "adam": OptimizerInfo(torch.optim.Adam, "Adam", "Kingma & Ba, ICLR 2015"),
@@ -54,6 +75,8 @@ SCHEDULERS: dict[str, SchedulerInfo] = {
                             lambda epochs: {"T_max": epochs}),
     "exponential": SchedulerInfo(torch.optim.lr_scheduler.ExponentialLR, "multiply by gamma every epoch",
                                  lambda epochs: {"gamma": 0.95}),
+    "linear_decay": SchedulerInfo(LinearDecayLR, "constant, then linear decay to 0 over the last `decay` steps "
+                                  "(CycleGAN)", lambda epochs: {"total": epochs, "decay": epochs // 2}),
     "plateau": SchedulerInfo(torch.optim.lr_scheduler.ReduceLROnPlateau, "multiply by factor when val_loss stalls",
                              lambda epochs: {"factor": 0.5, "patience": 5}),
 }

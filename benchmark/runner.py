@@ -35,6 +35,8 @@ from benchmark.core.device import resolve_device
 from benchmark.core.errors import UserError
 from benchmark.data import Dataset, open_dataset
 from benchmark.layout import CORRUPT_SUFFIX, DIVERGED, DONE, FAILED, LOCK, RunLayout, list_checkpoints
+from benchmark.sampling import disjoint_halves
+from benchmark.schemes import pairing as scheme_pairing
 from benchmark.train import (
     Diverged,
     TrainData,
@@ -173,6 +175,7 @@ class Runner:
         self.layout.write_matrix(self.matrix)
         self.dataset.prepare(progress=not self.quiet)
         cells = expand_cells(self.matrix)
+        self.preflight(cells)
         summary = RunSummary()
         bar = tqdm(total=len(cells), desc="matrix", unit="cell", disable=self.quiet, position=0, dynamic_ncols=True)
         try:
@@ -183,6 +186,20 @@ class Runner:
         finally:
             bar.close()
         return summary
+
+    def preflight(self, cells: list[Cell]) -> None:
+        """Checks that need the data, before any cell trains: unpaired cells drawing from disjoint
+        halves of the training patients need at least two of them (a :class:`UserError`, exit 2)."""
+        tr = self.matrix.training
+        if not tr.disjoint_patients:
+            return
+        doses = sorted({c.dose for c in cells if scheme_pairing(c.architecture.scheme, tr.pairing) == "unpaired"})
+        for dose in doses:
+            patients = self.dataset.load("train", dose).patients
+            try:
+                disjoint_halves(patients)
+            except UserError as exc:
+                raise UserError(f"{exc.message} (dose {dose})", field="training.disjoint_patients") from None
 
     def run_cell(self, cell: Cell) -> str:
         """Returns the RunSummary field the cell belongs to."""
@@ -217,11 +234,21 @@ class Runner:
         return "trained"
 
     def build(self, cell: Cell, n_train: int) -> TrainState:
-        """The cell's fresh state; ``n_train`` (training slices) sizes a per-step schedule."""
+        """The cell's fresh state in its training scheme; ``n_train`` (training slices) sizes a per-step
+        schedule. Networks are built in a fixed order from the cell's seed: the generator, the loss
+        terms, then the scheme's own networks (CycleGAN's F, the discriminators)."""
         generator = seed_everything(cell.seed)
-        model = build_model(cell.architecture.name, cell.architecture.kwargs).to(self.device)
+        arch = cell.architecture
+
+        def build_network() -> torch.nn.Module:
+            return build_model(arch.name, arch.kwargs).to(self.device)
+
+        model = build_network()
         loss = build_loss([(t.name, t.weight, t.kwargs) for t in cell.loss.terms]).to(self.device)
-        return build_state(model, loss, self.matrix.training, generator, steps_per_epoch(self.matrix.training, n_train))
+        state = build_state(model, loss, self.matrix.training, generator, steps_per_epoch(self.matrix.training, n_train),
+                            scheme=arch.scheme, scheme_kwargs=arch.scheme_kwargs, build_network=build_network)  # fmt: skip
+        state.scheme.to(self.device)
+        return state
 
     def train_cell(self, cell: Cell) -> None:
         writer = _tensorboard_writer(self.layout.tensorboard_dir(cell.cell_id)) if self.matrix.tensorboard else None
@@ -242,10 +269,11 @@ class Runner:
         redraw = bool(getattr(self.dataset.options, "redraw_train_noise", False))
         val = self.dataset.load("val", cell.dose)
         dims = spatial_dims(state.model)
-        train = None if redraw else TrainData(train_slices, tr, dims)
+        pairing = scheme_pairing(cell.architecture.scheme, tr.pairing)
+        train = None if redraw else TrainData(train_slices, tr, dims, pairing)
         for epoch in range(start + 1, tr.epochs + 1):
             if redraw:
-                train = TrainData(self.dataset.load("train", cell.dose, epoch=epoch, seed=cell.seed), tr, dims)
+                train = TrainData(self.dataset.load("train", cell.dose, epoch=epoch, seed=cell.seed), tr, dims, pairing)
             assert train is not None
             t0 = time.perf_counter()
             bar = tqdm(total=train.steps, desc=f"{cell.cell_id} epoch {epoch}/{tr.epochs}", unit="step",

@@ -2,6 +2,9 @@
 rotations and flips in-plane (the dihedral group D4), and patient-balanced weights.
 
 * 2-D models: :func:`sample_patches` draws square crops of single slices.
+* Unpaired schemes (CycleGAN, UNIT): :func:`sample_unpaired_patches` draws the low-dose and the
+  normal-dose crops from independently drawn slices, optionally from the disjoint patient halves of
+  :func:`disjoint_halves`, so no LD/ND pair shows the same anatomy.
 * 3-D models: :func:`sample_volume_patches` draws ``d × h × w`` crops of ``d`` consecutive slices of
   one contiguous volume (one patient, adjacent in position: :meth:`benchmark.data.PairedSlices.volumes`),
   never across a patient boundary or a missing slice; :func:`window_starts` lists the first rows of
@@ -44,6 +47,26 @@ def _augment(x: torch.Tensor, y: torch.Tensor, generator: torch.Generator) -> tu
     return torch.stack(xs), torch.stack(ys)
 
 
+def _crop(
+    stacks: Sequence[torch.Tensor], idx: torch.Tensor, patch_size: int | None, generator: torch.Generator
+) -> list[torch.Tensor]:
+    """The same square crop of slices ``idx`` from each ``(S, H, W)`` stack, as ``(n, 1, p, p)`` tensors:
+    the whole slices when ``patch_size`` is None or covers them (no random numbers drawn), else a crop
+    at a uniform position (the top rows, then the left columns, drawn from ``generator``)."""
+    _, h, w = stacks[0].shape
+    if patch_size is None or (patch_size >= h and patch_size >= w):
+        return [t[idx].unsqueeze(1) for t in stacks]
+    if patch_size > h or patch_size > w:
+        raise UserError(f"patch size {patch_size} exceeds the image size {h}x{w}", field="training.patch_size")
+    n = len(idx)
+    top = torch.randint(0, h - patch_size + 1, (n,), generator=generator)
+    left = torch.randint(0, w - patch_size + 1, (n,), generator=generator)
+    ar = torch.arange(patch_size)
+    rows = (top[:, None] + ar[None, :])[:, :, None]
+    cols = (left[:, None] + ar[None, :])[:, None, :]
+    return [t[idx[:, None, None], rows, cols].unsqueeze(1) for t in stacks]
+
+
 def sample_patches(
     inputs: torch.Tensor,
     targets: torch.Tensor,
@@ -61,21 +84,9 @@ def sample_patches(
     generator gives the same patches on any machine. Returns ``(x, y, slice_index)`` with x, y of
     shape ``(n, 1, p, p)`` (``p = H`` and no crop when ``patch_size`` is None).
     """
-    s, h, w = inputs.shape
+    s = inputs.shape[0]
     idx = _pick(s, n, generator, weights)
-    if patch_size is None or (patch_size >= h and patch_size >= w):
-        x = inputs[idx].unsqueeze(1)
-        y = targets[idx].unsqueeze(1)
-    else:
-        if patch_size > h or patch_size > w:
-            raise UserError(f"patch size {patch_size} exceeds the image size {h}x{w}", field="training.patch_size")
-        top = torch.randint(0, h - patch_size + 1, (n,), generator=generator)
-        left = torch.randint(0, w - patch_size + 1, (n,), generator=generator)
-        ar = torch.arange(patch_size)
-        rows = (top[:, None] + ar[None, :])[:, :, None]
-        cols = (left[:, None] + ar[None, :])[:, None, :]
-        x = inputs[idx[:, None, None], rows, cols].unsqueeze(1)
-        y = targets[idx[:, None, None], rows, cols].unsqueeze(1)
+    x, y = _crop((inputs, targets), idx, patch_size, generator)
     if augment:
         x, y = _augment(x, y, generator)
     return x.contiguous(), y.contiguous(), idx
@@ -135,3 +146,89 @@ def patient_balanced_weights(patients: np.ndarray | list[str]) -> torch.Tensor:
     arr = np.asarray(patients)
     _, inverse, counts = np.unique(arr, return_inverse=True, return_counts=True)
     return torch.from_numpy(1.0 / counts[inverse]).double()
+
+
+def disjoint_halves(patients: np.ndarray | list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Split the training rows by patient into two disjoint halves for unpaired sampling: the sorted unique
+    patient ids, the first ``ceil(P / 2)`` of them the low-dose source, the other ``floor(P / 2)`` the
+    normal-dose source. ``patients``: the patient id of every row (slice or window start), length S.
+
+    Returns boolean row masks ``(ld, nd)``, each of length S, disjoint, together every row. With fewer
+    than two patients no split exists: a :class:`UserError` on ``training.disjoint_patients`` naming the count.
+    """
+    arr = np.asarray(patients)
+    unique = np.unique(arr)
+    if len(unique) < 2:
+        raise UserError(f"disjoint halves need at least 2 training patients, the training split has {len(unique)}",
+                        field="training.disjoint_patients")  # fmt: skip
+    ld_ids = unique[: (len(unique) + 1) // 2]
+    ld = np.isin(arr, ld_ids)
+    return ld, ~ld
+
+
+def _rows(rows: torch.Tensor | np.ndarray | None, count: int, which: str) -> torch.Tensor | None:
+    """Row indices from a boolean mask of length ``count`` or from indices; None stays None."""
+    if rows is None:
+        return None
+    t = torch.as_tensor(np.asarray(rows) if isinstance(rows, np.ndarray) else rows)
+    if t.dtype == torch.bool:
+        if len(t) != count:
+            raise ValueError(f"{which} mask has {len(t)} entries for {count} rows")
+        t = torch.nonzero(t).flatten()
+    t = t.long()
+    if len(t) == 0:
+        raise UserError(f"no training rows to draw the {which} patches from", field="training.pairing")
+    return t
+
+
+def _pick_rows(count: int, n: int, generator: torch.Generator, rows: torch.Tensor | None,
+               weights: torch.Tensor | None) -> torch.Tensor:  # fmt: skip
+    """``n`` row indices: from ``rows`` (all ``count`` rows when None), uniform or by the per-row
+    ``weights`` (length ``count``) restricted to them."""
+    if rows is None:
+        return _pick(count, n, generator, weights)
+    sub = None if weights is None else weights[rows]
+    return rows[_pick(len(rows), n, generator, sub)]
+
+
+def sample_unpaired_patches(
+    inputs: torch.Tensor,
+    targets: torch.Tensor,
+    n: int,
+    patch_size: int | None,
+    generator: torch.Generator,
+    *,
+    augment: bool = False,
+    ld_rows: torch.Tensor | np.ndarray | None = None,
+    nd_rows: torch.Tensor | np.ndarray | None = None,
+    weights_ld: torch.Tensor | None = None,
+    weights_nd: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+    """Draw ``n`` *unpaired* crops for the unpaired schemes (CycleGAN, Zhu et al. ICCV 2017; UNIT, Liu et
+    al. NeurIPS 2017): low-dose crops of ``inputs`` and normal-dose crops of ``targets`` (``(S, H, W)``
+    stacks, network normalisation) from independently drawn slices, at independent crop positions and,
+    with ``augment``, under independent D4 elements, so an LD crop and the ND crop at the same batch
+    position are unrelated.
+
+    ``ld_rows`` / ``nd_rows`` (a boolean mask of length S or row indices) restrict the slices each side is
+    drawn from, e.g. the two halves of :func:`disjoint_halves`, so no pair can share a slice or a patient;
+    None = every row. ``weights_ld`` / ``weights_nd`` (length S, e.g. :func:`patient_balanced_weights`)
+    make each side's choice non-uniform, restricted to its rows. Every random number comes from
+    ``generator``, in this order: LD slices, ND slices, LD crop positions, ND crop positions, LD
+    augmentation, ND augmentation.
+
+    Returns ``(x, y, (idx_ld, idx_nd))``: x (LD) and y (ND) of shape ``(n, 1, p, p)`` (``p = H`` and no
+    crop when ``patch_size`` is None), and the slice index of each.
+    """
+    s = inputs.shape[0]
+    if targets.shape != inputs.shape:
+        raise ValueError(f"inputs {tuple(inputs.shape)} and targets {tuple(targets.shape)} differ in shape")
+    rows_ld, rows_nd = _rows(ld_rows, s, "low-dose"), _rows(nd_rows, s, "normal-dose")
+    idx_ld = _pick_rows(s, n, generator, rows_ld, weights_ld)
+    idx_nd = _pick_rows(s, n, generator, rows_nd, weights_nd)
+    (x,) = _crop((inputs,), idx_ld, patch_size, generator)
+    (y,) = _crop((targets,), idx_nd, patch_size, generator)
+    if augment:
+        x = _augment(x, x, generator)[0]
+        y = _augment(y, y, generator)[0]
+    return x.contiguous(), y.contiguous(), (idx_ld, idx_nd)

@@ -1,15 +1,16 @@
 """Small training step functions; :mod:`benchmark.runner` strings them together per cell.
 
 Nothing here owns state beyond its arguments: a :class:`TrainState` is the complete, checkpointable
-state of one cell (model, optimizers, scheduler, loss, RNGs, history).
+state of one cell (its training scheme's networks, optimizers and schedules, the loss, RNGs,
+history). What one step does is the scheme's (:mod:`benchmark.schemes`).
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,31 +18,26 @@ import numpy as np
 import torch
 from torch import nn
 
-from benchmark import optim
-from benchmark.config import OptimizerConfig, SchedulerConfig, TrainingConfig
+from benchmark.config import TrainingConfig
 from benchmark.core.conventions import hu_to_net
 from benchmark.core.errors import UserError
 from benchmark.data import PairedSlices
 from benchmark.evaluate import predict_batches
-from benchmark.sampling import patient_balanced_weights, sample_patches, sample_volume_patches, window_starts
-from losses.adversarial import frozen
+from benchmark.sampling import (
+    disjoint_halves,
+    patient_balanced_weights,
+    sample_patches,
+    sample_unpaired_patches,
+    sample_volume_patches,
+    window_starts,
+)
+from benchmark.schemes import Diverged, Pairing, Scheme, build_scheme
 from losses.base import CompositeLoss
 
+__all__ = ["Diverged", "TrainData", "TrainState", "build_state", "seed_everything", "steps_per_epoch", "train_epoch",
+           "validate"]
+
 _log = logging.getLogger(__name__)
-
-
-class Diverged(Exception):
-    """A loss term became NaN or infinite."""
-
-    def __init__(self, term: str, value: float, epoch: int | None = None) -> None:
-        super().__init__(f"loss term {term!r} became {value}")
-        self.term = term
-        self.value = value
-        self.epoch = epoch
-
-
-def build_optimizer(params: list[nn.Parameter], cfg: OptimizerConfig) -> torch.optim.Optimizer:
-    return optim.build_optimizer(params, cfg.name, cfg.lr, cfg.kwargs, field="training.optimizer")
 
 
 def steps_per_epoch(training: TrainingConfig, n_slices: int) -> int:
@@ -49,36 +45,35 @@ def steps_per_epoch(training: TrainingConfig, n_slices: int) -> int:
     return math.ceil((training.patches_per_epoch or n_slices) / training.batch_size)
 
 
-def build_scheduler(opt: torch.optim.Optimizer, cfg: SchedulerConfig, epochs: int, steps: int = 1) -> Any:
-    """The cell's schedule, sized in epochs, or in optimizer steps (``epochs × steps``) when it is
-    stepped per step (``interval: step``)."""
-    horizon = epochs * steps if cfg.interval == "step" else epochs
-    return optim.build_scheduler(opt, cfg.name, cfg.kwargs, horizon, warmup=cfg.warmup, field="training.scheduler")
-
-
 @dataclass
 class TrainState:
-    """Everything of one cell that changes during training and goes into a checkpoint."""
+    """Everything of one cell that changes during training and goes into a checkpoint: the training
+    scheme (:mod:`benchmark.schemes`: networks, optimizers, schedules, pools), the cell's data/noise
+    generator, the epoch counter, the history and the early-stopping state."""
 
-    model: nn.Module
-    loss: CompositeLoss
-    optimizer: torch.optim.Optimizer
-    scheduler: Any
-    critic_optimizers: dict[str, torch.optim.Optimizer]
-    generator: torch.Generator  # the cell's data/noise generator (CPU)
+    scheme: Scheme
+    generator: torch.Generator  # the cell's data/noise generator (CPU), shared with the scheme
     epoch: int = 0
     history: list[dict[str, Any]] = field(default_factory=list)
     best_val: float = math.inf
     bad_epochs: int = 0
-    per_step_schedule: bool = False  # the scheduler steps after every optimizer step (interval: step)
+
+    @property
+    def model(self) -> nn.Module:
+        """The LDCT → NDCT generator (validated, checkpointed as ``model``, scored by the analysis)."""
+        return self.scheme.model
+
+    @property
+    def loss(self) -> CompositeLoss:
+        return self.scheme.loss
+
+    @property
+    def per_step_schedule(self) -> bool:
+        return self.scheme.per_step_schedule
 
     def state_dict(self) -> dict[str, Any]:
         return {
-            "model": self.model.state_dict(),
-            "loss": self.loss.checkpoint_state(),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
-            "critic_optimizers": {k: o.state_dict() for k, o in self.critic_optimizers.items()},
+            **self.scheme.state_dict(),
             "rng": capture_rng(self.generator),
             "epoch": self.epoch,
             "history": list(self.history),
@@ -87,13 +82,7 @@ class TrainState:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.model.load_state_dict(state["model"])
-        self.loss.load_checkpoint_state(state["loss"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        if self.scheduler is not None and state["scheduler"] is not None:
-            self.scheduler.load_state_dict(state["scheduler"])
-        for k, o in self.critic_optimizers.items():
-            o.load_state_dict(state["critic_optimizers"][k])
+        self.scheme.load_state_dict(state)
         restore_rng(state["rng"], self.generator)
         self.epoch = int(state["epoch"])
         self.history = list(state["history"])
@@ -140,34 +129,32 @@ def seed_everything(seed: int) -> torch.Generator:
 
 
 def build_state(
-    model: nn.Module, loss: CompositeLoss, training: TrainingConfig, generator: torch.Generator, steps: int = 1
+    model: nn.Module, loss: CompositeLoss, training: TrainingConfig, generator: torch.Generator, steps: int = 1,
+    *, scheme: str = "supervised", scheme_kwargs: dict[str, Any] | None = None,
+    build_network: Callable[[], nn.Module] | None = None, field: str = "architectures.scheme",
 ) -> TrainState:
-    """The cell's state; ``steps`` is the number of optimizer steps per epoch (:func:`steps_per_epoch`),
-    which sizes a per-step schedule."""
-    params = list(model.parameters()) + loss.generator_parameters()
-    opt = build_optimizer(params, training.optimizer)
-    critic_opts = {}
-    for name, term in loss.adversarial_terms.items():
-        cfg = dict(term.optimizer_config)
-        cfg_name = cfg.pop("name", "adam")
-        lr = cfg.pop("lr", 1e-4)
-        critic_opts[name] = optim.build_optimizer(
-            list(term.discriminator.parameters()), cfg_name, lr, cfg, field=f"losses.{name}.optimizer"
-        )
-    return TrainState(model, loss, opt, build_scheduler(opt, training.scheduler, training.epochs, steps), critic_opts,
-                      generator, per_step_schedule=training.scheduler.interval == "step")
+    """The cell's state: scheme ``scheme`` around ``model`` and ``loss``; ``steps`` is the number of
+    optimizer steps per epoch (:func:`steps_per_epoch`), which sizes a per-step schedule."""
+    built = build_scheme(scheme, scheme_kwargs, model=model, loss=loss, training=training, rng=generator, steps=steps,
+                         build_network=build_network, field=field)  # fmt: skip
+    return TrainState(built, generator)
 
 
 class TrainData:
     """The training split of one condition in network space, with the patch sampler of the model's
-    dimensionality: square slice crops for a 2-D model (:func:`benchmark.sampling.sample_patches`),
+    dimensionality and the scheme's pairing: square slice crops for a 2-D model
+    (:func:`benchmark.sampling.sample_patches`; unpaired: LD and ND crops of independently drawn slices,
+    from disjoint halves of the patients with ``disjoint_patients``,
+    :func:`benchmark.sampling.sample_unpaired_patches`),
     ``[d, h, w]`` crops of ``d`` consecutive slices of one contiguous volume for a 3-D model
     (:func:`benchmark.sampling.sample_volume_patches`). ``patient_balanced`` weighs slices, or windows,
     so that every patient is equally likely."""
 
-    def __init__(self, slices: PairedSlices, training: TrainingConfig, dims: int = 2) -> None:
+    def __init__(self, slices: PairedSlices, training: TrainingConfig, dims: int = 2, pairing: Pairing = "paired") -> None:
         if dims not in (2, 3):
             raise ValueError(f"dims must be 2 or 3, got {dims}")
+        if pairing == "unpaired" and dims != 2:
+            raise UserError(f"unpaired sampling draws 2-D patches, not {dims}-D ones", field="training.pairing")
         if (training.patch_dims == 3) != (dims == 3):
             want = "[depth, height, width]" if dims == 3 else "an int (square slice patches) or null"
             raise UserError(f"{training.patch_size!r} does not fit a {dims}-D model: give {want}",
@@ -183,6 +170,10 @@ class TrainData:
         else:
             groups = np.asarray(slices.patients)
         self.weights = patient_balanced_weights(groups) if training.patient_balanced else None
+        self.pairing = pairing
+        self.halves: tuple[np.ndarray, np.ndarray] | None = None
+        if pairing == "unpaired" and training.disjoint_patients:
+            self.halves = disjoint_halves(groups)
         self.training = training
         n = training.patches_per_epoch or len(slices)
         self.steps = steps_per_epoch(training, len(slices))
@@ -195,6 +186,11 @@ class TrainData:
             assert isinstance(t.patch_size, list)
             x, y, _ = sample_volume_patches(self.x, self.y, n, t.patch_size, self.starts, generator, augment=t.augment,
                                             weights=self.weights)  # fmt: skip
+        elif self.pairing == "unpaired":
+            assert not isinstance(t.patch_size, list)
+            ld, nd = self.halves if self.halves is not None else (None, None)
+            x, y, _ = sample_unpaired_patches(self.x, self.y, n, t.patch_size, generator, augment=t.augment, ld_rows=ld,
+                                              nd_rows=nd, weights_ld=self.weights, weights_nd=self.weights)  # fmt: skip
         else:
             assert not isinstance(t.patch_size, list)
             x, y, _ = sample_patches(self.x, self.y, n, t.patch_size, generator, augment=t.augment,
@@ -202,66 +198,21 @@ class TrainData:
         return x, y
 
 
-def critic_step(
-    state: TrainState, x: torch.Tensor, y: torch.Tensor, device: torch.device
-) -> dict[str, float]:
-    """``critic_steps`` discriminator updates per adversarial term, on a detached fake."""
-    logs: dict[str, float] = {}
-    if not state.loss.adversarial_terms:
-        return logs
-    with torch.no_grad():
-        fake = state.model(x).detach()
-    for name, term in state.loss.adversarial_terms.items():
-        opt = state.critic_optimizers[name]
-        for _ in range(term.critic_steps):
-            opt.zero_grad(set_to_none=True)
-            d_loss, d_logs = term.critic_loss(y, fake, generator=state.generator)
-            d_loss.backward()
-            opt.step()
-        for k, v in d_logs.items():
-            logs[f"{name}_{k}"] = float(v)
-    return logs
-
-
-def generator_step(
-    state: TrainState, x: torch.Tensor, y: torch.Tensor, grad_clip: float | None
-) -> tuple[float, dict[str, float]]:
-    """One optimizer step of the denoiser (and trainable loss parameters) on the composite loss; the
-    discriminators are frozen meanwhile (:func:`losses.adversarial.frozen`), so they get no gradients."""
-    with contextlib.ExitStack() as stack:
-        for term in state.loss.adversarial_terms.values():
-            stack.enter_context(frozen(term.discriminator))
-        state.optimizer.zero_grad(set_to_none=True)
-        pred = state.model(x)
-        total, terms = state.loss.compute(pred, y)
-        for name, v in terms.items():
-            fv = float(v)
-            if not math.isfinite(fv):
-                raise Diverged(name, fv)
-        if not torch.isfinite(total):
-            raise Diverged("total", float(total))
-        total.backward()
-        if grad_clip is not None:
-            torch.nn.utils.clip_grad_norm_([p for g in state.optimizer.param_groups for p in g["params"]], grad_clip)
-        state.optimizer.step()
-    return float(total.detach()), {k: float(v) for k, v in terms.items()}
-
-
 def train_epoch(
     state: TrainState, data: TrainData, device: torch.device, grad_clip: float | None, progress: Any = None
 ) -> dict[str, float]:
-    """One pass of ``data.steps`` batches; returns epoch means of the total, each term and critic logs."""
-    state.model.train()
-    state.loss.train()
+    """One pass of ``data.steps`` batches through the scheme's step; returns epoch means of the total
+    (``train_loss``), each term (``train_<term>``) and the other logs (e.g. critic values)."""
+    scheme = state.scheme
+    scheme.train()
     sums: dict[str, float] = {}
     count = 0
     for step in range(data.steps):
         x, y = data.batch(step, state.generator)
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        logs = critic_step(state, x, y, device)
-        total, terms = generator_step(state, x, y, grad_clip)
-        if state.per_step_schedule and state.scheduler is not None:
-            state.scheduler.step()
+        total, terms, logs = scheme.step(x, y, grad_clip)
+        if scheme.per_step_schedule:
+            scheme.step_schedules()
         n = x.shape[0]
         count += n
         for k, v in {"train_loss": total, **{f"train_{t}": v for t, v in terms.items()}, **logs}.items():
@@ -275,17 +226,18 @@ def train_epoch(
 def validate(
     state: TrainState, slices: PairedSlices, device: torch.device, batch_size: int, max_images: int | None
 ) -> dict[str, float]:
-    """The composite loss and each term on whole validation slices (mean over slices), on the outputs
+    """The scheme's validation loss and terms (:meth:`benchmark.schemes.base.Scheme.validation_terms`:
+    the composite loss for supervised cells, the L1 to the NDCT plus the extra terms for GAN
+    frameworks) on whole validation slices (mean over slices), on the outputs
     :func:`benchmark.evaluate.predict_batches` gives the analysis's denoising too: batches of
     ``batch_size`` slices for a 2-D model; for a 3-D model, chunks of about ``batch_size`` consecutive
     slices of one volume, denoised in their slab and compared as ``(1, 1, b, H, W)`` volumes."""
-    state.model.eval()
-    state.loss.eval()
+    state.scheme.eval()
     sums: dict[str, float] = {}
     n_total = 0
     for rows, pred, (y,) in predict_batches(state.model, [slices.inputs, slices.targets], batch_size=batch_size,
                                             device=device, limit=max_images, volumes=slices.volumes()):  # fmt: skip
-        total, terms = state.loss.compute(pred, y)
+        total, terms = state.scheme.validation_terms(pred, y)
         n = len(rows)
         n_total += n
         for k, v in {"val_loss": float(total), **{f"val_{t}": float(v) for t, v in terms.items()}}.items():
@@ -294,14 +246,10 @@ def validate(
 
 
 def step_scheduler(state: TrainState, val_loss: float) -> None:
-    """The end-of-epoch step of an epoch-interval schedule (per-step schedules step in :func:`train_epoch`)."""
-    if state.scheduler is None or state.per_step_schedule:
-        return
-    if isinstance(state.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
-        state.scheduler.step(val_loss)
-    else:
-        state.scheduler.step()
+    """The end-of-epoch step of epoch-interval schedules (per-step schedules step in :func:`train_epoch`)."""
+    if not state.per_step_schedule:
+        state.scheme.step_schedules(val_loss)
 
 
 def current_lr(state: TrainState) -> float:
-    return float(state.optimizer.param_groups[0]["lr"])
+    return state.scheme.lr

@@ -9,12 +9,17 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
+
 from analysis.metrics import METRICS
 from benchmark.cells import expand_cells
+from benchmark.claims import CloserTextureClaim, EquivalentClaim
 from benchmark.config import MatrixConfig
 from benchmark.core.errors import UserError
 from benchmark.core.registry import lookup
 from benchmark.data import Dataset, open_dataset
+from benchmark.schemes import SCHEMES, scheme_options
+from benchmark.schemes import pairing as scheme_pairing
 from losses import LOSSES, build_term
 from models import ARCHITECTURES, ModelInfo, build_model
 
@@ -64,6 +69,52 @@ def _patch_errors(patch: int | list[int] | None, i: int, name: str, dims: int, n
     return []
 
 
+def _scheme_errors(matrix: MatrixConfig, i: int, dims: int, model: Any) -> list[str]:
+    """Architecture ``i``'s training scheme: a registered name, its options, the dimensionality and
+    methods it needs, the pairing it samples, and (with the built ``model``) a generator that maps
+    (N, 1, p, p) to (N, 1, p, p) at the training patch size."""
+    arch = matrix.architectures[i]
+    where = f"architectures[{i}]"
+    try:
+        info = lookup(SCHEMES, arch.scheme, "scheme", field=f"{where}.scheme")
+    except UserError as exc:
+        return [str(exc)]
+    errors = []
+    unknown = sorted(set(arch.scheme_kwargs) - set(scheme_options(arch.scheme)))
+    if unknown:
+        errors.append(f"{where}.scheme_kwargs: {arch.scheme!r} has no option(s) {', '.join(unknown)}; allowed: "
+                      f"{', '.join(scheme_options(arch.scheme))}")  # fmt: skip
+    if dims not in info.dims:
+        errors.append(f"{where}.scheme: {arch.scheme!r} trains {' or '.join(map(str, info.dims))}-D models; "
+                      f"{arch.label!r} is {dims}-D")  # fmt: skip
+    info_cls = lookup(ARCHITECTURES, arch.name, "architecture").cls if arch.name in ARCHITECTURES else None
+    missing = [m for m in info.needs if info_cls is not None and not callable(getattr(info_cls, m, None))]
+    if missing:
+        can = sorted(n for n, a in ARCHITECTURES.items() if all(callable(getattr(a.cls, m, None)) for m in info.needs))
+        errors.append(f"{where}.name: the {arch.scheme!r} scheme needs a two-domain translator with "
+                      f"{', '.join(info.needs)}; {arch.name!r} has no {', '.join(missing)} (use: {', '.join(can)})")
+    if scheme_pairing(arch.scheme, matrix.training.pairing) == "unpaired" and dims != 2:
+        errors.append(f"training.pairing: unpaired sampling draws 2-D patches; {arch.label!r} is {dims}-D")
+    patch = matrix.training.patch_size
+    if model is not None and not errors and arch.scheme != "supervised" and isinstance(patch, int):
+        errors += _maps_patch(model, patch, where)
+    return errors
+
+
+def _maps_patch(model: Any, patch: int, where: str) -> list[str]:
+    """The generator maps a (2, 1, p, p) patch to (2, 1, p, p) (a GAN framework compares and
+    discriminates its outputs as images of the input's shape)."""
+    try:
+        with torch.no_grad():
+            out = model.eval()(torch.zeros(2, 1, patch, patch))
+    except Exception as exc:  # a shape error of any kind
+        return [f"{where}: the generator fails on a (2, 1, {patch}, {patch}) patch: {type(exc).__name__}: {exc}"]
+    if tuple(out.shape) != (2, 1, patch, patch):
+        return [f"{where}: the generator maps (2, 1, {patch}, {patch}) to {tuple(out.shape)}; a training scheme needs "
+                "the input's shape"]  # fmt: skip
+    return []
+
+
 def check_matrix(matrix: MatrixConfig, *, instantiate: bool = True) -> Dataset | None:
     """Raise :class:`UserError` listing every problem; return the opened dataset when all is well."""
     errors: list[str] = []
@@ -81,8 +132,8 @@ def check_matrix(matrix: MatrixConfig, *, instantiate: bool = True) -> Dataset |
             continue
         dims = arch_dims[arch.label] = _model_dims(info, matrix.training.patch_dims)
         errors += _patch_errors(patch, i, arch.name, dims, _min_size(info, arch.kwargs))
-        if instantiate:
-            _collect(errors, build_model, arch.name, arch.kwargs, field=f"architectures[{i}].kwargs")
+        model = _collect(errors, build_model, arch.name, arch.kwargs, field=f"architectures[{i}].kwargs") if instantiate else None
+        errors += _scheme_errors(matrix, i, dims, model)
 
     # every term of a loss must take the inputs of every architecture it is trained with (excluded cells aside)
     pairs = {(c.loss.label, c.architecture.label) for c in expand_cells(matrix)}
@@ -100,9 +151,29 @@ def check_matrix(matrix: MatrixConfig, *, instantiate: bool = True) -> Dataset |
                                   f"inputs, architecture {label!r} is {dims}-D{hint}")  # fmt: skip
             if instantiate:
                 _collect(errors, build_term, term.name, term.kwargs, field=f"{field}.kwargs")
+            for arch in matrix.architectures:
+                scheme = SCHEMES.get(arch.scheme)
+                if info.adversarial and scheme is not None and not scheme.adversarial_terms and (loss.label, arch.label) in pairs:
+                    errors.append(f"{field}: {term.name!r} trains its own discriminator, which the {arch.scheme!r} scheme "
+                                  f"of architecture {arch.label!r} cannot use (it has its own adversarial objective); "
+                                  "a framework's loss entry adds non-adversarial terms only, or is 'none'")  # fmt: skip
+        for arch in matrix.architectures:
+            scheme = SCHEMES.get(arch.scheme)
+            if not loss.terms and scheme is not None and scheme.needs_loss and (loss.label, arch.label) in pairs:
+                errors.append(f"losses[{i}] ({loss.label}): no loss terms, but the {arch.scheme!r} scheme of architecture "
+                              f"{arch.label!r} trains on the loss alone; '{loss.label}' is a GAN framework's baseline "
+                              "(pix2pix, cyclegan, unit)")  # fmt: skip
 
     for i, m in enumerate(matrix.evaluation.metrics):
         _collect(errors, lookup, METRICS, m, "metric", field=f"evaluation.metrics[{i}]")
+
+    for i, claim in enumerate(matrix.claims):  # labels and metric names are checked by the schema
+        if isinstance(claim, CloserTextureClaim | EquivalentClaim):  # no better direction needed
+            continue
+        info = METRICS.get(claim.metric)
+        if info is not None and not info.ranked:
+            errors.append(f"claims[{i}].metric: {info.name!r} has no better direction; compare it with a "
+                          "reference with kind: closer_texture")  # fmt: skip
 
     labels: dict[str, set[Any]] = {
         "loss": {x.label for x in matrix.losses},

@@ -12,10 +12,16 @@ Printed in one run, so every ratio compares numbers measured together:
 * per architecture: parameters, step ms, peak MiB, and the step relative to DnCNN's;
 * DenoMamba / Restormer step (target ≤ 3 on CPU: the selective scan must not dominate);
 * with ``--scan`` on a CUDA box with the ``gpu`` extra (mamba-ssm) installed: the mamba-ssm kernel
-  vs the suite's PyTorch selective scan on one DenoMamba-sized scan.
+  vs the suite's PyTorch selective scan on one DenoMamba-sized scan;
+* with ``--schemes`` (issue #10): one training step of each GAN framework (``benchmark.schemes``:
+  pix2pix, CycleGAN, UNIT, each as built by the runner, papers' defaults) relative to a supervised L1
+  step of the same generator, and CycleGAN with the MSTLF texture term (average, on both cycle
+  reconstructions) relative to the CycleGAN baseline (target ≤ 1.10). Steps are interleaved round by
+  round, so machine load drifts cancel in the ratios.
 
     python benchmarks/bench_models.py                       # CPU: 64², batch 4
     python benchmarks/bench_models.py --device cuda --batch 16 --scan   # GPU box: batch 16, 64², fp32
+    python benchmarks/bench_models.py --schemes --repeats 5             # the GAN frameworks only
 """
 
 from __future__ import annotations
@@ -33,6 +39,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmark.config import TrainingConfig
+from benchmark.schemes import build_scheme
+from losses import build_loss
 from models import ARCHITECTURES, build_model, selective_scan
 
 
@@ -131,6 +140,57 @@ def scan_comparison(repeats: int) -> None:
     print(f"  PyTorch / kernel   {timings['PyTorch scan'] / timings['mamba-ssm kernel']:9.2f}x")
 
 
+# (label, scheme, architecture, loss entry): each framework with the generator of the paper's setting.
+SCHEME_CASES = [
+    ("supervised unet", "supervised", "unet", [("l1", 1.0, {})]),
+    ("pix2pix unet", "pix2pix", "unet", []),
+    ("supervised resnet_gen", "supervised", "resnet_gen", [("l1", 1.0, {})]),
+    ("cyclegan resnet_gen", "cyclegan", "resnet_gen", []),
+    ("cyclegan + mstlf", "cyclegan", "resnet_gen", [("mstlf", 0.001, {})]),
+    ("supervised unit", "supervised", "unit", [("l1", 1.0, {})]),
+    ("unit", "unit", "unit", []),
+]
+
+
+def scheme_comparison(args: argparse.Namespace) -> None:
+    """Step time of each framework vs a supervised step of the same generator (see the docstring)."""
+    torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    training = TrainingConfig(epochs=1, batch_size=args.batch, patch_size=args.patch,
+                              optimizer={"name": "adam", "lr": 2e-4, "kwargs": {"betas": [0.5, 0.999]}})  # fmt: skip
+    gen = torch.Generator().manual_seed(1)
+    shape = (args.batch, 1, args.patch, args.patch)
+    x = (0.25 + 0.01 * torch.randn(shape, generator=gen)).to(device)
+    y = (0.25 + 0.002 * torch.randn(shape, generator=gen)).to(device)
+    schemes = {}
+    for label, scheme, arch, terms in SCHEME_CASES:
+        torch.manual_seed(0)
+        model = build_model(arch).to(device)
+        schemes[label] = build_scheme(scheme, {}, model=model, loss=build_loss(terms).to(device), training=training,
+                                      rng=torch.Generator().manual_seed(0),
+                                      build_network=lambda arch=arch: build_model(arch).to(device)).to(device)  # fmt: skip
+        schemes[label].train()
+    times: dict[str, list[float]] = {k: [] for k in schemes}
+    for r in range(args.warmup + args.repeats):
+        order = list(schemes) if r % 2 == 0 else list(reversed(schemes))
+        for label in order:
+            _sync(device)
+            t0 = time.perf_counter()
+            schemes[label].step(x, y, None)
+            _sync(device)
+            if r >= args.warmup:
+                times[label].append(time.perf_counter() - t0)
+    ms = {k: 1000 * statistics.median(v) for k, v in times.items()}
+    print(f"\ntraining schemes: device {args.device}, batch {args.batch}, {args.patch}² patches, median of "
+          f"{args.repeats} interleaved steps")  # fmt: skip
+    base = {"pix2pix unet": "supervised unet", "cyclegan resnet_gen": "supervised resnet_gen",
+            "cyclegan + mstlf": "supervised resnet_gen", "unit": "supervised unit"}  # fmt: skip
+    for label, t in ms.items():
+        rel = f"  {t / ms[base[label]]:5.2f}x {base[label]}" if label in base else ""
+        print(f"  {label:<22} {t:10.1f} ms/step{rel}")
+    print(f"  MSTLF in CycleGAN: {ms['cyclegan + mstlf'] / ms['cyclegan resnet_gen']:.3f}x the CycleGAN step (target <= 1.10)")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", default="cpu")
@@ -142,7 +202,11 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--only", default="", help="comma-separated architectures (default: all)")
     ap.add_argument("--scan", action="store_true", help="also compare the mamba-ssm kernel with the PyTorch scan")
+    ap.add_argument("--schemes", action="store_true", help="only the GAN frameworks vs supervised steps")
     args = ap.parse_args()
+    if args.schemes:
+        scheme_comparison(args)
+        return
     names = [n for n in ARCHITECTURES if not args.only or n in args.only.split(",")]
     settings = {k: getattr(args, k) for k in ("device", "batch", "patch", "depth", "repeats", "warmup", "threads")}
     print(f"device {args.device}, batch {args.batch}, {args.patch}² patches (3-D: depth {args.depth}), "

@@ -3,7 +3,7 @@
 Both sides train the same architecture from the same initial weights on the same tiny synthetic
 data, with the same batch and patch size. The bare loop is what one writes by hand: sample patches,
 forward, MSE, backward, Adam step. The runner side is exactly what ``ldct-bench run`` executes per
-step (:func:`benchmark.train.critic_step` + :func:`benchmark.train.generator_step` on a
+step (the supervised scheme's :meth:`benchmark.schemes.supervised.Supervised.step` on a
 ``CompositeLoss``, patch sampling by :class:`benchmark.train.TrainData`). Steps are **interleaved**
 (bare, runner, runner, bare, ...) so machine load drifts cancel; the medians of the per-step times
 are compared. The runner's per-epoch extras (validation on the validation split, atomic fsynced
@@ -29,7 +29,7 @@ from benchmark.config import parse_matrix
 from benchmark.data import open_dataset
 from benchmark.layout import RunLayout
 from benchmark.sampling import sample_patches
-from benchmark.train import TrainData, build_state, critic_step, generator_step, seed_everything, validate
+from benchmark.train import TrainData, build_state, seed_everything, validate
 from losses import build_loss
 from models import build_model
 
@@ -77,8 +77,7 @@ def main() -> None:
 
     def runner_step(i: int) -> None:
         x, y = data.batch(i, state.generator)
-        critic_step(state, x, y, device)
-        generator_step(state, x, y, None)
+        state.scheme.step(x, y, None)
 
     bare_step()
     runner_step(0)  # warm-up

@@ -71,13 +71,12 @@ class CompositeLoss(nn.Module):
     """A weighted sum ``Σ w_i · L_i(pred, target)`` of registered losses.
 
     :meth:`compute` returns the total and each term's unweighted value (logged per epoch in
-    ``history.csv`` as ``loss_<name>``); ``forward`` returns the total only.
+    ``history.csv`` as ``loss_<name>``); ``forward`` returns the total only. With no terms (a GAN
+    framework's baseline: nothing added to its own objective) the total is 0.
     """
 
     def __init__(self, terms: list[tuple[str, float, nn.Module]]) -> None:
         super().__init__()
-        if not terms:
-            raise ValueError("a composite loss needs at least one term")
         self.names = [n for n, _, _ in terms]
         if len(set(self.names)) != len(self.names):
             raise ValueError(f"duplicate loss terms {self.names}")
@@ -90,7 +89,7 @@ class CompositeLoss(nn.Module):
 
     def compute(self, pred: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         values: dict[str, torch.Tensor] = {}
-        total: torch.Tensor | None = None
+        total: torch.Tensor | None = None if self.names else pred.new_zeros(())
         for name in self.names:
             v = self.terms[name](pred, target)
             values[name] = v.detach()

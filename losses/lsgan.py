@@ -17,16 +17,22 @@ import torch
 from losses.adversarial import GANTerm
 
 
+def lsgan_loss(scores: torch.Tensor, real: bool) -> torch.Tensor:
+    """``E[(D(·) − c)²]`` over D's score map with ``c = 1`` for ``real`` and 0 otherwise (Mao et al. 2017
+    with labels a = 0, b = c = 1; the un-halved form CycleGAN's ``GANLoss('lsgan')`` uses). Scalar ≥ 0."""
+    return ((scores - (1.0 if real else 0.0)) ** 2).mean()
+
+
 class LSGANLoss(GANTerm):
     """Least-squares GAN term; see the module docstring."""
 
     def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return 0.5 * ((self.generator_output(pred) - 1.0) ** 2).mean()
+        return 0.5 * lsgan_loss(self.generator_output(pred), True)
 
     def critic_loss(self, real: torch.Tensor, fake: torch.Tensor, *, generator: torch.Generator | None = None
                     ) -> tuple[torch.Tensor, dict[str, float]]:
         d_real = self.discriminator(real)
         d_fake = self.discriminator(fake.detach())
-        loss = 0.5 * ((d_real - 1.0) ** 2).mean() + 0.5 * (d_fake**2).mean()
+        loss = 0.5 * lsgan_loss(d_real, True) + 0.5 * lsgan_loss(d_fake, False)
         return loss, {"critic": float(loss.detach()), "d_real": float(d_real.detach().mean()),
                       "d_fake": float(d_fake.detach().mean())}

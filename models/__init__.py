@@ -21,6 +21,7 @@ from models.resnet import ResNet, ResNet3D
 from models.resnet_gen import ResNetGenerator
 from models.restormer import Restormer
 from models.unet import UNet, UNet3D
+from models.unit import UNIT
 
 
 @dataclass(frozen=True)
@@ -78,6 +79,10 @@ ARCHITECTURES: dict[str, ModelInfo] = {
     "resnet3d": ModelInfo(ResNet3D, "3-D residual CNN, head + 16 residual blocks (64 filters 3x3x3) + tail, global "
                           "residual", "Missert et al. 2018; Lim et al. (EDSR), CVPRW 2017", dims=(3,),
                           parameters=3_544_513),
+    "unit": ModelInfo(UNIT, "UNIT two-domain translator (LD 'a' <-> ND 'b') for the `unit` training scheme: 2 encoders "
+                      "c7s1-64 d128 d256 + 4xR256 and 2 decoders 4xR256 u128 u64 c7s1-1, the last encoder block and the "
+                      "first decoder block shared, InstanceNorm, Gaussian latent; forward = LD->ND, no residual output",
+                      "Liu, Breuel & Kautz, NeurIPS 2017 (arXiv 1703.00848)", parameters=18_019_074),
 }
 
 # The one place where discriminators (critics) are registered.

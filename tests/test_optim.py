@@ -10,7 +10,8 @@ import torch
 from benchmark.config import SchedulerConfig, TrainingConfig, parse_matrix
 from benchmark.core.errors import UserError
 from benchmark.optim import OPTIMIZERS, SCHEDULERS, build_optimizer
-from benchmark.train import build_scheduler, steps_per_epoch
+from benchmark.schemes.base import build_scheduler
+from benchmark.train import steps_per_epoch
 
 MATRIX = {"losses": ["mse"], "architectures": ["dncnn"], "doses": ["25_360"]}
 
@@ -84,6 +85,6 @@ def test_train_epoch_steps_a_per_step_schedule_after_every_optimizer_step():
         state = build_state(build_model("dncnn", {"depth": 3, "channels": 4}), build_loss([("mse", 1.0, {})]),
                             training, seed_everything(0), steps=Batches.steps)  # fmt: skip
         train_epoch(state, Batches(), torch.device("cpu"), None)  # type: ignore[arg-type]
-        assert state.scheduler.last_epoch == after_epoch
+        assert state.scheme.scheduler.last_epoch == after_epoch
         step_scheduler(state, 0.0)
-        assert state.scheduler.last_epoch == (5 if interval == "step" else 1)
+        assert state.scheme.scheduler.last_epoch == (5 if interval == "step" else 1)

@@ -8,6 +8,7 @@ from benchmark.cells import expand_cells
 from benchmark.config import load_matrix, preset_names
 from benchmark.core.errors import UserError
 from benchmark.validate import check_matrix
+from models import ARCHITECTURES
 
 
 @pytest.mark.parametrize("name", preset_names())
@@ -28,4 +29,10 @@ def test_preset_shapes():
     assert len(expand_cells(load_matrix("small.yaml"))) == 8
     assert len(expand_cells(load_matrix("redcnn_wgan.yaml"))) == 24
     full = load_matrix("full.yaml")
-    assert len(expand_cells(full)) == len(full.losses) * 2 * 12 * 3
+    # every 2-D denoiser of the registry (the two-domain UNIT translator belongs to its training scheme)
+    two_d = {n for n, a in ARCHITECTURES.items() if 2 in a.dims and not callable(getattr(a.cls, "translate", None))}
+    assert {a.name for a in full.architectures} == two_d
+    assert len(expand_cells(full)) == len(full.losses) * len(two_d) * 12 * 3
+    mstlf = load_matrix("mstlf.yaml")
+    assert {a.scheme for a in mstlf.architectures} == {"pix2pix", "cyclegan", "unit"}
+    assert len(expand_cells(mstlf)) == 3 * 5 * 3

@@ -1,0 +1,116 @@
+"""The ``supervised`` scheme: a denoiser trained on paired (LDCT, NDCT) patches with the cell's loss,
+a weighted sum of registered terms. Adversarial terms (WGAN-GP, LSGAN, vanilla) bring their own
+discriminator, trained first in each step by its own optimizer for ``critic_steps`` updates on a
+detached fake (:meth:`Supervised.critic_step`); the denoiser's step then sees the discriminators
+frozen (:func:`losses.adversarial.frozen`), so they get no gradients from it.
+
+The learning-rate schedule applies to the denoiser's optimizer only (the critics keep their
+constant rate, as in Gulrajani et al. and pix2pix). Checkpoints keep the keys of the first format
+(``model``, ``loss``, ``optimizer``, ``scheduler``, ``critic_optimizers``), so older cells resume.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from benchmark import optim
+from benchmark.config import TrainingConfig
+from benchmark.schemes.base import Diverged, Scheme, all_frozen, check_finite
+from losses.base import CompositeLoss
+
+
+class Supervised(Scheme):
+    """Paired training on the cell's composite loss; see the module docstring."""
+
+    name = "supervised"
+
+    def __init__(self, *, model: nn.Module, loss: CompositeLoss, training: TrainingConfig, rng: torch.Generator,
+                 steps: int = 1) -> None:  # fmt: skip
+        super().__init__(model=model, loss=loss, training=training, rng=rng, steps=steps)
+        self.add_optimizer("G", list(model.parameters()) + loss.generator_parameters(), training.optimizer,
+                           field="training.optimizer")  # fmt: skip
+        for name, term in loss.adversarial_terms.items():
+            cfg = dict(term.optimizer_config)
+            cfg_name = cfg.pop("name", "adam")
+            lr = cfg.pop("lr", 1e-4)
+            self.optimizers[name] = optim.build_optimizer(list(term.discriminator.parameters()), cfg_name, lr, cfg,
+                                                          field=f"losses.{name}.optimizer")  # fmt: skip
+
+    @property
+    def optimizer(self) -> torch.optim.Optimizer:
+        return self.optimizers["G"]
+
+    @property
+    def scheduler(self) -> Any:
+        return self.schedulers.get("G")
+
+    @property
+    def critic_optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        return {k: o for k, o in self.optimizers.items() if k != "G"}
+
+    def critic_step(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
+        """``critic_steps`` discriminator updates per adversarial term, on a detached fake."""
+        logs: dict[str, float] = {}
+        if not self.loss.adversarial_terms:
+            return logs
+        with torch.no_grad():
+            fake = self.model(x).detach()
+        for name, term in self.loss.adversarial_terms.items():
+            opt = self.optimizers[name]
+            for _ in range(term.critic_steps):
+                opt.zero_grad(set_to_none=True)
+                d_loss, d_logs = term.critic_loss(y, fake, generator=self.rng)
+                d_loss.backward()
+                opt.step()
+            for k, v in d_logs.items():
+                logs[f"{name}_{k}"] = float(v)
+        return logs
+
+    def generator_step(self, x: torch.Tensor, y: torch.Tensor, grad_clip: float | None) -> tuple[float, dict[str, float]]:
+        """One optimizer step of the denoiser (and trainable loss parameters) on the composite loss,
+        the discriminators frozen."""
+        with all_frozen(*(t.discriminator for t in self.loss.adversarial_terms.values())):
+            self.optimizer.zero_grad(set_to_none=True)
+            pred = self.model(x)
+            total, terms = self.loss.compute(pred, y)
+            check_finite(terms)
+            if not torch.isfinite(total):
+                raise Diverged("total", float(total))
+            total.backward()
+            self.clip("G", grad_clip)
+            self.optimizer.step()
+        return float(total.detach()), {k: float(v) for k, v in terms.items()}
+
+    def step(self, x: torch.Tensor, y: torch.Tensor, grad_clip: float | None
+             ) -> tuple[float, dict[str, float], dict[str, float]]:  # fmt: skip
+        logs = self.critic_step(x, y)
+        total, terms = self.generator_step(x, y, grad_clip)
+        return total, terms, logs
+
+    @torch.no_grad()
+    def validation_terms(self, pred: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The composite training loss and each term."""
+        return self.loss.compute(pred, target)
+
+    def state_dict(self) -> dict[str, Any]:
+        sched = self.schedulers.get("G")
+        return {
+            "model": self.model.state_dict(),
+            "loss": self.loss.checkpoint_state(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": sched.state_dict() if sched is not None else None,
+            "critic_optimizers": {k: o.state_dict() for k, o in self.critic_optimizers.items()},
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.loss.load_checkpoint_state(state["loss"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        sched = self.schedulers.get("G")
+        if sched is not None and state["scheduler"] is not None:
+            sched.load_state_dict(state["scheduler"])
+        for k, o in self.critic_optimizers.items():
+            o.load_state_dict(state["critic_optimizers"][k])

@@ -1,0 +1,174 @@
+"""Training schemes (pix2pix, CycleGAN, UNIT): each network gets gradients only from its own losses,
+CycleGAN's cycle and identity terms vanish for identity generators, the objectives equal a naive
+recomputation with the papers' weights, and the registry's bad-input errors name the field."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from benchmark.config import TrainingConfig
+from benchmark.core.errors import UserError
+from benchmark.schemes import SCHEMES, build_scheme, scheme_options
+from benchmark.schemes.base import l1
+from losses import build_loss
+from losses.base import CompositeLoss
+from models import build_model
+
+TRAINING = TrainingConfig(epochs=2, batch_size=2, patch_size=32, optimizer={"name": "adam", "lr": 2e-4,
+                          "kwargs": {"betas": [0.5, 0.999]}})  # fmt: skip
+GENERATORS = {
+    "pix2pix": ("unet", {"depth": 2, "channels": 4}),
+    "cyclegan": ("resnet_gen", {"channels": 4, "blocks": 1}),
+    "unit": ("unit", {"channels": 4, "n_res": 2}),
+}
+SMALL_D = {"discriminator_kwargs": {"channels": 4}}
+
+
+def _scheme(name: str, loss: CompositeLoss | None = None, **kwargs):
+    torch.manual_seed(0)
+    arch, arch_kwargs = GENERATORS[name]
+    rng = torch.Generator().manual_seed(0)
+    return build_scheme(name, {**SMALL_D, **kwargs}, model=build_model(arch, arch_kwargs),
+                        loss=loss if loss is not None else CompositeLoss([]), training=TRAINING, rng=rng,
+                        build_network=lambda: build_model(arch, arch_kwargs))  # fmt: skip
+
+
+def _batch(seed: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    y = 0.25 + 0.05 * torch.rand(2, 1, 32, 32, generator=g)
+    return y + 0.01 * torch.randn(2, 1, 32, 32, generator=g), y
+
+
+def _snapshot(modules) -> dict[str, torch.Tensor]:
+    return {f"{i}.{n}": p.detach().clone() for i, m in enumerate(modules) for n, p in m.named_parameters()}
+
+
+def _changed(before: dict[str, torch.Tensor], modules) -> set[str]:
+    after = _snapshot(modules)
+    return {k for k in before if not torch.equal(before[k], after[k])}
+
+
+def _roles(scheme) -> tuple[list, list]:
+    """(generator-side modules, discriminators) of a scheme."""
+    ds = [m for k, m in scheme.networks.items() if k.startswith("D")]
+    gs = [scheme.model, *(m for k, m in scheme.networks.items() if not k.startswith("D"))]
+    return gs, ds
+
+
+@pytest.mark.parametrize("name", ["pix2pix", "cyclegan", "unit"])
+def test_generator_step_leaves_discriminators_alone_and_vice_versa(name):
+    s = _scheme(name, build_loss([("mstlf_attention", 1.0, {"levels": 16})]))
+    x, y = _batch()
+    gs, ds = _roles(s)
+    s.train()
+    # generator step: every generator-side parameter moves, no discriminator weight or gradient does
+    d_before, g_before = _snapshot(ds), _snapshot(gs)
+    if name == "pix2pix":
+        s.generator_step(x, y, s.model(x), None)
+    else:
+        s.generator_step(x, y, None)
+    assert not _changed(d_before, ds)
+    assert all(p.grad is None for d in ds for p in d.parameters()), "a generator step gave D gradients"
+    moved = _changed(g_before, gs)
+    grads = {n for m in gs for n, p in m.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
+    assert grads == {n for m in gs for n, _ in m.named_parameters()}, "every generator parameter gets a gradient"
+    assert moved, "the generator step changed nothing"
+    gamma = [p for n, p in s.loss.named_parameters() if n.endswith("gamma")]
+    assert gamma and all(float(p.detach().abs().sum()) > 0 for p in gamma), "the attention's gamma trains with the generator"
+    # discriminator step: every D parameter moves, no generator weight does
+    for m in gs:
+        m.zero_grad(set_to_none=True)
+    d_before, g_before = _snapshot(ds), _snapshot(gs)
+    if name == "pix2pix":
+        s.discriminator_step(x, y, s.model(x).detach())
+    elif name == "cyclegan":
+        s.discriminator_step(x, y, s.model(x).detach(), s.networks["F"](y).detach())
+    else:
+        s.discriminator_step(x, y)
+    assert not _changed(g_before, gs)
+    assert all(p.grad is None for m in gs for p in m.parameters()), "a discriminator step gave G gradients"
+    assert _changed(d_before, ds) == set(d_before), "every discriminator parameter moves"
+
+
+def test_cyclegan_cycle_and_identity_terms_vanish_for_identity_generators():
+    arch_kwargs = {"channels": 4, "blocks": 1, "zero_init_output": True}  # the untrained network is the identity
+    rng = torch.Generator().manual_seed(0)
+    s = build_scheme("cyclegan", SMALL_D, model=build_model("resnet_gen", arch_kwargs), loss=CompositeLoss([]),
+                     training=TRAINING, rng=rng, build_network=lambda: build_model("resnet_gen", arch_kwargs))  # fmt: skip
+    x, y = _batch()
+    _, terms, fake_b, fake_a = s.generator_losses(x, y)
+    for k in ("cycle_A", "cycle_B", "idt_A", "idt_B"):
+        assert float(terms[k]) == 0.0, k
+    assert torch.equal(fake_b, x) and torch.equal(fake_a, y)
+    # not vanishing once G is not the identity
+    with torch.no_grad():
+        next(s.model.parameters()).add_(0.1)
+        for p in s.model.parameters():
+            p.add_(0.01)
+    _, terms, _, _ = s.generator_losses(x, y)
+    assert float(terms["cycle_A"]) > 0 and float(terms["idt_B"]) > 0
+
+
+def test_cyclegan_objective_matches_a_naive_recomputation():
+    loss = build_loss([("mse", 2.0, {})])
+    s = _scheme("cyclegan", loss)
+    x, y = _batch()
+    total, terms, _, _ = s.generator_losses(x, y)
+    g, f, da, db = s.model, s.networks["F"], s.networks["D_A"], s.networks["D_B"]
+    fb, fa = g(x), f(y)
+    naive = (((db(fb) - 1) ** 2).mean() + ((da(fa) - 1) ** 2).mean()
+             + 10 * ((f(fb) - x).abs().mean() + (g(fa) - y).abs().mean())
+             + 10 * 0.5 * ((f(x) - x).abs().mean() + (g(y) - y).abs().mean())
+             + 2.0 * (((f(fb) - x) ** 2).mean() + ((g(fa) - y) ** 2).mean()))  # fmt: skip
+    torch.testing.assert_close(total, naive, rtol=1e-5, atol=1e-7)
+    assert set(terms) == {"G_gan", "F_gan", "cycle_A", "cycle_B", "idt_A", "idt_B", "mse_A", "mse_B"}
+
+
+def test_unit_objective_uses_the_paper_weights():
+    s = _scheme("unit")
+    x, y = _batch()
+    state = s.rng.get_state()
+    total, t = s.generator_losses(x, y)
+    w = {"gan": 10.0, "kl": 0.1, "rec": 100.0, "cycle_kl": 0.1, "cycle": 100.0}
+    naive = (w["gan"] * (t["G_gan_A"] + t["G_gan_B"]) + w["kl"] * (t["kl_A"] + t["kl_B"])
+             + w["rec"] * (t["rec_A"] + t["rec_B"]) + w["cycle_kl"] * (t["cycle_kl_A"] + t["cycle_kl_B"])
+             + w["cycle"] * (t["cycle_A"] + t["cycle_B"]))  # fmt: skip
+    torch.testing.assert_close(total, naive)
+    # the latent noise comes from the cell's generator: the same state gives the same objective
+    s.rng.set_state(state)
+    again, _ = s.generator_losses(x, y)
+    assert torch.equal(total, again)
+    # reconstruction of a: decode_a(encode_a(a) + noise) vs a, recomputed by hand
+    s.rng.set_state(state)
+    m = s.model
+    mu_a = m.encode(x, "a")
+    noise = torch.randn(mu_a.shape, generator=s.rng)
+    torch.testing.assert_close(t["rec_A"], l1(m.decode(mu_a + noise, "a", x.shape[-2:]), x))
+    torch.testing.assert_close(t["kl_A"], (mu_a**2).mean())
+
+
+def test_pix2pix_discriminator_is_conditional_and_objective_matches():
+    s = _scheme("pix2pix")
+    assert s.networks["D"].net[0].in_channels == 2
+    x, y = _batch()
+    fake = s.model(x)
+    d = s.networks["D"]
+    bce = torch.nn.functional.binary_cross_entropy_with_logits
+    logits = d(torch.cat([x, fake], 1))
+    naive = bce(logits, torch.ones_like(logits)) + 100 * (fake - y).abs().mean()
+    total, terms = s.generator_step(x, y, fake, None)
+    torch.testing.assert_close(total, naive.detach(), rtol=1e-5, atol=1e-6)
+    assert set(terms) == {"G_gan", "l1"}
+
+
+def test_scheme_registry_errors_name_the_field():
+    with pytest.raises(UserError, match=r"architectures\[0\]\.scheme.*cyclegan"):
+        build_scheme("cyclegann", {}, model=build_model("dncnn", {"depth": 3, "channels": 4}), loss=CompositeLoss([]),
+                     training=TRAINING, rng=torch.Generator(), field="architectures[0].scheme")  # fmt: skip
+    with pytest.raises(UserError, match=r"scheme_kwargs.*lambda_cycl\b.*allowed: .*lambda_cycle"):
+        _scheme("cyclegan", lambda_cycl=3)
+    with pytest.raises(UserError, match=r"scheme_kwargs.*lambda_l1"):
+        _scheme("pix2pix", lambda_l1=-1)
+    assert "pool_size" in scheme_options("cyclegan") and "model" not in scheme_options("cyclegan")
+    assert {i.pairing for n, i in SCHEMES.items() if n in ("cyclegan", "unit")} == {"unpaired"}
