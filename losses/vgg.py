@@ -26,6 +26,11 @@ The network is frozen (``requires_grad=False``, always in eval mode) and rebuilt
 (``benchmark.core.weights``: ``vgg16-397923af.pth`` / ``vgg19-dcbb9e9d.pth`` in ``$TORCH_HOME/hub/checkpoints``;
 nothing is downloaded; a missing file is a UserError naming it and ``ldct-bench weights fetch``),
 so checkpoints never hold it. Value ≥ 0, 0 for identical inputs.
+
+``backbone="random"`` (with ``init_seed``) replaces the ImageNet weights by torchvision's random
+initialisation from a seeded local generator: an untrained VGG, for offline CPU runs where the ImageNet
+file cannot be had. It is a different loss (an untrained perceptual loss in VGG's shape, cf. uPL), and a
+report must say "random VGG"; label such cells accordingly (e.g. ``vgg_random``).
 """
 
 from __future__ import annotations
@@ -66,11 +71,21 @@ def layer_names(features: nn.Sequential) -> list[str]:
     return names
 
 
-def build_vgg_features(arch: str) -> nn.Sequential:
-    """torchvision ``arch`` (weights=None) with its weights file loaded; returns ``features``, frozen."""
+BACKBONES = ("imagenet", "random")
+
+
+def build_vgg_features(arch: str, backbone: str = "imagenet", init_seed: int = 0) -> nn.Sequential:
+    """torchvision ``arch`` with its ImageNet weights file loaded (``backbone="imagenet"``), or with
+    torchvision's random initialisation drawn from a local generator seeded by ``init_seed``
+    (``"random"``: no file, the same network in every cell; NOT pretrained); returns ``features``, frozen."""
     tv = ensure_torchvision()
-    model = getattr(tv.models, arch)(weights=None)
-    model.load_state_dict(load_state_dict(arch))
+    if backbone == "random":
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(init_seed))
+            model = getattr(tv.models, arch)(weights=None)
+    else:
+        model = getattr(tv.models, arch)(weights=None)
+        model.load_state_dict(load_state_dict(arch))
     features = model.features
     for m in features:
         if isinstance(m, nn.ReLU):
@@ -91,8 +106,13 @@ class VGGLoss(nn.Module):
         imagenet_norm: bool = True,
         window: str | None = None,
         preset: str | None = None,
+        backbone: str = "imagenet",
+        init_seed: int = 0,
     ) -> None:
         super().__init__()
+        if backbone not in BACKBONES:
+            raise ValueError(f"backbone must be one of {', '.join(BACKBONES)}, got {backbone!r}")
+        self.backbone = backbone
         base = dict(PRESETS[preset]) if preset is not None and preset in PRESETS else {}
         if preset is not None and not base:
             raise ValueError(f"unknown preset {preset!r}; presets: {', '.join(PRESETS)}")
@@ -105,7 +125,7 @@ class VGGLoss(nn.Module):
         self.window = None if window is None else parse_window(window)
         self.arch = arch
         wanted = tuple(layers) if layers is not None else tuple(base.get("layers", DEFAULT_LAYERS[arch]))
-        features = build_vgg_features(arch)
+        features = build_vgg_features(arch, backbone, init_seed)
         names = layer_names(features)
         bad = [n for n in wanted if n not in names]
         if bad or not wanted:

@@ -84,3 +84,26 @@ def test_wgan_vgg_preset_selects_vgg19_relu5_4(monkeypatch):
 def test_metadata():
     info = LOSSES["vgg"]
     assert info.needs_weights and info.differentiable and not info.has_parameters
+
+
+def test_random_backbone_needs_no_file_and_is_seeded(tmp_cache):
+    """``backbone: random`` builds an untrained VGG from a local seeded generator: no weight file (the
+    empty temporary cache has none), the same network for the same seed, another for another seed, and
+    the global RNG is left alone."""
+    from losses import build_term
+
+    kw = {"backbone": "random", "layers": ["relu1_2", "relu2_2"]}
+    state = torch.get_rng_state()
+    a, b = build_term("vgg", kw), build_term("vgg", kw)
+    assert torch.equal(state, torch.get_rng_state())
+    c = build_term("vgg", {**kw, "init_seed": 1})
+    pa, pb, pc = (torch.cat([p.flatten() for p in m.parameters()]) for m in (a, b, c))
+    assert torch.equal(pa, pb) and not torch.equal(pa, pc)
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand(2, 1, 32, 32, generator=gen, requires_grad=True)
+    y = torch.rand(2, 1, 32, 32, generator=gen)
+    a(x, y).backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+    assert float(a(y, y)) == 0.0
+    with pytest.raises(UserError, match="backbone"):
+        build_term("vgg", {"backbone": "imagenett"})
