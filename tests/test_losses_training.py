@@ -47,7 +47,7 @@ def random_vgg(monkeypatch):
     """VGG features with seeded random weights (structure of torchvision's vgg16; no weights file)."""
     vgg = ensure_torchvision().models.vgg
 
-    def build(arch: str) -> nn.Sequential:
+    def build(arch: str, *_: object) -> nn.Sequential:  # (arch, backbone, init_seed)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(0)
             features = vgg.make_layers(vgg.cfgs["D"])

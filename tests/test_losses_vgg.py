@@ -70,7 +70,7 @@ def test_wgan_vgg_preset_selects_vgg19_relu5_4(monkeypatch):
     vgg = ensure_torchvision().models.vgg
     built = []
 
-    def fake_features(arch: str) -> torch.nn.Sequential:  # stands in for the weights file: structure only
+    def fake_features(arch: str, *_: object) -> torch.nn.Sequential:  # stands in for the weights file: structure only
         built.append(arch)
         return vgg.make_layers(vgg.cfgs["E" if arch == "vgg19" else "D"]).requires_grad_(False).eval()
 
