@@ -38,7 +38,6 @@ Only the verdict logic is written here.
 from __future__ import annotations
 
 import itertools
-import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -48,7 +47,7 @@ from scipy import stats
 
 from analysis import correlations as corr_mod
 from analysis.schema import SOURCE_HISTORY, higher_is_better_map, level_order, metric_rows, select_epoch
-from analysis.significance import Unit, bootstrap_ci, correct, friedman_nemenyi, unit_table
+from analysis.significance import Unit, correct, friedman_nemenyi, safe_test, unit_table
 from benchmark.claims import (
     INPUT_REFERENCE,
     AgreesClaim,
@@ -102,11 +101,9 @@ def one_sided_wilcoxon(d: np.ndarray) -> tuple[float, float]:
     d = np.asarray(d, dtype=float)
     if not d.size or not np.any(d != 0):
         return float("nan"), float("nan")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        greater = stats.wilcoxon(d, alternative="greater").pvalue
-        less = stats.wilcoxon(d, alternative="less").pvalue
-    return float(greater), float(less)
+    greater = safe_test(lambda: stats.wilcoxon(d, alternative="greater"))[1]
+    less = safe_test(lambda: stats.wilcoxon(d, alternative="less"))[1]
+    return greater, less
 
 
 def two_sided_wilcoxon(d: np.ndarray) -> float:
@@ -114,9 +111,7 @@ def two_sided_wilcoxon(d: np.ndarray) -> float:
     d = np.asarray(d, dtype=float)
     if not d.size or not np.any(d != 0):
         return float("nan")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return float(stats.wilcoxon(d).pvalue)
+    return safe_test(lambda: stats.wilcoxon(d))[1]
 
 
 def wilcoxon_tost(d: np.ndarray, margin: float) -> float:
@@ -280,24 +275,13 @@ def _ranks_first(claim: RanksFirstClaim, ctx: Context) -> list[dict[str, object]
 
 
 def _cell_spearman(paired: pd.DataFrame, claim: AgreesClaim, higher: bool, ctx: Context) -> pd.DataFrame:
-    """Per cell: Spearman's ρ (:func:`analysis.correlations.spearman`) and its percentile bootstrap CI
-    (:func:`analysis.significance.bootstrap_ci`) at the Bonferroni level ``1 − 0.05 / cells``, so that the
-    cells' intervals cover together; oriented to agreement (:func:`analysis.correlations.orient`)."""
-    groups = list(paired.groupby("cell", observed=True, sort=False))
-    confidence = 1 - 0.05 / max(1, len(groups))
-    records = []
-    for cell, g in groups:
-        sub = g[[claim.against, "value"]].dropna()
-        x, y = sub[claim.against].to_numpy(), sub["value"].to_numpy()
-        rho, p = corr_mod.spearman(x, y)
-        lo, hi = bootstrap_ci(corr_mod.spearman_rho, [x, y], n_resamples=ctx.n_resamples, confidence=confidence,
-                              rng=ctx.seed)  # fmt: skip
-        agr, alo, ahi = corr_mod.orient(rho, lo, hi, higher)
-        records.append({"cell": str(cell), "agreement": agr, "agreement_ci_low": alo, "agreement_ci_high": ahi,
-                        "p_value": p, "n": len(sub)})  # fmt: skip
-    return pd.DataFrame.from_records(
-        records, columns=["cell", "agreement", "agreement_ci_low", "agreement_ci_high", "p_value", "n"]
-    )
+    """Per cell: Spearman's ρ against ``claim.against`` with its percentile bootstrap CI
+    (:func:`analysis.correlations.within_cells`) at the Bonferroni level ``1 − 0.05 / cells``, so that the
+    cells' intervals cover together; oriented to agreement."""
+    confidence = 1 - 0.05 / max(1, paired["cell"].nunique())
+    rows = corr_mod.within_cells(paired, {claim.metric: higher}, n_resamples=ctx.n_resamples, seed=ctx.seed,
+                                 confidence=confidence)  # fmt: skip
+    return rows[rows["against"] == claim.against]
 
 
 def _agrees(claim: AgreesClaim, ctx: Context) -> list[dict[str, object]]:

@@ -72,9 +72,10 @@ def orient(rho: float, lo: float, hi: float, higher_is_better: bool) -> tuple[fl
     return (-rho, -hi, -lo) if higher_is_better else (rho, lo, hi)
 
 
-def _row(key: dict[str, object], x: np.ndarray, y: np.ndarray, higher: bool, n_resamples: int, seed: int) -> dict:
+def _row(key: dict[str, object], x: np.ndarray, y: np.ndarray, higher: bool, n_resamples: int, seed: int,
+         confidence: float = 0.95) -> dict:  # fmt: skip
     rho, p = spearman(x, y)
-    lo, hi = bootstrap_ci(spearman_rho, [x, y], n_resamples=n_resamples, rng=seed)
+    lo, hi = bootstrap_ci(spearman_rho, [x, y], n_resamples=n_resamples, confidence=confidence, rng=seed)
     agr, alo, ahi = orient(rho, lo, hi, higher)
     return {**key, "method": "spearman", "rho": rho, "p_value": p, "n": len(x), "agreement": agr,
             "ci_low": lo, "ci_high": hi, "agreement_ci_low": alo, "agreement_ci_high": ahi}  # fmt: skip
@@ -86,8 +87,10 @@ def paired_trajectories(traj: pd.DataFrame) -> pd.DataFrame:
     return epoch_means(traj).merge(loss_curves(traj), on=KEYS, how="inner")
 
 
-def within_cells(paired: pd.DataFrame, higher: Mapping[str, bool], *, n_resamples: int, seed: int) -> pd.DataFrame:
-    """``scope = "cell"`` rows: Spearman over the epochs of each cell."""
+def within_cells(paired: pd.DataFrame, higher: Mapping[str, bool], *, n_resamples: int, seed: int,
+                 confidence: float = 0.95) -> pd.DataFrame:  # fmt: skip
+    """``scope = "cell"`` rows: Spearman over the epochs of each cell, with a percentile bootstrap CI
+    at ``confidence``."""
     records = []
     for (cell, metric), g in paired.groupby(["cell", "metric"], observed=True, sort=False):
         first = g.iloc[0]
@@ -96,7 +99,7 @@ def within_cells(paired: pd.DataFrame, higher: Mapping[str, bool], *, n_resample
             key = {"scope": "cell", "cell": cell, "loss": first["loss"], "architecture": first["architecture"],
                    "dose": first["dose"], "seed": first["seed"], "metric": metric, "against": against}  # fmt: skip
             records.append(_row(key, sub[against].to_numpy(), sub["value"].to_numpy(), higher[str(metric)],
-                                n_resamples, seed))  # fmt: skip
+                                n_resamples, seed, confidence))  # fmt: skip
     return pd.DataFrame.from_records(records, columns=CORRELATION_COLUMNS)
 
 

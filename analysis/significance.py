@@ -163,7 +163,7 @@ def unit_table(values: pd.DataFrame, unit: Unit = "patient") -> pd.DataFrame:
     return wide
 
 
-def _safe(test: Callable[[], object]) -> tuple[float, float]:
+def safe_test(test: Callable[[], object]) -> tuple[float, float]:
     """Run a scipy test; NaN statistic and p when it is undefined (n too small, all-zero differences)."""
     try:
         with warnings.catch_warnings():
@@ -187,8 +187,8 @@ def compare_pair(
     n = int(d.size)
     common = {"n": n, "mean_a": float(a.mean()) if n else np.nan, "mean_b": float(b.mean()) if n else np.nan,
               "mean_diff": float(d.mean()) if n else np.nan}  # fmt: skip
-    w_stat, w_p = _safe(lambda: stats.wilcoxon(d)) if n >= 1 and np.any(d != 0) else (np.nan, np.nan)
-    t_stat, t_p = _safe(lambda: stats.ttest_rel(a, b)) if n >= 2 else (np.nan, np.nan)
+    w_stat, w_p = safe_test(lambda: stats.wilcoxon(d)) if n >= 1 and np.any(d != 0) else (np.nan, np.nan)
+    t_stat, t_p = safe_test(lambda: stats.ttest_rel(a, b)) if n >= 2 else (np.nan, np.nan)
     rb_lo, rb_hi = bootstrap_ci(rank_biserial, [d], n_resamples=n_resamples, confidence=confidence, rng=rng)
     dz_lo, dz_hi = bootstrap_ci(cohens_dz, [d], n_resamples=n_resamples, confidence=confidence, rng=rng)
     return [
@@ -295,7 +295,7 @@ def friedman_nemenyi(
             continue
         base = {"metric": metric, "architecture": arch, "dose": dose, "unit": unit, "epoch_choice": epoch, "n": n}
         columns = [wide[c].to_numpy() for c in wide.columns]
-        chi2, p = _safe(lambda: stats.friedmanchisquare(*columns))  # noqa: B023 - called at once
+        chi2, p = safe_test(lambda: stats.friedmanchisquare(*columns))  # noqa: B023 - called at once
         kendall_w = chi2 / (n * (k - 1)) if np.isfinite(chi2) else np.nan
         tests.append({**base, "loss_a": "*", "loss_b": "*", "test": "friedman", "statistic": chi2, "p_value": p,
                       "effect_size": kendall_w, "effect_name": "kendalls_w"})  # fmt: skip

@@ -18,7 +18,7 @@ from benchmark.config import MatrixConfig
 from benchmark.core.errors import UserError
 from benchmark.core.registry import lookup
 from benchmark.data import Dataset, open_dataset
-from benchmark.schemes import SCHEMES, scheme_options
+from benchmark.schemes import SCHEMES, check_options
 from benchmark.schemes import pairing as scheme_pairing
 from losses import LOSSES, build_term
 from models import ARCHITECTURES, ModelInfo, build_model
@@ -79,16 +79,13 @@ def _scheme_errors(matrix: MatrixConfig, i: int, dims: int, model: Any) -> list[
         info = lookup(SCHEMES, arch.scheme, "scheme", field=f"{where}.scheme")
     except UserError as exc:
         return [str(exc)]
-    errors = []
-    unknown = sorted(set(arch.scheme_kwargs) - set(scheme_options(arch.scheme)))
-    if unknown:
-        errors.append(f"{where}.scheme_kwargs: {arch.scheme!r} has no option(s) {', '.join(unknown)}; allowed: "
-                      f"{', '.join(scheme_options(arch.scheme))}")  # fmt: skip
+    errors: list[str] = []
+    _collect(errors, check_options, arch.scheme, arch.scheme_kwargs, field=f"{where}.scheme_kwargs")
     if dims not in info.dims:
         errors.append(f"{where}.scheme: {arch.scheme!r} trains {' or '.join(map(str, info.dims))}-D models; "
                       f"{arch.label!r} is {dims}-D")  # fmt: skip
-    info_cls = lookup(ARCHITECTURES, arch.name, "architecture").cls if arch.name in ARCHITECTURES else None
-    missing = [m for m in info.needs if info_cls is not None and not callable(getattr(info_cls, m, None))]
+    arch_info = ARCHITECTURES.get(arch.name)  # an unknown name is reported by the caller
+    missing = [m for m in info.needs if arch_info is not None and not callable(getattr(arch_info.cls, m, None))]
     if missing:
         can = sorted(n for n, a in ARCHITECTURES.items() if all(callable(getattr(a.cls, m, None)) for m in info.needs))
         errors.append(f"{where}.name: the {arch.scheme!r} scheme needs a two-domain translator with "
@@ -96,7 +93,7 @@ def _scheme_errors(matrix: MatrixConfig, i: int, dims: int, model: Any) -> list[
     if scheme_pairing(arch.scheme, matrix.training.pairing) == "unpaired" and dims != 2:
         errors.append(f"training.pairing: unpaired sampling draws 2-D patches; {arch.label!r} is {dims}-D")
     patch = matrix.training.patch_size
-    if model is not None and not errors and arch.scheme != "supervised" and isinstance(patch, int):
+    if model is not None and not errors and not info.needs_loss and isinstance(patch, int):  # a framework of its own
         errors += _maps_patch(model, patch, where)
     return errors
 

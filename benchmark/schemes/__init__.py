@@ -46,6 +46,15 @@ def scheme_options(name: str) -> list[str]:
     return [p for p in inspect.signature(info.cls).parameters if p not in _RESERVED]
 
 
+def check_options(name: str, kwargs: Mapping[str, Any], *, field: str) -> None:
+    """A :class:`UserError` on ``field`` naming the options scheme ``name`` does not have, and the allowed ones."""
+    allowed = scheme_options(name)
+    unknown = sorted(set(kwargs) - set(allowed))
+    if unknown:
+        raise UserError(f"scheme {name!r} has no option(s) {', '.join(unknown)}; allowed: {', '.join(allowed) or '(none)'}",
+                        field=field)  # fmt: skip
+
+
 def pairing(name: str, setting: str) -> Pairing:
     """How a cell of scheme ``name`` samples training batches: ``training.pairing``, or the scheme's
     default for ``auto``."""
@@ -62,11 +71,7 @@ def build_scheme(name: str, kwargs: Mapping[str, Any] | None, *, model: nn.Modul
     ``field``'s ``scheme_kwargs``."""
     info = lookup(SCHEMES, name, "scheme", field=field)
     kwargs = dict(kwargs or {})
-    allowed = scheme_options(name)
-    unknown = sorted(set(kwargs) - set(allowed))
-    if unknown:
-        raise UserError(f"scheme {name!r} has no option(s) {', '.join(unknown)}; allowed: {', '.join(allowed) or '(none)'}",
-                        field=f"{field}_kwargs")  # fmt: skip
+    check_options(name, kwargs, field=f"{field}_kwargs")
     base: dict[str, Any] = {"model": model, "loss": loss, "training": training, "rng": rng, "steps": steps}
     if "build_network" in inspect.signature(info.cls).parameters:
         if build_network is None:
@@ -78,4 +83,4 @@ def build_scheme(name: str, kwargs: Mapping[str, Any] | None, *, model: nn.Modul
         raise UserError(f"scheme {name!r}: {exc}", field=f"{field}_kwargs") from None
 
 
-__all__ = ["SCHEMES", "Diverged", "Pairing", "Scheme", "SchemeInfo", "build_scheme", "pairing", "scheme_options"]
+__all__ = ["SCHEMES", "Diverged", "Pairing", "Scheme", "SchemeInfo", "build_scheme", "check_options", "pairing", "scheme_options"]

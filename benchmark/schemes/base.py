@@ -200,8 +200,6 @@ class Scheme:
                     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:  # fmt: skip
         """The weighted sum of the loss entry's terms on ``(pred, target)`` and each term (named with
         ``suffix``); 0 for an empty entry (the framework's baseline)."""
-        if not self.loss.names:
-            return pred.new_zeros(()), {}
         total, terms = self.loss.compute(pred, target)
         return total, {f"{k}{suffix}": v for k, v in terms.items()}
 

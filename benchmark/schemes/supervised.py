@@ -18,7 +18,7 @@ from torch import nn
 
 from benchmark import optim
 from benchmark.config import TrainingConfig
-from benchmark.schemes.base import Diverged, Scheme, all_frozen, check_finite
+from benchmark.schemes.base import Scheme
 from losses.base import CompositeLoss
 
 
@@ -71,18 +71,11 @@ class Supervised(Scheme):
 
     def generator_step(self, x: torch.Tensor, y: torch.Tensor, grad_clip: float | None) -> tuple[float, dict[str, float]]:
         """One optimizer step of the denoiser (and trainable loss parameters) on the composite loss,
-        the discriminators frozen."""
-        with all_frozen(*(t.discriminator for t in self.loss.adversarial_terms.values())):
-            self.optimizer.zero_grad(set_to_none=True)
-            pred = self.model(x)
-            total, terms = self.loss.compute(pred, y)
-            check_finite(terms)
-            if not torch.isfinite(total):
-                raise Diverged("total", float(total))
-            total.backward()
-            self.clip("G", grad_clip)
-            self.optimizer.step()
-        return float(total.detach()), {k: float(v) for k, v in terms.items()}
+        the discriminators frozen (:meth:`Scheme.update`)."""
+        total, terms = self.update("G", lambda: self.loss.compute(self.model(x), y),
+                                   frozen=[t.discriminator for t in self.loss.adversarial_terms.values()],
+                                   grad_clip=grad_clip)  # fmt: skip
+        return float(total), {k: float(v) for k, v in terms.items()}
 
     def step(self, x: torch.Tensor, y: torch.Tensor, grad_clip: float | None
              ) -> tuple[float, dict[str, float], dict[str, float]]:  # fmt: skip
