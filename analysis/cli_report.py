@@ -27,14 +27,21 @@ def _metric_list(spec: str | None) -> list[str] | None:
     return names
 
 
-def _score_options(metrics, every, max_images, batch_size, device, partial, example_image, quiet) -> ScoreOptions:
+def _score_options(metrics, every, max_images, batch_size, device, partial, example_image, quiet,
+                   jobs=1, devices=None) -> ScoreOptions:  # fmt: skip
     from analysis.scoring import ScoreOptions  # lazy: CLI start-up
+    from analysis.shards import check_jobs, parse_devices  # lazy: CLI start-up
 
     for name, value in (("--every", every), ("--max-images", max_images), ("--batch-size", batch_size)):
         if value is not None and value < 1:
             raise UserError(f"{value}: must be a positive integer", field=name)
+    check_jobs(jobs, field="--jobs")
+    device_list = parse_devices(devices, field="--devices")
+    if device_list is not None and device is not None:
+        raise UserError("give --device (one process) or --devices (the workers'), not both", field="--devices")
     return ScoreOptions(metrics=_metric_list(metrics), every=every, max_images=max_images, batch_size=batch_size,
-                        device=device, include_partial=partial, example_image=example_image, progress=not quiet)  # fmt: skip
+                        device=device, include_partial=partial, example_image=example_image, progress=not quiet,
+                        jobs=jobs, devices=device_list)  # fmt: skip
 
 
 Out = Annotated[Path, typer.Option("--out", "-o", help=_OUT_HELP)]
@@ -51,6 +58,8 @@ Bootstrap = Annotated[int, typer.Option(help="bootstrap resamples for confidence
 Seed = Annotated[int, typer.Option(help="seed of the bootstrap")]
 ExampleImage = Annotated[str | None, typer.Option(help="slice id shown in the visual comparison (default: most structure)")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="no progress bar")]
+Jobs = Annotated[int, typer.Option(help="scoring processes, sharded by cell (spawned; CPU threads divided among them)")]
+Devices = Annotated[str | None, typer.Option(help="the processes' devices, round-robin: GPU indices, cuda:N or cpu, e.g. 0,1")]
 
 
 def analyze(
@@ -68,13 +77,15 @@ def analyze(
     seed: Seed = 0,
     example_image: ExampleImage = None,
     quiet: Quiet = False,
+    jobs: Jobs = 1,
+    devices: Devices = None,
 ) -> None:
     """Score every epoch checkpoint of every finished cell (incremental: cached values are reused) and
     write trajectories, correlations and significance tests to <out>/analysis/."""
     from analysis.pipeline import StatsOptions, analyze_run  # lazy: CLI start-up
 
     stats = StatsOptions(unit=unit, epoch=epoch, family=family, n_resamples=bootstrap, seed=seed).check()
-    score = _score_options(metrics, every, max_images, batch_size, device, partial, example_image, quiet)
+    score = _score_options(metrics, every, max_images, batch_size, device, partial, example_image, quiet, jobs, devices)
     res = analyze_run(out, score, stats)
     s = res.summary
     assert s is not None
@@ -103,6 +114,8 @@ def report(
     seed: Seed = 0,
     example_image: ExampleImage = None,
     quiet: Quiet = False,
+    jobs: Jobs = 1,
+    devices: Devices = None,
 ) -> None:
     """Run `analyze` (nothing cached is rescored), then write tables (CSV, Markdown, LaTeX), figures (PNG, PDF)
     and <out>/analysis/report.md."""
@@ -110,7 +123,7 @@ def report(
     from analysis.report import ReportOptions, write_report  # lazy: CLI start-up
 
     stats = StatsOptions(unit=unit, epoch=epoch, family=family, n_resamples=bootstrap, seed=seed).check()
-    score = _score_options(metrics, every, max_images, batch_size, device, partial, example_image, quiet)
+    score = _score_options(metrics, every, max_images, batch_size, device, partial, example_image, quiet, jobs, devices)
     path = write_report(out, score, stats, ReportOptions(baseline=baseline, distortion=distortion,
                                                          perception=perception, skip_analyze=skip_analyze))  # fmt: skip
     typer.echo(f"wrote {path}")

@@ -13,6 +13,13 @@ missing metrics, reference-side work is shared across the epochs of a cell (the 
 ``ref_cache``), images go through in chunks of ``chunk`` slices to bound memory, on the GPU when there
 is one.
 
+Only the checkpoints that exist are scored: a matrix whose ``checkpoints`` section thins them
+(:class:`benchmark.config.CheckpointsConfig`: ``keep: last`` or ``every_k``, ``weights_only``) is scored
+at its kept epochs (those ``evaluation.every`` selects among them, and always the last one; a
+weights-only checkpoint scores like a full one). Metric trajectories over every epoch, and the
+``best_val`` epoch chosen among every epoch, therefore need ``keep: all``; with fewer kept epochs they
+are over the kept epochs only (the loss curves of ``history.csv`` always have every epoch).
+
 The **input baseline** (:data:`analysis.schema.BASELINE_COLUMNS`: ``dose, patient, image, metric,
 value``) holds the same metrics of the low-dose input itself ("no denoising") against the same
 references, on the same images and in the same window: the evaluation set depends on the dose only, so
@@ -20,6 +27,10 @@ it is scored once per dose (cached in ``cache/_input/<dose>.parquet``, stamped w
 settings and the dataset's kind and options) and shared by every cell of that dose. It is kept out of
 ``trajectories.parquet`` so that correlations and significance tests compare trained losses only; the
 tables and figures show it as a reference row/line (:data:`analysis.schema.INPUT_LABEL`).
+
+With ``jobs > 1`` (``ldct-bench analyze --jobs N --devices ...``) worker processes fill the caches,
+sharded by cell (:mod:`analysis.shards`), and this process then builds the outputs from the caches as a
+serial run does: the same tables, and no file written by two processes.
 
 Every file is written atomically (:mod:`benchmark.core.io`).
 """
@@ -38,6 +49,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+import torch
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -50,13 +62,14 @@ from analysis.schema import (
     check_columns,
     metric_info,
 )
+from analysis.shards import Shard, parse_devices, score_in_shards
 from benchmark.checkpoint import load_model
-from benchmark.core.conventions import window_to_unit
+from benchmark.core.conventions import net_to_hu, window_to_unit
 from benchmark.core.device import resolve_device
 from benchmark.core.errors import UserError
 from benchmark.core.io import atomic_write, atomic_write_text
 from benchmark.data import Dataset, Split, open_dataset
-from benchmark.evaluate import denoise
+from benchmark.evaluate import denoise, predict_batches
 from benchmark.layout import CELLS_CSV, INPUT_BASELINE, TRAJECTORIES, UNAVAILABLE, CellInfo, RunLayout
 
 CACHE_COLUMNS = ["patient", "image", "metric", "value"]
@@ -113,7 +126,9 @@ def select_images(n: int, max_images: int | None) -> np.ndarray:
 
 
 def epochs_to_score(available: Iterable[int], every: int) -> list[int]:
-    """Every ``every``-th epoch of ``available`` (epochs divisible by ``every``) and always the last."""
+    """Every ``every``-th epoch of ``available`` (epochs divisible by ``every``) and always the last.
+    ``available`` may have gaps (checkpoints thinned by the matrix's ``checkpoints`` section): only
+    epochs in it are returned."""
     epochs = sorted(available)
     if not epochs:
         return []
@@ -184,7 +199,7 @@ def write_cache(path: Path, values: pd.DataFrame, settings: str, checkpoint: str
 def score_images(
     ev: EvalSet,
     metrics: Sequence[str],
-    produce: Callable[[slice], np.ndarray],
+    produce: Callable[[slice], np.ndarray | torch.Tensor],
     *,
     window: str,
     device: str,
@@ -213,10 +228,29 @@ def score_checkpoint(path: Path, ev: EvalSet, metrics: Sequence[str], *, window:
                      batch_size: int, chunk: int, ref_cache: dict) -> pd.DataFrame:  # fmt: skip
     """Denoise the evaluation set with one checkpoint (once, chunk by chunk; a 3-D model each image
     within its volume, :func:`denoise_images`) and compute every metric in ``metrics`` per image
-    (:func:`score_images`)."""
+    (:func:`score_images`). On a GPU the denoised images stay there for the metrics
+    (:func:`denoise_to_tensor`)."""
     model = load_model(path, device=device)
-    return score_images(ev, metrics, lambda part: denoise_images(model, ev, part, batch_size=batch_size, device=device),
+    make = denoise_images if torch.device(device).type == "cpu" else denoise_to_tensor
+    return score_images(ev, metrics, lambda part: make(model, ev, part, batch_size=batch_size, device=device),
                         window=window, device=device, batch_size=batch_size, chunk=chunk, ref_cache=ref_cache)  # fmt: skip
+
+
+@torch.no_grad()
+def denoise_to_tensor(model: nn.Module, ev: EvalSet, part: slice, *, batch_size: int, device: str) -> torch.Tensor:
+    """:func:`denoise_images` as a float32 tensor on ``device``, never copied to the host: the batches of
+    :func:`benchmark.evaluate.predict_batches` (a 3-D model's chunks may hold rows not asked for, which
+    are dropped) placed at their rows. The GPU scoring path (:func:`score_checkpoint`)."""
+    rows = np.asarray(ev.rows[part], dtype=np.int64)
+    position = {int(r): i for i, r in enumerate(rows)}
+    out = torch.empty((len(rows), *ev.source.shape[1:]), dtype=torch.float32, device=device)
+    for got, pred, _ in predict_batches(model, [ev.source], batch_size=batch_size, device=torch.device(device),
+                                        rows=np.sort(rows), volumes=ev.volumes):  # fmt: skip
+        hu = net_to_hu(pred).reshape(-1, *out.shape[1:]).float()
+        for k, row in enumerate(got.tolist()):
+            if row in position:
+                out[position[row]] = hu[k]
+    return out
 
 
 def denoise_images(model: nn.Module, ev: EvalSet, part: slice, *, batch_size: int, device: str) -> np.ndarray:
@@ -310,6 +344,9 @@ class ScoreOptions:
     include_partial: bool = False
     example_image: str | None = None
     progress: bool = True
+    jobs: int = 1  # worker processes, sharded by cell (analysis.shards); 1: in this process
+    devices: list[str] | None = None  # the workers' devices, round-robin (None: ``device``)
+    shard: Shard | None = None  # internal: score only this worker's share, write no run outputs
 
 
 def drop_too_small(summary: ScoreSummary, shape: tuple[int, ...]) -> None:
@@ -350,7 +387,10 @@ def score_run(out: Path | str, opts: ScoreOptions | None = None) -> ScoreSummary
     if every < 1:
         raise UserError(f"{every}: score every N-th epoch with N >= 1", field="every")
     window = ev_cfg.window if isinstance(ev_cfg.window, str) else f"{ev_cfg.window[0]},{ev_cfg.window[1]}"
-    device = str(resolve_device(opts.device or matrix.device))
+    if opts.devices:  # workers use them all (jobs > 1); this process, the first
+        device = (parse_devices(opts.devices, field="devices") or [""])[0]
+    else:
+        device = str(resolve_device(opts.device or matrix.device))
     batch_size = opts.batch_size or ev_cfg.batch_size
     summary = ScoreSummary(unavailable=metrics_pkg.unavailable_metrics(metrics))
     summary.metrics = [m for m in metrics if m not in summary.unavailable]
@@ -358,7 +398,15 @@ def score_run(out: Path | str, opts: ScoreOptions | None = None) -> ScoreSummary
     plan = [(c, e, p) for c in cells for e, p in layout.checkpoints(c.cell_id).items()
             if e in epochs_to_score(layout.checkpoints(c.cell_id), every)]  # fmt: skip
     summary.checkpoints = len(plan)
-    dataset = open_dataset(matrix.dataset.kind, matrix.dataset.options)
+    shard = opts.shard
+    dataset = shard.dataset if shard is not None else open_dataset(matrix.dataset.kind, matrix.dataset.options)
+    if opts.jobs != 1 and shard is None:  # workers fill the caches; the loop below then only reads them
+        for part in score_in_shards(out, opts, plan, dataset, device):
+            summary.checkpoints_scored += part.checkpoints_scored
+            summary.metric_evaluations += part.metric_evaluations
+            summary.baseline_evaluations += part.baseline_evaluations
+    if shard is not None:
+        plan = [x for x in plan if x[0].cell_id in shard.cells]
     first_seed: dict[tuple[str, str, str], int] = {}  # the example images come from the lowest seed
     for c in cells:
         key = (c.loss, c.architecture, c.dose)
@@ -368,16 +416,19 @@ def score_run(out: Path | str, opts: ScoreOptions | None = None) -> ScoreSummary
     baseline: list[pd.DataFrame] = []  # the LDCT-input rows, one evaluation set per dose
     dataset_id = _stamp(matrix.dataset.kind, sorted(matrix.dataset.options.items()))  # what the inputs are
     for dose in [d for d in matrix.doses if any(c.dose == d for c in cells)]:
+        if shard is not None and dose not in shard.baseline_doses and not any(x[0].dose == dose for x in plan):
+            continue
         ev = load_eval_set(dataset, ev_cfg.split, dose, window, opts.max_images or ev_cfg.max_images)
         summary.images += len(ev.images)
         drop_too_small(summary, ev.targets.shape[1:])
         ref_cache: dict = {}  # reference-side work of this dose's images, shared by all its cells and epochs
         ex_idx = example_index(ev, window, opts.example_image)
         kw: dict[str, Any] = {"window": window, "device": device, "batch_size": batch_size, "chunk": opts.chunk}
-        rows, done = cached_values(layout.input_cache(dose), ev.stamp, dataset_id,
-                                   summary.metrics, partial(score_input, ev, ref_cache=ref_cache, **kw))  # fmt: skip
-        summary.baseline_evaluations += done
-        baseline.append(rows.assign(dose=dose))
+        if shard is None or dose in shard.baseline_doses:  # one shard owns each dose's baseline cache
+            rows, done = cached_values(layout.input_cache(dose), ev.stamp, dataset_id,
+                                       summary.metrics, partial(score_input, ev, ref_cache=ref_cache, **kw))  # fmt: skip
+            summary.baseline_evaluations += done
+            baseline.append(rows.assign(dose=dose))
         for cell, epoch, path in [x for x in plan if x[0].dose == dose]:
             bar.set_postfix_str(f"{cell.cell_id} epoch {epoch}")
             rows, done = cached_values(layout.score_cache(cell.cell_id, epoch), ev.stamp,
@@ -395,6 +446,9 @@ def score_run(out: Path | str, opts: ScoreOptions | None = None) -> ScoreSummary
             bar.update(1)
         del ref_cache
     bar.close()
+    if shard is not None:  # a worker: its caches and examples are written; the parent merges
+        summary.seconds = time.perf_counter() - t0
+        return summary
     frames += [history_long(layout, c) for c in cells]
     traj = pd.concat([f[COLUMNS] for f in frames if len(f)], ignore_index=True) if frames else pd.DataFrame(columns=COLUMNS)
     write_outputs(layout, traj, summary)

@@ -7,6 +7,10 @@ the history so far and the cell's config. Files are written atomically (:mod:`be
 so a crash never leaves a half-written file under a valid name; a file that is truncated or fails its
 checks anyway is reported by :func:`read_checkpoint` as ``None`` and the runner continues from the
 previous good epoch.
+
+The matrix's ``checkpoints`` section (:class:`benchmark.config.CheckpointsConfig`) may thin older
+epochs: deleted, or rewritten as *weights-only* checkpoints (:func:`weights_only_state`: the model and
+the cell, flagged ``weights_only``, no ``train_state``) that can be scored but not resumed from.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from models import build_model
 
 FORMAT_VERSION = 1
 _REQUIRED = ("format_version", "epoch", "cell", "model")
+WEIGHTS_ONLY = "weights_only"  # the flag of a checkpoint thinned to the model (checkpoints.weights_only)
 
 
 class _CanonicalPickler(pickle.Pickler):
@@ -72,6 +77,21 @@ def read_checkpoint(path: Path, *, map_location: str | torch.device = "cpu") -> 
     if epoch is not None and epoch != state["epoch"]:
         return None
     return state
+
+
+def is_full(state: dict[str, Any]) -> bool:
+    """Whether a read checkpoint can resume training (it has a ``train_state``); a weights-only one
+    (:func:`weights_only_state`) can only be scored."""
+    return "train_state" in state and not state.get(WEIGHTS_ONLY, False)
+
+
+def weights_only_state(state: dict[str, Any]) -> dict[str, Any]:
+    """What scoring needs of a checkpoint (``format_version``, ``epoch``, ``cell``, ``model``, the version
+    stamps) and the flag ``weights_only: True``; no ``train_state``, so it cannot resume. A function of
+    ``state`` alone, so the bytes :func:`save_checkpoint` writes are too."""
+    out = {k: state[k] for k in (*_REQUIRED, "ldct_bench_version", "torch_version") if k in state}
+    out[WEIGHTS_ONLY] = True
+    return out
 
 
 def model_from_state(state: dict[str, Any], device: str | torch.device = "cpu") -> nn.Module:

@@ -40,6 +40,8 @@ def run(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bars; one log line per epoch (CI)")] = False,
     device: Annotated[str | None, typer.Option(help="override the matrix's device (auto, cpu, cuda, cuda:N)")] = None,
     executor: Annotated[str, typer.Option("--executor", help="local: train in this process; slurm: submit Slurm jobs (submitit)")] = "local",
+    n_jobs: Annotated[int, typer.Option("--jobs", "-j", help="local: worker processes training cells in parallel (1: in this process)")] = 1,
+    devices: Annotated[str | None, typer.Option("--devices", help="local: the workers' devices, round-robin: CUDA indices or cpu, e.g. 0,1 (default: every visible GPU, else the matrix's device)")] = None,
     slurm: Annotated[bool, typer.Option("--slurm", help="alias of --executor slurm")] = False,
     slurm_partition: Annotated[str | None, typer.Option(help="Slurm partition")] = None,
     slurm_account: Annotated[str | None, typer.Option(help="Slurm account")] = None,
@@ -66,6 +68,12 @@ def run(
         raise UserError(f"{executor!r}: use local (train in this process) or slurm (submit Slurm jobs)", field="--executor")
     if cells_per_job < 1:
         raise UserError(f"{cells_per_job}: give at least 1", field="--cells-per-job")
+    if n_jobs < 1:
+        raise UserError(f"{n_jobs}: give at least 1 worker process", field="--jobs")
+    if executor == "slurm" and n_jobs != 1:
+        raise UserError("applies to --executor local only; Slurm runs one task per cell (see --cells-per-job, --slurm-parallel)", field="--jobs")
+    if executor == "slurm" and devices is not None:
+        raise UserError("applies to --executor local only; a Slurm task uses its own GPU", field="--devices")
     cfg = load_matrix(matrix)
     if device is not None:
         cfg = MatrixConfig.model_validate({**cfg.model_dump(), "device": device})
@@ -82,10 +90,16 @@ def run(
         ))
         typer.echo(f"submitted {len(jobs)} job(s); logs under {out / 'slurm'}; `ldct-bench status --out {out}` follows them")
         return
+    from benchmark.pool import WorkerPool, parse_devices  # lazy: CLI start-up
+
+    device_list = parse_devices(devices, cfg.device) if devices is not None or n_jobs > 1 else None
     dataset = check_matrix(cfg)
-    runner = Runner(cfg, out, quiet=quiet, dataset=dataset)
     try:
-        summary = runner.run()
+        if n_jobs > 1:
+            summary = WorkerPool(cfg, out, jobs=n_jobs, devices=device_list, quiet=quiet, dataset=dataset).run()
+        else:
+            runner = Runner(cfg, out, quiet=quiet, dataset=dataset, device=device_list[0] if device_list else None)
+            summary = runner.run()
     except KeyboardInterrupt:
         typer.echo("interrupted: finished epochs are checkpointed; run the same command again to resume", err=True)
         raise typer.Exit(130) from None

@@ -230,6 +230,24 @@ class EarlyStoppingConfig(Strict):
 
 
 class TrainingConfig(Strict):
+    """How each cell trains. Besides the optimisation settings:
+
+    * ``precision``: ``fp32`` (default; PyTorch's defaults untouched, so CPU results are bit-identical
+      between runs), ``tf32`` (TensorFloat-32 matmuls and cuDNN convolutions on CUDA during the
+      training epochs) or ``bf16`` (forward pass and loss under ``torch.autocast`` with bfloat16; also
+      on the CPU). bf16 and tf32 results are not bit-comparable to fp32 ones; validation stays fp32.
+    * ``channels_last``: networks and batches in channels-last memory layout (faster convolutions on
+      recent GPUs; the same values, but other kernels, so not bit-comparable either).
+    * ``check_every``: the loss values are summed on the device and read back (a host
+      synchronisation) only every ``check_every`` optimizer steps and at the end of the epoch; a NaN or
+      infinite term is then raised as ``benchmark.train.Diverged`` naming the term and the epoch. 1
+      checks every update before its backward pass (no deferral). The epoch means are the same either way.
+
+    The matrix's ``deterministic: true`` (the default) stays in force with every precision; it is
+    slower on GPU than ``false``. The device, precision, memory layout and torch / CUDA / cuDNN
+    versions of each training run of a cell are recorded in its ``environment.json``.
+    """
+
     epochs: PositiveInt = 10
     batch_size: PositiveInt = 16
     patch_size: PositiveInt | Annotated[list[PositiveInt], Field(min_length=3, max_length=3)] | None = Field(
@@ -255,6 +273,13 @@ class TrainingConfig(Strict):
     early_stopping: EarlyStoppingConfig = Field(default_factory=lambda: EarlyStoppingConfig())
     val_batch_size: PositiveInt = 8
     val_max_images: PositiveInt | None = Field(None, description="cap on validation slices per epoch")
+    precision: Literal["fp32", "tf32", "bf16"] = Field(
+        "fp32", description="fp32 (default), tf32 (CUDA TensorFloat-32) or bf16 (autocast); not bit-comparable to fp32"
+    )
+    channels_last: bool = Field(False, description="networks and batches in channels-last memory layout")
+    check_every: PositiveInt = Field(
+        16, description="read the summed losses back and check them for NaN/inf every N optimizer steps (1: every update)"
+    )
 
     @field_validator("patch_size", mode="before")
     @classmethod
@@ -294,6 +319,62 @@ class ExcludeRule(Strict):
     seed: int | None = None
 
 
+class CheckpointsConfig(Strict):
+    """Which per-epoch checkpoints a cell keeps on disk (``benchmark.runner``), to bound a large run's
+    disk use. The defaults (``keep: all``, ``weights_only: false``) keep every epoch's full checkpoint.
+
+    * The newest epoch always has a **full** checkpoint (model + ``train_state``: optimizers,
+      schedulers, the loss's state, RNG states, history), so a run resumes exactly.
+    * Once epoch ``e + 1``'s full checkpoint is safely written, epoch ``e``'s is **deleted** when it is
+      not kept (``keep: last``; ``keep: every_k`` and ``e % every != 0``), or, when it is kept and
+      ``weights_only`` is true, **rewritten** (atomically) as a weights-only checkpoint:
+      ``format_version``, ``epoch``, ``cell``, ``model`` and ``weights_only: True``, no ``train_state``.
+      The new file is always written before the old one is touched, so at every instant a full
+      checkpoint of the newest epoch exists, or the previous full one is still there.
+    * The final epoch's checkpoint stays full: a finished cell is scorable at its final epoch.
+    * Resuming skips weights-only checkpoints (they cannot resume); if the newest full checkpoint is
+      lost, the cell resumes from the newest full one left, else it restarts (deterministically, so it
+      ends with the same files).
+    * ``ldct-bench analyze`` scores the epochs that are kept (intersected with ``evaluation.every``);
+      metric trajectories over every epoch, and ``best_val`` among every epoch, need ``keep: all``
+      (the loss curves in ``history.csv`` always have every epoch).
+
+    Unchanged settings change nothing: with ``keep: all`` and ``weights_only: false`` checkpoints are
+    bit-identical to a run without this section; with any setting a killed-and-resumed run ends with
+    the same checkpoints as an uninterrupted one."""
+
+    keep: Literal["all", "last", "every_k"] = Field(
+        "all", description="all epochs, only the last, or every `every`-th epoch (and the last)"
+    )
+    every: PositiveInt | None = Field(None, description="k of keep: every_k (keep epochs k, 2k, ... and the last)")
+    weights_only: bool = Field(
+        False, description="kept non-final epochs hold only the model weights (enough to score, not to resume)"
+    )
+
+    @model_validator(mode="after")
+    def _every_with_every_k(self) -> CheckpointsConfig:
+        if self.keep == "every_k" and self.every is None:
+            raise ValueError("keep: every_k needs every: k (an integer >= 1)")
+        if self.keep != "every_k" and self.every is not None:
+            raise ValueError(f"every applies to keep: every_k only (keep is {self.keep!r})")
+        return self
+
+    def keeps(self, epoch: int, final: int) -> bool:
+        """Whether epoch ``epoch``'s checkpoint stays on disk once a newer one is written (``final``: the
+        cell's last planned epoch, always kept)."""
+        if self.keep == "all" or epoch >= final:
+            return True
+        if self.keep == "last":
+            return False
+        assert self.every is not None
+        return epoch % self.every == 0
+
+    @property
+    def thins(self) -> bool:
+        """False for the defaults: every checkpoint stays full and nothing is ever deleted or rewritten."""
+        return self.keep != "all" or self.weights_only
+
+
 class MatrixConfig(Strict):
     """A whole experiment matrix (see the README's matrix reference)."""
 
@@ -310,6 +391,10 @@ class MatrixConfig(Strict):
     device: str = Field("auto", description="auto, cpu, cuda or cuda:N")
     deterministic: bool = Field(True, description="on GPU, torch.use_deterministic_algorithms (slower)")
     tensorboard: bool = Field(False, description="also write each cell's per-epoch scalars to <cell>/tensorboard")
+    checkpoints: CheckpointsConfig = Field(
+        default_factory=lambda: CheckpointsConfig(),
+        description="which per-epoch checkpoints stay on disk (keep: all | last | every_k; weights_only)",
+    )
     claims: list[Claim] = Field(
         default_factory=list,
         description="the study's findings as testable statements, checked by `ldct-bench report` (benchmark.claims)",

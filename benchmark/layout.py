@@ -3,13 +3,14 @@ runner's files. These names are a contract; nothing else in the suite spells the
 
     <out>/matrix.resolved.yaml                       the resolved matrix (every default filled in)
     <out>/cells/<cell_id>/config.yaml                the cell: loss, architecture, dose, seed, dataset, training
-    <out>/cells/<cell_id>/checkpoints/epoch_<NNN>.pt one per epoch
+    <out>/cells/<cell_id>/checkpoints/epoch_<NNN>.pt one per epoch (or the epochs the matrix's `checkpoints` keeps)
     <out>/cells/<cell_id>/history.csv                one row per epoch (the checkpointed history + seconds)
     <out>/cells/<cell_id>/timing.csv                 wall-clock seconds per epoch (kept out of checkpoints)
     <out>/cells/<cell_id>/DONE                       finished (json: epochs, time)
     <out>/cells/<cell_id>/DIVERGED                   the loss became NaN/inf (json: epoch, term)
     <out>/cells/<cell_id>/FAILED                     an error stopped the cell (json: message)
     <out>/cells/<cell_id>/.lock                      held while a runner trains the cell
+    <out>/cells/<cell_id>/RUNNING                    who trains it now (json: worker, pid, host, device, started)
     <out>/cells/<cell_id>/tensorboard/               optional TensorBoard event files
     <out>/slurm/<job id>/                            submitit's logs of Slurm jobs
 
@@ -68,6 +69,7 @@ DONE = "DONE"
 DIVERGED = "DIVERGED"
 FAILED = "FAILED"
 LOCK = ".lock"
+RUNNING = "RUNNING"  # written by the lock holder while it trains the cell, removed after
 TENSORBOARD = "tensorboard"
 SLURM = "slurm"  # <out>/slurm/<job id>/: submitit's job logs
 CORRUPT_SUFFIX = ".corrupt"  # an unreadable checkpoint is kept under its name + this suffix

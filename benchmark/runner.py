@@ -10,12 +10,17 @@ Guarantees (tested):
   ends with checkpoints and ``history.csv`` identical to an uninterrupted run (``seconds`` is wall
   time and lives in ``timing.csv``, so checkpoints stay bit-identical).
 * **Divergence** (a NaN/inf loss term) marks the cell ``DIVERGED`` with the epoch; the matrix goes on.
+* **Retention.** The matrix's ``checkpoints`` section may delete older epochs or thin them to
+  weights-only files once the next epoch's full checkpoint is written (:func:`thin_checkpoints`,
+  :class:`benchmark.config.CheckpointsConfig`); the newest epoch's checkpoint is always full, so the
+  resume above is unchanged.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import socket
 import sys
 import time
 from collections.abc import Iterator
@@ -29,12 +34,22 @@ from tqdm.auto import tqdm
 
 from benchmark import __version__
 from benchmark.cells import Cell, cell_config, expand_cells
-from benchmark.checkpoint import FORMAT_VERSION, read_checkpoint, save_checkpoint
-from benchmark.config import MatrixConfig
+from benchmark.checkpoint import FORMAT_VERSION, is_full, read_checkpoint, save_checkpoint, weights_only_state
+from benchmark.config import CheckpointsConfig, MatrixConfig
 from benchmark.core.device import resolve_device
 from benchmark.core.errors import UserError
+from benchmark.core.precision import ENVIRONMENT, environment, record_environment
 from benchmark.data import Dataset, open_dataset
-from benchmark.layout import CORRUPT_SUFFIX, DIVERGED, DONE, FAILED, LOCK, RunLayout, list_checkpoints
+from benchmark.layout import (
+    CORRUPT_SUFFIX,
+    DIVERGED,
+    DONE,
+    FAILED,
+    LOCK,
+    RUNNING,
+    RunLayout,
+    list_checkpoints,
+)
 from benchmark.sampling import disjoint_halves
 from benchmark.schemes import pairing as scheme_pairing
 from benchmark.train import (
@@ -113,8 +128,9 @@ def process_setup() -> tuple[torch.device, bool] | None:
 
 
 def resume_state(state: TrainState, ckpt_dir: Path, log: Any) -> int:
-    """Load the newest readable checkpoint into ``state``; unreadable ones are renamed ``*.corrupt``.
-    Returns the epoch resumed from (0 = fresh start)."""
+    """Load the newest readable full checkpoint into ``state``; unreadable ones are renamed ``*.corrupt``,
+    weights-only ones (``checkpoints.weights_only``) are skipped and left as they are (they cannot
+    resume). Returns the epoch resumed from (0 = fresh start)."""
     for epoch, path in sorted(list_checkpoints(ckpt_dir).items(), reverse=True):
         ckpt = read_checkpoint(path)
         if ckpt is None or ckpt.get("format_version") != FORMAT_VERSION:
@@ -122,9 +138,31 @@ def resume_state(state: TrainState, ckpt_dir: Path, log: Any) -> int:
             os.replace(path, bad)
             log(f"  checkpoint {path.name} is unreadable; kept as {bad.name}, resuming from the previous epoch")
             continue
+        if not is_full(ckpt):
+            log(f"  checkpoint {path.name} holds weights only; looking for an earlier full checkpoint")
+            continue
         state.load_state_dict(ckpt["train_state"])
         return epoch
     return 0
+
+
+def thin_checkpoints(ckpt_dir: Path, policy: CheckpointsConfig, newest: int, final: int, *, oldest: int = 1) -> None:
+    """Apply the matrix's ``checkpoints`` policy to the checkpoints of epochs ``oldest`` to ``newest - 1``,
+    once epoch ``newest``'s full checkpoint is written (call it only then): delete those not kept,
+    rewrite those kept as weights-only when ``policy.weights_only`` (atomically, and only if still
+    full). ``final`` is the cell's last planned epoch (always kept). Nothing happens with the defaults;
+    an unreadable file that is kept is left alone (a resume never reaches it)."""
+    if not policy.thins:
+        return
+    for epoch, path in list_checkpoints(ckpt_dir).items():
+        if not oldest <= epoch < newest:
+            continue
+        if not policy.keeps(epoch, final):
+            path.unlink(missing_ok=True)
+        elif policy.weights_only:
+            ckpt = read_checkpoint(path)
+            if ckpt is not None and is_full(ckpt):
+                save_checkpoint(path, weights_only_state(ckpt))
 
 
 @contextlib.contextmanager
@@ -156,6 +194,8 @@ class Runner:
         # exceptions that end the process without marking the cell FAILED (a Slurm job adds
         # submitit's UncompletedJobError: a timeout or preemption, not an error of the cell)
         self.interruptions: tuple[type[BaseException], ...] = ()
+        # the pool worker's index (``run --jobs N``), shown by ``ldct-bench status``; None in-process
+        self.worker_index: int | None = None
         self._set_up = False
 
     def setup(self) -> None:
@@ -170,12 +210,18 @@ class Runner:
         else:
             tqdm.write(msg, file=sys.stderr)
 
-    def run(self) -> RunSummary:
+    def prepare_run(self) -> list[Cell]:
+        """What a run does once before any cell trains (here, or in the parent of a worker pool):
+        the process set-up, the resolved matrix, the dataset's caches, the preflight. Returns the cells."""
         self.setup()
         self.layout.write_matrix(self.matrix)
         self.dataset.prepare(progress=not self.quiet)
         cells = expand_cells(self.matrix)
         self.preflight(cells)
+        return cells
+
+    def run(self) -> RunSummary:
+        cells = self.prepare_run()
         summary = RunSummary()
         bar = tqdm(total=len(cells), desc="matrix", unit="cell", disable=self.quiet, position=0, dynamic_ncols=True)
         try:
@@ -217,7 +263,8 @@ class Runner:
             layout.write_cell_config(cid, cell_config(cell, self.matrix))
             layout.marker(cid, FAILED).unlink(missing_ok=True)
             try:
-                self.train_cell(cell)
+                with self._running(cid):
+                    self.train_cell(cell)
             except Diverged as exc:
                 layout.write_marker(cid, DIVERGED, {"epoch": exc.epoch, "term": exc.term, "message": f"epoch {exc.epoch}: {exc}"})
                 self.log(f"{cell.cell_id}: diverged at epoch {exc.epoch} ({exc})")
@@ -232,6 +279,21 @@ class Runner:
                 self.log(f"{cell.cell_id}: failed: {type(exc).__name__}: {exc}")
                 return "failed"
         return "trained"
+
+    @contextlib.contextmanager
+    def _running(self, cell_id: str) -> Iterator[None]:
+        """While the lock holder trains the cell: its ``RUNNING`` marker (worker, pid, host, device,
+        start) for ``ldct-bench status``; removed however training ends (a kill leaves it stale, and
+        status then checks the pid or the lock)."""
+        marker = self.layout.marker(cell_id, RUNNING)
+        self.layout.write_marker(cell_id, RUNNING, {
+            "worker": self.worker_index, "pid": os.getpid(), "host": socket.gethostname(),
+            "device": str(self.device), "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        })
+        try:
+            yield
+        finally:
+            marker.unlink(missing_ok=True)
 
     def build(self, cell: Cell, n_train: int) -> TrainState:
         """The cell's fresh state in its training scheme; ``n_train`` (training slices) sizes a per-step
@@ -263,6 +325,8 @@ class Runner:
         train_slices = self.dataset.load("train", cell.dose)  # loaded once: sizes the schedule and trains
         state = self.build(cell, len(train_slices))
         start = resume_state(state, layout.checkpoint_dir(cid), self.log)
+        # a crash between writing a checkpoint and thinning the older ones leaves them as they were
+        thin_checkpoints(layout.checkpoint_dir(cid), self.matrix.checkpoints, start, tr.epochs)
         layout.write_history(cid, state.history)
         if start:
             self.log(f"{cell.cell_id}: resuming after epoch {start}")
@@ -270,17 +334,20 @@ class Runner:
         val = self.dataset.load("val", cell.dose)
         dims = spatial_dims(state.model)
         pairing = scheme_pairing(cell.architecture.scheme, tr.pairing)
-        train = None if redraw else TrainData(train_slices, tr, dims, pairing)
+        record_environment(layout.cell_dir(cid) / ENVIRONMENT, start + 1,
+                           environment(self.device, tr.precision, tr.channels_last))  # fmt: skip
+        train = None if redraw else TrainData(train_slices, tr, dims, pairing, device=self.device)
         for epoch in range(start + 1, tr.epochs + 1):
             if redraw:
-                train = TrainData(self.dataset.load("train", cell.dose, epoch=epoch, seed=cell.seed), tr, dims, pairing)
+                train = TrainData(self.dataset.load("train", cell.dose, epoch=epoch, seed=cell.seed), tr, dims, pairing,
+                                  device=self.device)  # fmt: skip
             assert train is not None
             t0 = time.perf_counter()
             bar = tqdm(total=train.steps, desc=f"{cell.cell_id} epoch {epoch}/{tr.epochs}", unit="step",
                        disable=self.quiet, position=1, leave=False, dynamic_ncols=True)
 
-            def progress(step: int, total: int, loss: float, bar: Any = bar) -> None:
-                bar.update(1)
+            def progress(step: int, total: int, loss: float, bar: Any = bar) -> None:  # every training.check_every steps
+                bar.update(step - bar.n)
                 bar.set_postfix(loss=f"{loss:.4g}", refresh=False)
 
             try:
@@ -308,6 +375,7 @@ class Runner:
                 "ldct_bench_version": __version__,
                 "torch_version": torch.__version__,
             })
+            thin_checkpoints(layout.checkpoint_dir(cid), self.matrix.checkpoints, epoch, tr.epochs, oldest=epoch - 1)
             layout.append_timing(cid, epoch, time.perf_counter() - t0)
             layout.write_history(cid, state.history)
             if writer is not None:

@@ -16,6 +16,7 @@ on any machine.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import numpy as np
@@ -31,12 +32,31 @@ def _pick(count: int, n: int, generator: torch.Generator, weights: torch.Tensor 
     return torch.multinomial(weights.double(), n, replacement=True, generator=generator)
 
 
+@functools.lru_cache(maxsize=16)
+def _d4_maps(p: int, device: torch.device) -> torch.Tensor:
+    """``(8, p * p)`` source positions of the D4 elements on a ``p × p`` grid, element ``2 k + flip``
+    being ``rot90(·, k, (-2, -1))`` followed, with ``flip``, by a left-right flip (built by applying
+    exactly those operations to the grid of flat indices)."""
+    grid = torch.arange(p * p).view(p, p)
+    maps = [torch.rot90(grid, k, (-2, -1)).flip(-1) if f else torch.rot90(grid, k, (-2, -1))
+            for k in range(4) for f in (0, 1)]  # fmt: skip
+    return torch.stack(maps).view(8, p * p).to(device)
+
+
 def _augment(x: torch.Tensor, y: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     """The same random element of D4 (a 90° rotation, then maybe a left-right flip) applied in-plane
-    (the last two axes) to each aligned pair ``x[i]``, ``y[i]``."""
+    (the last two axes) to each aligned pair ``x[i]``, ``y[i]``: one gather per stack on its device
+    for square planes (the random numbers drawn are the same either way)."""
     n = x.shape[0]
     k = torch.randint(0, 4, (n,), generator=generator)
     flip = torch.randint(0, 2, (n,), generator=generator).bool()
+    h, w = x.shape[-2:]
+    if h == w and y.shape == x.shape:
+        index = _d4_maps(h, x.device)[(2 * k + flip.long()).to(x.device)]  # (n, h * w)
+        index = index[:, None, :].expand(n, x.shape[1:-2].numel(), h * w)
+        gx = x.reshape(index.shape).gather(-1, index).view(x.shape)
+        gy = gx if y is x else y.reshape(index.shape).gather(-1, index).view(y.shape)
+        return gx, gy
     xs, ys = [], []
     for i in range(n):
         xi, yi = torch.rot90(x[i], int(k[i]), (-2, -1)), torch.rot90(y[i], int(k[i]), (-2, -1))
@@ -55,7 +75,7 @@ def _crop(
     at a uniform position (the top rows, then the left columns, drawn from ``generator``)."""
     _, h, w = stacks[0].shape
     if patch_size is None or (patch_size >= h and patch_size >= w):
-        return [t[idx].unsqueeze(1) for t in stacks]
+        return [t[idx.to(t.device)].unsqueeze(1) for t in stacks]
     if patch_size > h or patch_size > w:
         raise UserError(f"patch size {patch_size} exceeds the image size {h}x{w}", field="training.patch_size")
     n = len(idx)
@@ -64,6 +84,8 @@ def _crop(
     ar = torch.arange(patch_size)
     rows = (top[:, None] + ar[None, :])[:, :, None]
     cols = (left[:, None] + ar[None, :])[:, None, :]
+    dev = stacks[0].device  # the gather runs where the stacks are (the training device, or the host)
+    rows, cols, idx = rows.to(dev), cols.to(dev), idx.to(dev)
     return [t[idx[:, None, None], rows, cols].unsqueeze(1) for t in stacks]
 
 
@@ -134,6 +156,7 @@ def sample_volume_patches(
     zs = (first[:, None] + torch.arange(d)[None, :])[:, :, None, None]
     rows = (top[:, None] + torch.arange(ph)[None, :])[:, None, :, None]
     cols = (left[:, None] + torch.arange(pw)[None, :])[:, None, None, :]
+    zs, rows, cols = zs.to(inputs.device), rows.to(inputs.device), cols.to(inputs.device)
     x = inputs[zs, rows, cols].unsqueeze(1)
     y = targets[zs, rows, cols].unsqueeze(1)
     if augment:

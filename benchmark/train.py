@@ -21,6 +21,7 @@ from torch import nn
 from benchmark.config import TrainingConfig
 from benchmark.core.conventions import hu_to_net
 from benchmark.core.errors import UserError
+from benchmark.core.precision import Placement, autocast, float32_matmul, split_placement, to_channels_last
 from benchmark.data import PairedSlices
 from benchmark.evaluate import predict_batches
 from benchmark.sampling import (
@@ -148,9 +149,16 @@ class TrainData:
     :func:`benchmark.sampling.sample_unpaired_patches`),
     ``[d, h, w]`` crops of ``d`` consecutive slices of one contiguous volume for a 3-D model
     (:func:`benchmark.sampling.sample_volume_patches`). ``patient_balanced`` weighs slices, or windows,
-    so that every patient is equally likely."""
+    so that every patient is equally likely.
 
-    def __init__(self, slices: PairedSlices, training: TrainingConfig, dims: int = 2, pairing: Pairing = "paired") -> None:
+    With a CUDA ``device``, the split is moved onto it when it fits
+    (:func:`benchmark.core.precision.split_placement`: under a quarter of the free GPU memory), and
+    each batch is gathered there (one indexing op per batch, the same random numbers drawn as on the
+    host); otherwise each batch is gathered on the host into pinned memory, for a non-blocking copy.
+    On the CPU nothing moves."""
+
+    def __init__(self, slices: PairedSlices, training: TrainingConfig, dims: int = 2, pairing: Pairing = "paired",
+                 device: torch.device | None = None) -> None:  # fmt: skip
         if dims not in (2, 3):
             raise ValueError(f"dims must be 2 or 3, got {dims}")
         if pairing == "unpaired" and dims != 2:
@@ -161,6 +169,11 @@ class TrainData:
                             field="training.patch_size")  # fmt: skip
         self.x = hu_to_net(torch.from_numpy(np.array(slices.inputs, dtype=np.float32)))  # a copy: memmaps are read-only
         self.y = hu_to_net(torch.from_numpy(np.array(slices.targets, dtype=np.float32)))
+        self.placement: Placement = "host"
+        if device is not None:
+            self.placement = split_placement(self.x.nbytes + self.y.nbytes, device)
+            if self.placement == "device":
+                self.x, self.y = self.x.to(device), self.y.to(device)
         self.dims = dims
         self.starts: torch.Tensor | None = None
         if dims == 3:
@@ -195,6 +208,8 @@ class TrainData:
             assert not isinstance(t.patch_size, list)
             x, y, _ = sample_patches(self.x, self.y, n, t.patch_size, generator, augment=t.augment,
                                      weights=self.weights)  # fmt: skip
+        if self.placement == "pinned":
+            x, y = x.pin_memory(), y.pin_memory()
         return x, y
 
 
@@ -202,24 +217,80 @@ def train_epoch(
     state: TrainState, data: TrainData, device: torch.device, grad_clip: float | None, progress: Any = None
 ) -> dict[str, float]:
     """One pass of ``data.steps`` batches through the scheme's step; returns epoch means of the total
-    (``train_loss``), each term (``train_<term>``) and the other logs (e.g. critic values)."""
+    (``train_loss``), each term (``train_<term>``) and the other logs (e.g. critic values).
+
+    The hot path does not wait for the device: the loss values are summed on it (float64, so the means
+    equal those of summing them one by one on the host) and read back only every
+    ``training.check_every`` steps and after the last one. Each read-back checks the sums: a NaN or
+    infinite one raises :class:`Diverged` naming its term (``total`` for ``train_loss``) and the epoch
+    (``state.epoch + 1``), and calls ``progress(step, steps, mean train_loss so far)``. With
+    ``check_every: 1`` every update also checks its terms before its backward pass, as a scheme does
+    on its own. ``training.precision`` (tf32 settings, bf16 autocast of the step) and
+    ``training.channels_last`` (the batches' layout) apply here, to training only."""
     scheme = state.scheme
+    training = scheme.training
+    every = training.check_every
     scheme.train()
-    sums: dict[str, float] = {}
+    acc_dtype = torch.float32 if device.type == "mps" else torch.float64  # MPS has no float64
+    sums: dict[str, torch.Tensor] = {}
+    values: dict[str, float] = {}
     count = 0
-    for step in range(data.steps):
-        x, y = data.batch(step, state.generator)
-        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        total, terms, logs = scheme.step(x, y, grad_clip)
-        if scheme.per_step_schedule:
-            scheme.step_schedules()
-        n = x.shape[0]
-        count += n
-        for k, v in {"train_loss": total, **{f"train_{t}": v for t, v in terms.items()}, **logs}.items():
-            sums[k] = sums.get(k, 0.0) + v * n
-        if progress is not None:
-            progress(step + 1, data.steps, total)
-    return {k: v / count for k, v in sums.items()}
+    scheme.defer_checks = every > 1
+    try:
+        with float32_matmul(training.precision):
+            for step in range(data.steps):
+                x, y = data.batch(step, state.generator)
+                x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+                if training.channels_last:
+                    x, y = to_channels_last(x), to_channels_last(y)
+                try:
+                    with autocast(training.precision, device.type):
+                        total, terms, logs = scheme.step(x, y, grad_clip)
+                except Diverged:
+                    raise
+                except Exception as exc:  # e.g. an index computed from NaN weights of a diverged step
+                    if scheme.defer_checks:
+                        _check_sums(_read_sums(sums), state.epoch + 1, cause=exc)
+                    raise
+                if scheme.per_step_schedule:
+                    scheme.step_schedules()
+                n = x.shape[0]
+                count += n
+                for k, v in {"train_loss": total, **{f"train_{t}": v for t, v in terms.items()}, **logs}.items():
+                    term = _on(v, device, acc_dtype) * n
+                    sums[k] = sums[k] + term if k in sums else term
+                if (step + 1) % every == 0 or step + 1 == data.steps:
+                    values = _read_sums(sums)
+                    _check_sums(values, state.epoch + 1)
+                    if progress is not None:
+                        progress(step + 1, data.steps, values["train_loss"] / count)
+    finally:
+        scheme.defer_checks = False
+    return {k: v / count for k, v in values.items()}
+
+
+def _on(v: torch.Tensor | float, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """A logged value as a 0-d ``dtype`` tensor on ``device`` (exact: float32 values fit in float64)."""
+    if isinstance(v, torch.Tensor):
+        return v.detach().reshape(()).to(device=device, dtype=dtype)
+    return torch.tensor(float(v), dtype=dtype, device=device)
+
+
+def _read_sums(sums: dict[str, torch.Tensor]) -> dict[str, float]:
+    """The device sums on the host, with one synchronisation."""
+    if not sums:
+        return {}
+    return dict(zip(sums, torch.stack(list(sums.values())).tolist(), strict=True))
+
+
+def _check_sums(values: dict[str, float], epoch: int, cause: BaseException | None = None) -> None:
+    """:class:`Diverged` for the first non-finite sum: the terms, then the total, then the other logs."""
+    terms = [k for k in values if k.startswith("train_") and k != "train_loss"]
+    rest = [k for k in values if not k.startswith("train_")]
+    for k in [*terms, *(["train_loss"] if "train_loss" in values else []), *rest]:
+        if not math.isfinite(values[k]):
+            name = "total" if k == "train_loss" else k.removeprefix("train_")
+            raise Diverged(name, values[k], epoch) from cause
 
 
 @torch.no_grad()

@@ -26,6 +26,7 @@ import torch
 
 from benchmark.checkpoint import FORMAT_VERSION, save_checkpoint
 from benchmark.config import parse_matrix
+from benchmark.core.precision import PRECISIONS, autocast, float32_matmul
 from benchmark.data import open_dataset
 from benchmark.layout import RunLayout
 from benchmark.sampling import sample_patches
@@ -42,6 +43,8 @@ def main() -> None:
     ap.add_argument("--patch", type=int, default=64)
     ap.add_argument("--epoch-steps", type=int, default=500, help="steps per epoch for the per-epoch extras")
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--precision", choices=PRECISIONS, default="fp32",
+                    help="training.precision of the runner side (the bare loop stays fp32)")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -50,7 +53,7 @@ def main() -> None:
         "dataset": {"kind": "synth", "options": {"size": "tiny"}},
         "losses": ["mse"], "architectures": [args.arch], "doses": ["25_360"],
         "training": {"epochs": 1, "batch_size": args.batch, "patch_size": args.patch,
-                     "patches_per_epoch": (args.steps + 1) * args.batch},
+                     "patches_per_epoch": (args.steps + 1) * args.batch, "precision": args.precision},
         "device": "cpu",
     })
     ds = open_dataset("synth", {"size": "tiny"})
@@ -77,7 +80,8 @@ def main() -> None:
 
     def runner_step(i: int) -> None:
         x, y = data.batch(i, state.generator)
-        state.scheme.step(x, y, None)
+        with float32_matmul(args.precision), autocast(args.precision, device.type):  # as train_epoch does
+            state.scheme.step(x, y, None)
 
     bare_step()
     runner_step(0)  # warm-up
@@ -107,7 +111,7 @@ def main() -> None:
 
     b, r = statistics.median(bare_t), statistics.median(runner_t)
     epoch = args.epoch_steps * r
-    print(f"architecture {args.arch}, batch {args.batch}, {args.patch}x{args.patch} patches, "
+    print(f"architecture {args.arch}, batch {args.batch}, {args.patch}x{args.patch} patches, precision {args.precision}, "
           f"{torch.get_num_threads()} threads, {args.steps} interleaved steps per side")
     print(f"bare PyTorch step        median {1000 * b:9.1f} ms")
     print(f"runner step              median {1000 * r:9.1f} ms   ratio {r / b:6.3f}  (overhead {100 * (r / b - 1):+.1f} %)")

@@ -86,3 +86,23 @@ def small_run(tmp_path_factory):
     summary = Runner(load_matrix("small.yaml"), out, quiet=True).run()
     assert len(summary.trained) == 8 and not summary.failed and not summary.diverged, summary.lines()
     return out
+
+
+@pytest.fixture
+def cli_main(monkeypatch, capsys):
+    """``cli_main(*args)`` runs ``ldct-bench ARGS`` in this process (``benchmark.cli.main``, which turns a
+    UserError into its exit code) and returns ``(exit code, stderr)``."""
+    import sys
+
+    from benchmark import cli
+
+    def run(*args: str) -> tuple[int, str]:
+        monkeypatch.setattr(sys, "argv", ["ldct-bench", *args])
+        code = 0
+        try:
+            cli.main()
+        except SystemExit as exc:
+            code = int(exc.code or 0)
+        return code, capsys.readouterr().err
+
+    return run

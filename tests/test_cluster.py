@@ -5,7 +5,6 @@ submitit, and a dataset cache key without the build device."""
 from __future__ import annotations
 
 import os
-import sys
 from typing import ClassVar
 
 import numpy as np
@@ -15,7 +14,6 @@ import torch
 
 import benchmark.runner as runner_mod
 import benchmark.slurm as slurm_mod
-from benchmark import cli
 from benchmark.cells import expand_cells
 from benchmark.config import parse_matrix
 from benchmark.data import open_dataset
@@ -131,20 +129,12 @@ def test_uncompleted_job_error_does_not_mark_the_cell_failed(tmp_path, monkeypat
 
 
 # --- 4./5. the executor flag and the Slurm options ---------------------------------------------
-def _cli(monkeypatch, capsys, *args: str) -> tuple[int, str]:
-    monkeypatch.setattr(sys, "argv", ["ldct-bench", *args])
-    code = 0
-    try:
-        cli.main()
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    return code, capsys.readouterr().err
 
 
 @pytest.mark.parametrize("flags", [["--executor", "slurm"], ["--slurm"]])
-def test_slurm_where_there_is_none_is_a_user_error(tmp_path, monkeypatch, capsys, flags):
+def test_slurm_where_there_is_none_is_a_user_error(cli_main, tmp_path, monkeypatch, capsys, flags):
     monkeypatch.setattr(submitit.SlurmExecutor, "affinity", classmethod(lambda cls: -1))
-    code, err = _cli(monkeypatch, capsys, "run", "--matrix", "small.yaml", "--out", str(tmp_path / "o"), *flags)
+    code, err = cli_main("run", "--matrix", "small.yaml", "--out", str(tmp_path / "o"), *flags)
     assert code == 2 and "--executor" in err and "no Slurm" in err
     assert not (tmp_path / "o").exists()
 
@@ -154,8 +144,8 @@ def test_slurm_where_there_is_none_is_a_user_error(tmp_path, monkeypatch, capsys
     (["--executor", "slurm", "--slurm-param", "nokey"], "--slurm-param"),
     (["--executor", "slurm", "--cells-per-job", "0"], "--cells-per-job"),
 ])
-def test_bad_executor_flags_exit_2(tmp_path, monkeypatch, capsys, flags, needle):
-    code, err = _cli(monkeypatch, capsys, "run", "--matrix", "small.yaml", "--out", str(tmp_path / "o"), *flags)
+def test_bad_executor_flags_exit_2(cli_main, tmp_path, monkeypatch, capsys, flags, needle):
+    code, err = cli_main("run", "--matrix", "small.yaml", "--out", str(tmp_path / "o"), *flags)
     assert code == 2 and needle in err
 
 
@@ -187,12 +177,12 @@ def fake_slurm(monkeypatch):
     return _FakeExecutor.instances
 
 
-def test_cli_slurm_options_reach_the_executor(tmp_path, monkeypatch, capsys, fake_slurm):
+def test_cli_slurm_options_reach_the_executor(cli_main, tmp_path, monkeypatch, capsys, fake_slurm):
     matrix = tmp_path / "m.yaml"
     import yaml
 
     matrix.write_text(yaml.safe_dump({**ONE, "losses": ["mse", "l1", "charbonnier"]}))
-    code, err = _cli(monkeypatch, capsys, "run", "--matrix", str(matrix), "--out", str(tmp_path / "o"),
+    code, err = cli_main("run", "--matrix", str(matrix), "--out", str(tmp_path / "o"),
                      "--executor", "slurm", "--slurm-account", "acc", "--slurm-qos", "high", "--slurm-constraint", "a100",
                      "--slurm-mem", "64", "--slurm-cpus", "4", "--slurm-partition", "gpu",
                      "--slurm-param", "mail-type=END", "--slurm-param", "exclusive=",

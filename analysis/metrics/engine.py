@@ -13,6 +13,14 @@ entries (:func:`drop_ref`). Hashing costs about 10 ms per 16×512² stack. The c
 large per 512² image: windowed reference 1 MB, VIF ≈ 4 MB, LPIPS-alex ≈ 11 MB, LPIPS-vgg and
 DISTS ≈ 130 MB each (float32 features); the caller owns the dict and should keep one per cell (or
 per evaluation split), not one for the whole run.
+
+Device residency: the prediction (numpy, or a tensor left where it is, e.g. the GPU scoring path's
+denoised images) goes to ``device`` once per call and is windowed once (``_Spaces``); every scorer then
+gets chunks already on the device, so no metric copies images through the host. Torch all the way:
+piq (PSNR, SSIM, MS-SSIM, VIFp, FSIM, GMSD), VIF, NIQE (:func:`analysis.metrics.no_reference.niqe_fast`),
+PIQUE (pyiqa, torch), LPIPS, ST-LPIPS, DISTS. The one exception: the NPS metrics (``nps_*``) are numpy
+FFTs over ROIs placed from masks (:mod:`analysis.metrics.nps`), so they copy the reference (once, cached)
+and the prediction chunk to the host. Only the ``(B,)`` per-image values come back per chunk.
 """
 
 from __future__ import annotations
@@ -83,7 +91,8 @@ def get_scorer(name: str, device: torch.device | str = "cpu") -> Scorer:
 
 
 def as_nchw(x: np.ndarray | torch.Tensor, what: str) -> torch.Tensor:
-    """``(N, H, W)`` or ``(N, 1, H, W)`` numpy/torch → float32 CPU tensor ``(N, 1, H, W)``."""
+    """``(N, H, W)`` or ``(N, 1, H, W)`` numpy/torch → float32 tensor ``(N, 1, H, W)``: a numpy array on
+    the CPU (no copy where it can be avoided), a tensor where it is (a GPU tensor stays on its GPU)."""
     if not isinstance(x, torch.Tensor):
         x = np.asarray(x)
         if not x.flags.writeable:  # e.g. a dataset's read-only memmap: torch wants writable memory
@@ -95,23 +104,38 @@ def as_nchw(x: np.ndarray | torch.Tensor, what: str) -> torch.Tensor:
         raise UserError(
             f"expected (N, H, W) or (N, 1, H, W) images in HU, got shape {tuple(t.shape)}", field=what
         )
-    t = t.detach().to("cpu", torch.float32)
+    t = t.detach().to(dtype=torch.float32)
     if not torch.isfinite(t).all():
         raise UserError("images contain NaN or infinite values", field=what)
     return t.contiguous()
 
 
 def digest(x: torch.Tensor) -> str:
-    """BLAKE2b digest of a CPU float32 tensor's shape and bytes (the reference-cache identity)."""
+    """BLAKE2b digest of a float32 tensor's shape and bytes (the reference-cache identity; a GPU tensor
+    is copied to the host for it, once per call)."""
     h = hashlib.blake2b(digest_size=16)
     h.update(str(tuple(x.shape)).encode())
-    h.update(x.numpy().tobytes())
+    h.update(x.cpu().numpy().tobytes())
     return h.hexdigest()
 
 
 def _to_space(x: torch.Tensor, meta: MetricInfo, window: HUWindow, device: torch.device) -> torch.Tensor:
     x = x.to(device)
     return x if meta.space == "hu" else window_to_unit(x, window)
+
+
+class _Spaces:
+    """The prediction on the device, in each input space (HU, windowed unit), made once per call and
+    sliced per chunk: no host-device copy and no windowing per metric."""
+
+    def __init__(self, pred: torch.Tensor, window: HUWindow, device: torch.device) -> None:
+        self.window = window
+        self.spaces = {"hu": pred.to(device)}
+
+    def get(self, space: str, start: int, stop: int) -> torch.Tensor:
+        if space not in self.spaces:
+            self.spaces[space] = window_to_unit(self.spaces["hu"], self.window)
+        return self.spaces[space][start:stop]
 
 
 def _check(meta: MetricInfo, pred: torch.Tensor, ref: torch.Tensor | None) -> None:
@@ -211,6 +235,7 @@ def compute_metrics(
     region_id = (pixel_spacing_mm, None if masks is None else digest(torch.from_numpy(masks.astype(np.float32))))
     cache: dict = ref_cache if ref_cache is not None else {}
     n = pred.shape[0]
+    preds = _Spaces(pred, win, dev)
     plan = []
     for m in metas:
         scorer = get_scorer(m.name, dev)
@@ -236,7 +261,7 @@ def compute_metrics(
                     elif key not in cache:
                         cache[key] = scorer.prepare_ref(_to_space(ref[start:stop], m, win, dev))
                     state = cache[key]
-                values = scorer.score(_to_space(pred[start:stop], m, win, dev), state)
+                values = scorer.score(preds.get(m.space, start, stop), state)
                 results[m.name][start:stop] = values.detach().double().cpu().numpy()
                 bar.update(1)
     return results

@@ -31,6 +31,7 @@ from torch import nn
 
 from benchmark import optim
 from benchmark.config import OptimizerConfig, SchedulerConfig, TrainingConfig
+from benchmark.core.precision import module_to_channels_last, no_autocast
 from losses.adversarial import frozen
 from losses.base import CompositeLoss
 from losses.lsgan import lsgan_loss
@@ -141,6 +142,9 @@ class Scheme:
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
         self.schedulers: dict[str, Any] = {}
         self.per_step_schedule = training.scheduler.interval == "step"
+        # True while benchmark.train.train_epoch checks the summed losses every training.check_every
+        # steps instead: update() then skips its per-update finite check (a host synchronisation)
+        self.defer_checks = False
 
     # ------------------------------------------------------------------ building
     def add_optimizer(self, role: str, params: list[nn.Parameter], cfg: OptimizerConfig, *, field: str,
@@ -156,8 +160,11 @@ class Scheme:
         return [self.model, self.loss, *self.networks.values()]
 
     def to(self, device: torch.device) -> Scheme:
+        """Every module onto ``device`` (in channels-last layout with ``training.channels_last``)."""
         for m in self.modules():
             m.to(device)
+            if self.training.channels_last:
+                module_to_channels_last(m)
         return self
 
     def train(self, mode: bool = True) -> None:
@@ -169,9 +176,10 @@ class Scheme:
 
     # ------------------------------------------------------------------ training
     def step(self, x: torch.Tensor, y: torch.Tensor, grad_clip: float | None
-             ) -> tuple[float, dict[str, float], dict[str, float]]:  # fmt: skip
+             ) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict[str, torch.Tensor]]:  # fmt: skip
         """One training step on LD ``x`` and ND ``y``. Returns the generator objective's value, its
-        terms (logged as ``train_<term>``) and other logs (logged under their own names)."""
+        terms (logged as ``train_<term>``) and other logs (logged under their own names), as detached
+        0-d tensors on the training device (reading them back is the caller's synchronisation)."""
         raise NotImplementedError
 
     def update(self, role: str, objective: Callable[[], tuple[torch.Tensor, dict[str, torch.Tensor]]], *,
@@ -180,15 +188,21 @@ class Scheme:
         """One step of optimizer ``role`` on ``objective()`` → ``(total, terms)``, evaluated with the
         parameters of ``frozen`` (the other side's discriminators) not requiring grad, so they get no
         gradients: zero the gradients, evaluate, check every term is finite (:class:`Diverged`),
-        backward, clip (``grad_clip``), step. Returns the detached total and the terms."""
+        backward, clip (``grad_clip``), step. Returns the detached total and the terms.
+
+        The finite check is skipped while :attr:`defer_checks` is set (``train_epoch`` checks the
+        summed values every ``training.check_every`` steps). Under bf16 autocast (``train_epoch``)
+        only ``objective()`` runs in it; backward, clipping and the step run outside."""
         opt = self.optimizers[role]
         with all_frozen(*frozen):
             opt.zero_grad(set_to_none=True)
             total, terms = objective()
-            check_finite({**terms, "total": total})
-            total.backward()
-            self.clip(role, grad_clip)
-            opt.step()
+            if not self.defer_checks:
+                check_finite({**terms, "total": total})
+            with no_autocast(total.device.type):
+                total.backward()
+                self.clip(role, grad_clip)
+                opt.step()
         return total.detach(), terms
 
     def clip(self, role: str, grad_clip: float | None) -> None:

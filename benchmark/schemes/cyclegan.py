@@ -118,11 +118,11 @@ class CycleGAN(Scheme):
         return {k: v.detach() for k, v in terms.items()}
 
     def step(self, x: torch.Tensor, y: torch.Tensor, grad_clip: float | None
-             ) -> tuple[float, dict[str, float], dict[str, float]]:  # fmt: skip
+             ) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict[str, torch.Tensor]]:  # fmt: skip
         total, terms, fake_b, fake_a = self.generator_step(x, y, grad_clip)
         d_logs = self.discriminator_step(x, y, fake_b, fake_a)
-        logs = {k: float(v.detach()) for k, v in {**terms, **d_logs}.items()}
-        return float(total), logs, {}
+        logs = {k: v.detach() for k, v in {**terms, **d_logs}.items()}
+        return total, logs, {}
 
     def extra_state(self) -> dict[str, Any]:
         return {"pools": {k: p.state_dict() for k, p in self.pools.items()}}

@@ -72,10 +72,10 @@ class Pix2Pix(Scheme):
         return self.update("G", objective, frozen=[self.networks["D"]], grad_clip=grad_clip)
 
     def step(self, x: torch.Tensor, y: torch.Tensor, grad_clip: float | None
-             ) -> tuple[float, dict[str, float], dict[str, float]]:  # fmt: skip
+             ) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict[str, torch.Tensor]]:  # fmt: skip
         fake = self.model(x)
         loss_d = self.discriminator_step(x, y, fake)
         total, terms = self.generator_step(x, y, fake, grad_clip)
-        logs = {k: float(v.detach()) for k, v in terms.items()}
-        logs["D"] = float(loss_d)
-        return float(total), logs, {}
+        logs = {k: v.detach() for k, v in terms.items()}
+        logs["D"] = loss_d
+        return total, logs, {}

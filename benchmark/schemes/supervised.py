@@ -18,6 +18,7 @@ from torch import nn
 
 from benchmark import optim
 from benchmark.config import TrainingConfig
+from benchmark.core.precision import no_autocast
 from benchmark.schemes.base import Scheme
 from losses.base import CompositeLoss
 
@@ -51,9 +52,9 @@ class Supervised(Scheme):
     def critic_optimizers(self) -> dict[str, torch.optim.Optimizer]:
         return {k: o for k, o in self.optimizers.items() if k != "G"}
 
-    def critic_step(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
+    def critic_step(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
         """``critic_steps`` discriminator updates per adversarial term, on a detached fake."""
-        logs: dict[str, float] = {}
+        logs: dict[str, torch.Tensor] = {}
         if not self.loss.adversarial_terms:
             return logs
         with torch.no_grad():
@@ -63,22 +64,24 @@ class Supervised(Scheme):
             for _ in range(term.critic_steps):
                 opt.zero_grad(set_to_none=True)
                 d_loss, d_logs = term.critic_loss(y, fake, generator=self.rng)
-                d_loss.backward()
-                opt.step()
+                with no_autocast(d_loss.device.type):
+                    d_loss.backward()
+                    opt.step()
             for k, v in d_logs.items():
-                logs[f"{name}_{k}"] = float(v)
+                logs[f"{name}_{k}"] = v.detach() if isinstance(v, torch.Tensor) else torch.tensor(float(v), dtype=torch.float64)
         return logs
 
-    def generator_step(self, x: torch.Tensor, y: torch.Tensor, grad_clip: float | None) -> tuple[float, dict[str, float]]:
+    def generator_step(self, x: torch.Tensor, y: torch.Tensor, grad_clip: float | None
+                       ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:  # fmt: skip
         """One optimizer step of the denoiser (and trainable loss parameters) on the composite loss,
         the discriminators frozen (:meth:`Scheme.update`)."""
         total, terms = self.update("G", lambda: self.loss.compute(self.model(x), y),
                                    frozen=[t.discriminator for t in self.loss.adversarial_terms.values()],
                                    grad_clip=grad_clip)  # fmt: skip
-        return float(total), {k: float(v) for k, v in terms.items()}
+        return total, {k: v.detach() for k, v in terms.items()}
 
     def step(self, x: torch.Tensor, y: torch.Tensor, grad_clip: float | None
-             ) -> tuple[float, dict[str, float], dict[str, float]]:  # fmt: skip
+             ) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict[str, torch.Tensor]]:  # fmt: skip
         logs = self.critic_step(x, y)
         total, terms = self.generator_step(x, y, grad_clip)
         return total, terms, logs

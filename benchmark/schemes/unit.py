@@ -121,8 +121,8 @@ class UNITScheme(Scheme):
                            grad_clip=grad_clip)  # fmt: skip
 
     def step(self, x: torch.Tensor, y: torch.Tensor, grad_clip: float | None
-             ) -> tuple[float, dict[str, float], dict[str, float]]:  # fmt: skip
+             ) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict[str, torch.Tensor]]:  # fmt: skip
         d_logs = self.discriminator_step(x, y)
         total, terms = self.generator_step(x, y, grad_clip)
-        logs = {k: float(v.detach()) for k, v in {**terms, **d_logs}.items()}
-        return float(total), logs, {}
+        logs = {k: v.detach() for k, v in {**terms, **d_logs}.items()}
+        return total, logs, {}

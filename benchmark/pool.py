@@ -1,0 +1,281 @@
+"""``ldct-bench run --jobs N [--devices 0,1,...]``: a pool of worker processes that trains the cells of
+one matrix.
+
+The parent does once what :meth:`Runner.run` does before any cell trains (:meth:`Runner.prepare_run`:
+the resolved matrix, the dataset's caches, the preflight), then starts ``N`` worker processes
+(``spawn``) and hands out the unfinished cells through a shared queue. Worker ``i`` is pinned to
+``devices[i % len(devices)]`` (several workers per GPU are fine), gets ``os.cpu_count() // N`` CPU
+threads, and trains each cell it takes with :meth:`Runner.run_cell` after :func:`setup_process`
+(through :meth:`Runner.setup`); so the per-cell lock still makes sure no cell is trained twice, by
+this pool or by another ``run`` (a pool, a single process, a Slurm job) on the same ``--out``.
+
+The parent shows one progress bar over the whole matrix, forwards the workers' per-epoch log lines
+and merges their results into one :class:`RunSummary`. A failed cell is marked ``FAILED`` by
+``run_cell`` and the others go on; a worker that dies (a segfault, the OOM killer) marks its cell
+``FAILED`` and the other workers go on. A user error in a cell (a cell folder started with other
+settings) stops the pool, as it stops a single-process run. ``KeyboardInterrupt`` (Ctrl-C, which
+only the parent handles) stops the workers with ``SIGTERM``: each ends its cell like an interrupted
+single-process run (lock released, ``RUNNING`` removed) and a rerun resumes from the last finished
+epoch.
+
+On the CPU, float reductions depend on the number of threads: a pool's checkpoints equal those of a
+single-process run with the same threads per process (``OMP_NUM_THREADS=<cpu_count // N>``); on GPUs
+with ``deterministic: true`` they are equal in any case.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import os
+import queue
+import signal
+import traceback
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from benchmark.cells import expand_cells
+from benchmark.config import MatrixConfig
+from benchmark.core.device import resolve_device
+from benchmark.core.errors import UserError
+from benchmark.data import Dataset
+from benchmark.layout import DIVERGED, DONE, FAILED, RUNNING
+from benchmark.runner import Runner, RunSummary
+
+POLL_S = 0.5  # how often the parent looks for dead workers while no message arrives
+STOP_GRACE_S = 60.0  # how long a stopped worker may take to end its cell before it is killed
+
+
+def worker_threads(jobs: int) -> int:
+    """CPU threads per worker of a pool of ``jobs``: the machine's cores divided among them."""
+    return max(1, (os.cpu_count() or 1) // jobs)
+
+
+def parse_devices(spec: str | None, matrix_device: str) -> list[torch.device]:
+    """The devices of ``--devices``: comma-separated CUDA indices and/or ``cpu`` (``"0,1"``, ``"cpu"``).
+    Without it: every visible GPU when the matrix's device is ``auto``/``cuda`` and torch sees one,
+    else the matrix's device. An index torch does not see is a :class:`UserError` naming ``--devices``."""
+    if spec is None:
+        dev = resolve_device(matrix_device)
+        if dev.type == "cuda" and dev.index is None:
+            return [torch.device("cuda", i) for i in range(max(1, torch.cuda.device_count()))]
+        return [dev]
+    items = [s.strip() for s in spec.split(",")]
+    if not spec.strip() or any(not s for s in items):
+        raise UserError(f"{spec!r}: give comma-separated CUDA indices (0,1,...) or cpu", field="--devices")
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    out = []
+    for item in items:
+        if item.lower() == "cpu":
+            out.append(torch.device("cpu"))
+            continue
+        index = item.split(":", 1)[1] if item.lower().startswith("cuda:") else item
+        if not index.isdigit():
+            raise UserError(f"{item!r}: give CUDA indices (0,1,...) or cpu, comma-separated", field="--devices")
+        if int(index) >= count:
+            seen = f"indices 0-{count - 1}" if count else "no CUDA device"
+            raise UserError(f"{item!r}: no such GPU (torch sees {seen}); give existing indices or cpu", field="--devices")
+        out.append(torch.device("cuda", int(index)))
+    return out
+
+
+def assign_devices(devices: list[torch.device], jobs: int) -> list[torch.device]:
+    """Worker ``i``'s device: ``devices[i % len(devices)]`` (round-robin)."""
+    return [devices[i % len(devices)] for i in range(jobs)]
+
+
+class _WorkerRunner(Runner):
+    """A worker's runner: its log lines go to the parent, which prints them under the matrix bar."""
+
+    def __init__(self, *args: Any, messages: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.messages = messages
+
+    def log(self, msg: str) -> None:
+        self.messages.put(("log", self.worker_index, msg))
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # once: let the interrupted cell clean up
+    raise KeyboardInterrupt
+
+
+def _worker(index: int, device: str, threads: int, matrix_dump: dict[str, Any], out: str, tasks: Any,
+            messages: Any) -> None:  # fmt: skip
+    """One worker process: take cell ids from ``tasks`` until ``None`` and train each (``run_cell``)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's; it stops us with SIGTERM
+    signal.signal(signal.SIGTERM, _interrupt)
+    parent = os.getppid()
+    torch.set_num_threads(threads)
+    cell_id: str | None = None
+    try:
+        matrix = MatrixConfig.model_validate(matrix_dump)
+        cells = {c.cell_id: c for c in expand_cells(matrix)}
+        runner = _WorkerRunner(matrix, Path(out), quiet=True, device=torch.device(device), messages=messages)
+        runner.worker_index = index
+        runner.setup()
+        while True:
+            try:
+                cell_id = tasks.get(timeout=1.0)
+            except queue.Empty:
+                if os.getppid() != parent:  # the parent is gone: stop between cells
+                    messages.cancel_join_thread()
+                    return
+                continue
+            if cell_id is None:
+                return
+            messages.put(("start", index, cell_id))
+            status = runner.run_cell(cells[cell_id])
+            messages.put(("done", index, cell_id, status))
+            cell_id = None
+    except KeyboardInterrupt:
+        return
+    except UserError as exc:
+        messages.put(("user_error", index, cell_id, exc.message, exc.field))
+    except BaseException:
+        messages.put(("crash", index, cell_id, traceback.format_exc()))
+
+
+class WorkerPool:
+    """Trains the cells of one matrix into one ``--out`` folder with ``jobs`` worker processes."""
+
+    def __init__(self, matrix: MatrixConfig, out: Path, *, jobs: int, devices: list[torch.device] | None = None,
+                 quiet: bool = False, dataset: Dataset | None = None) -> None:  # fmt: skip
+        if jobs < 1:
+            raise UserError(f"{jobs}: give at least 1 worker process", field="--jobs")
+        self.matrix = matrix
+        self.out = Path(out)
+        self.jobs = jobs
+        self.devices = devices or parse_devices(None, matrix.device)
+        self.quiet = quiet
+        # the parent's runner: prepares the run once (on the first device) and prints the log
+        self.runner = Runner(matrix, self.out, quiet=quiet, dataset=dataset, device=self.devices[0])
+
+    def run(self) -> RunSummary:
+        runner, layout = self.runner, self.runner.layout
+        cells = runner.prepare_run()
+        order = {c.cell_id: i for i, c in enumerate(cells)}
+        summary = RunSummary()
+        todo = []
+        for cell in cells:  # finished cells need no worker (run_cell checks again, under the lock)
+            if layout.marker(cell.cell_id, DONE).is_file():
+                summary.skipped_done.append(cell.cell_id)
+            elif layout.marker(cell.cell_id, DIVERGED).is_file():
+                summary.diverged.append(cell.cell_id)
+            else:
+                todo.append(cell.cell_id)
+        if todo:
+            bar = tqdm(total=len(cells), initial=len(cells) - len(todo), desc="matrix", unit="cell",
+                       disable=self.quiet, position=0, dynamic_ncols=True)  # fmt: skip
+            try:
+                self._train(todo, summary, bar)
+            finally:
+                bar.close()
+        for name in ("trained", "skipped_done", "skipped_locked", "diverged", "failed"):
+            getattr(summary, name).sort(key=order.__getitem__)
+        return summary
+
+    def _train(self, todo: list[str], summary: RunSummary, bar: Any) -> None:
+        ctx = mp.get_context("spawn")
+        tasks, messages = ctx.Queue(), ctx.Queue()
+        n = min(self.jobs, len(todo))
+        for cell_id in todo:
+            tasks.put(cell_id)
+        for _ in range(n):
+            tasks.put(None)
+        dump, threads = self.matrix.model_dump(mode="json"), worker_threads(self.jobs)
+        procs = [
+            ctx.Process(target=_worker, name=f"ldct-bench-w{i}", args=(i, str(dev), threads, dump, str(self.out), tasks, messages))
+            for i, dev in enumerate(assign_devices(self.devices, n))
+        ]
+        self.runner.log(f"pool: {n} worker(s) on {', '.join(sorted({str(d) for d in self.devices}))}, "
+                        f"{threads} CPU thread(s) each, {len(todo)} cell(s) to train")  # fmt: skip
+        try:
+            for p in procs:
+                p.start()
+            self._collect(procs, messages, set(todo), summary, bar)
+        except BaseException:
+            self._stop(procs)
+            raise
+        finally:
+            tasks.cancel_join_thread()  # cells left in the queue after a stop must not block our exit
+        for p in procs:
+            p.join()
+
+    def _collect(self, procs: list[Any], messages: Any, remaining: set[str], summary: RunSummary, bar: Any) -> None:
+        """Handle the workers' messages until every cell in ``remaining`` is reported."""
+        active: dict[int, str] = {}  # worker -> the cell it trains
+        gone: set[int] = set()
+
+        def handle(msg: tuple[Any, ...]) -> None:
+            kind, worker = msg[0], msg[1]
+            if kind == "log":
+                self.runner.log(f"[w{worker}] {msg[2]}")
+            elif kind == "start":
+                active[worker] = msg[2]
+            elif kind == "done":
+                active.pop(worker, None)
+                remaining.discard(msg[2])
+                getattr(summary, msg[3]).append(msg[2])
+                bar.update(1)
+            elif kind == "user_error":
+                raise UserError(msg[3], field=msg[4])
+            elif kind == "crash":
+                raise RuntimeError(f"worker {worker} failed ({msg[2] or 'before its first cell'}):\n{msg[3]}")
+
+        while remaining:
+            try:
+                handle(messages.get(timeout=POLL_S))
+                continue
+            except queue.Empty:
+                pass
+            dead = [i for i, p in enumerate(procs) if i not in gone and not p.is_alive()]
+            if not dead:
+                continue
+            while True:  # a dead worker's last messages are in the pipe: read them before judging
+                try:
+                    handle(messages.get(timeout=0.1))
+                except queue.Empty:
+                    break
+            for i in dead:
+                gone.add(i)
+                cell_id = active.pop(i, None)
+                if cell_id is None:
+                    continue
+                msg = f"worker {i} died (exit code {procs[i].exitcode}) while training the cell"
+                self.runner.log(f"{cell_id}: failed: {msg}")
+                if not self.runner.layout.marker(cell_id, DONE).is_file():
+                    self.runner.layout.write_marker(cell_id, FAILED, {"message": msg})
+                self._remove_running(cell_id, procs[i].pid)
+                remaining.discard(cell_id)
+                summary.failed.append(cell_id)
+                bar.update(1)
+            if remaining and len(gone) == len(procs):
+                raise RuntimeError(f"every worker has exited with {len(remaining)} cell(s) not trained "
+                                   f"({', '.join(sorted(remaining))}); run the same command again to resume")  # fmt: skip
+
+    def _remove_running(self, cell_id: str, pid: int | None) -> None:
+        """Remove the ``RUNNING`` marker a dead worker left (only its own, not a new holder's)."""
+        path = self.runner.layout.marker(cell_id, RUNNING)
+        try:
+            if json.loads(path.read_text()).get("pid") == pid:
+                path.unlink(missing_ok=True)
+        except (OSError, ValueError, AttributeError):
+            pass
+
+    def _stop(self, procs: list[Any]) -> None:
+        """SIGTERM every live worker (it ends its cell as an interrupted run does), then wait; kill
+        one that does not end within ``STOP_GRACE_S``."""
+        for p in procs:
+            if p.is_alive():
+                p.terminate()
+        for p in procs:
+            if p.pid is None:  # never started
+                continue
+            p.join(STOP_GRACE_S)
+            if p.is_alive():
+                p.kill()
+                p.join()
