@@ -10,6 +10,9 @@ Default depth 17, 64 channels, 3×3 (2-D) or 3×3×3 (3-D) kernels. Input/output
 ``zero_init_output=True`` zero-initialises the last convolution, so the untrained network returns its
 input (noise estimate 0) and training starts from the low-dose image (Goyal et al. 2017's zero-γ
 trick). Off by default, as in the paper.
+
+``init``: ``"default"`` (PyTorch's initialisation, which shrinks the activations ~0.41× per ReLU
+layer) or ``"he"`` (He et al. 2015, the DnCNN paper's); see :mod:`models.init`.
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ from typing import ClassVar
 
 import torch
 from torch import nn
+
+from models.init import InitName, init_weights
 
 
 class _DnCNN(nn.Module):
@@ -34,6 +39,7 @@ class _DnCNN(nn.Module):
         kernel_size: int = 3,
         batch_norm: bool = True,
         zero_init_output: bool = False,
+        init: InitName = "default",
     ) -> None:
         super().__init__()
         if depth < 3:
@@ -49,6 +55,7 @@ class _DnCNN(nn.Module):
             layers.append(nn.ReLU(inplace=True))
         layers.append(conv(channels, in_channels, kernel_size, padding=pad))
         self.body = nn.Sequential(*layers)
+        init_weights(self, init)
         if zero_init_output:
             last = self.body[-1]
             assert isinstance(last, nn.Conv2d | nn.Conv3d) and last.bias is not None

@@ -10,6 +10,10 @@ Input/output ``(N, 1, H, W)`` in network normalisation; any H, W ≥ 21.
 is the identity (its input shortcut) and training starts from the low-dose image rather than from a
 random image hundreds of HU away (the "zero-γ" trick, Goyal et al. 2017). Off by default: the paper
 uses the framework's default initialisation.
+
+``init``: ``"default"`` (PyTorch's: its fan-in of the 1-channel last deconvolution is 25 instead of
+``channels · 25``, so that layer starts ~√channels too large) or ``"he"`` (He et al. 2015 with each
+layer's real fan-in); see :mod:`models.init`.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from models.init import InitName, init_weights
 from models.sizes import min_input_size
 
 
@@ -29,6 +34,7 @@ class REDCNN(nn.Module):
         kernel_size: int = 5,
         output_relu: bool = True,
         zero_init_output: bool = False,
+        init: InitName = "default",
     ) -> None:
         super().__init__()
         k = kernel_size
@@ -40,6 +46,7 @@ class REDCNN(nn.Module):
         )
         self.output_relu = output_relu
         self.act = nn.ReLU()
+        init_weights(self, init)
         if zero_init_output:
             last = self.dec[4]
             assert isinstance(last, nn.ConvTranspose2d) and last.bias is not None

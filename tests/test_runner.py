@@ -1,6 +1,10 @@
-"""The runner's guarantees on the small matrix: bit-identical reruns, kill -9 + resume equals an
+"""The runner's guarantees on the small matrix's cells: bit-identical reruns, kill -9 + resume equals an
 uninterrupted run, corrupt checkpoints are skipped, finished cells are never retrained, two runners
-never train the same cell, divergence is marked and the matrix goes on."""
+never train the same cell, divergence is marked and the matrix goes on.
+
+The guarantees concern the runner, not what the networks learn, so these tests train the small
+matrix's 8 cells on the 96² ``tiny`` data with 8 steps per epoch (:func:`runner_matrix`): the same
+code path at a fraction of the shipped preset's cost (this file trains the matrix five times)."""
 
 from __future__ import annotations
 
@@ -20,7 +24,18 @@ from benchmark.runner import Runner
 
 pytestmark = pytest.mark.slow
 
-SMALL = "small.yaml"
+
+
+@pytest.fixture(scope="module")
+def runner_matrix(tmp_path_factory) -> str:
+    """small.yaml's cells on the 96² tiny data, 3 epochs × 8 steps of 8 patches."""
+    data = load_matrix("small.yaml").model_dump(mode="json")
+    data["dataset"]["options"] = {"size": "tiny", "patients": 14, "val_patients": 2, "test_patients": 6}
+    data["training"]["patches_per_epoch"] = 64
+    data["training"]["scheduler"]["warmup"] = 4
+    path = tmp_path_factory.mktemp("runner_matrix") / "runner.yaml"
+    path.write_text(dump_yaml(data))
+    return str(path)
 
 
 def _run(matrix_path: str | Path, out: Path):
@@ -56,16 +71,20 @@ def _assert_same_run(a: Path, b: Path) -> None:
         pd.testing.assert_frame_equal(df, hb[cell], check_exact=True)
 
 
-@pytest.fixture
-def reference_run(small_run) -> Path:
-    return small_run
+@pytest.fixture(scope="module")
+def reference_run(runner_matrix, tmp_path_factory) -> Path:
+    """The runner matrix trained once, uninterrupted."""
+    out = tmp_path_factory.mktemp("runner_ref")
+    summary = _run(runner_matrix, out)
+    assert len(summary.trained) == 8 and not summary.failed and not summary.diverged, summary.lines()
+    return out
 
 
-def test_small_matrix_layout(reference_run):
+def test_small_matrix_layout(runner_matrix, reference_run):
     layout = RunLayout(reference_run)
     cells = layout.cells()
     assert len(cells) == 8 and {c.status for c in cells} == {"done"}
-    epochs = load_matrix(SMALL).training.epochs
+    epochs = load_matrix(runner_matrix).training.epochs
     for c in cells:
         assert sorted(layout.checkpoints(c.cell_id)) == list(range(1, epochs + 1))
         hist = pd.read_csv(c.dir / HISTORY)
@@ -79,22 +98,22 @@ def test_small_matrix_layout(reference_run):
     assert h["train_loss"].iloc[-1] < h["train_loss"].iloc[0]
 
 
-def test_rerun_trains_nothing(reference_run):
+def test_rerun_trains_nothing(runner_matrix, reference_run):
     before = {p: p.stat().st_mtime_ns for p in reference_run.rglob("*.pt")}
-    summary = _run(SMALL, reference_run)
+    summary = _run(runner_matrix, reference_run)
     assert summary.trained == [] and len(summary.skipped_done) == 8
     assert "nothing to train" in "\n".join(summary.lines())
     assert {p: p.stat().st_mtime_ns for p in reference_run.rglob("*.pt")} == before
 
 
-def test_two_runs_are_bit_identical(reference_run, tmp_path):
-    _run(SMALL, tmp_path / "again")
+def test_two_runs_are_bit_identical(runner_matrix, reference_run, tmp_path):
+    _run(runner_matrix, tmp_path / "again")
     _assert_same_run(reference_run, tmp_path / "again")
 
 
-def test_kill_9_then_resume_equals_uninterrupted(reference_run, tmp_path):
+def test_kill_9_then_resume_equals_uninterrupted(runner_matrix, reference_run, tmp_path):
     out = tmp_path / "killed"
-    proc = _cli("run", "--matrix", SMALL, "--out", str(out), "--quiet")
+    proc = _cli("run", "--matrix", runner_matrix, "--out", str(out), "--quiet")
     # wait until the run is in the middle of a cell (some checkpoints written, matrix not finished)
     deadline = time.time() + 300
     while time.time() < deadline:
@@ -107,15 +126,15 @@ def test_kill_9_then_resume_equals_uninterrupted(reference_run, tmp_path):
     assert proc.returncode == -signal.SIGKILL
     statuses = {c.status for c in RunLayout(out).cells()}
     assert statuses & {"partial", "pending"}, "the kill came too late to interrupt anything"
-    resumed = _cli("run", "--matrix", SMALL, "--out", str(out), "--quiet")
+    resumed = _cli("run", "--matrix", runner_matrix, "--out", str(out), "--quiet")
     stdout, stderr = resumed.communicate(timeout=600)
     assert resumed.returncode == 0, stderr
     assert "resuming after epoch" in stdout or "skipped" in stdout
     _assert_same_run(reference_run, out)
 
 
-def test_truncated_checkpoint_resumes_from_previous_epoch(reference_run, tmp_path):
-    matrix = load_matrix(SMALL)
+def test_truncated_checkpoint_resumes_from_previous_epoch(runner_matrix, reference_run, tmp_path):
+    matrix = load_matrix(runner_matrix)
     one = matrix.model_copy(update={"losses": matrix.losses[:1], "architectures": matrix.architectures[1:], "doses": matrix.doses[:1]})
     path = tmp_path / "one.yaml"
     path.write_text(dump_yaml(one.model_dump(mode="json")))
@@ -132,11 +151,11 @@ def test_truncated_checkpoint_resumes_from_previous_epoch(reference_run, tmp_pat
     assert last.read_bytes() == ref.checkpoints(cell.cell_id)[int(last.stem.split("_")[1])].read_bytes()
 
 
-def test_two_runners_never_train_the_same_cell(tmp_path):
+def test_two_runners_never_train_the_same_cell(runner_matrix, tmp_path):
     out = tmp_path / "pair"
     # one thread each: two OpenMP pools on 2 cores would oversubscribe them many times over
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    procs = [_cli("run", "--matrix", SMALL, "--out", str(out), "--quiet", env=env) for _ in range(2)]
+    procs = [_cli("run", "--matrix", runner_matrix, "--out", str(out), "--quiet", env=env) for _ in range(2)]
     outputs = [p.communicate(timeout=900) for p in procs]
     for p, (_, err) in zip(procs, outputs):
         assert p.returncode == 0, err
@@ -146,11 +165,11 @@ def test_two_runners_never_train_the_same_cell(tmp_path):
     assert not trained[0] & trained[1]
     assert len(trained[0] | trained[1]) == 8
     for cell in RunLayout(out).cells():
-        assert len(pd.read_csv(cell.dir / TIMING)) == load_matrix(SMALL).training.epochs
+        assert len(pd.read_csv(cell.dir / TIMING)) == load_matrix(runner_matrix).training.epochs
 
 
-def test_divergence_is_marked_and_matrix_goes_on(tmp_path):
-    matrix = load_matrix(SMALL)
+def test_divergence_is_marked_and_matrix_goes_on(runner_matrix, tmp_path):
+    matrix = load_matrix(runner_matrix)
     data = matrix.model_dump(mode="json")
     data.update(losses=["mse", "l1"], architectures=["dncnn"], doses=["25_360"], exclude=[])
     data["training"]["optimizer"] = {"name": "sgd", "lr": 1.0e12, "kwargs": {}}
