@@ -99,6 +99,25 @@ def test_batched_layout_is_the_same_scan_per_sequence():
     assert torch.allclose(y, inner(sequential_scan(**x)), rtol=0, atol=1e-10)
 
 
+
+@pytest.mark.parametrize("length", [7, 50])
+def test_batched_layout_gradients_equal_those_of_the_sequential_recurrence(length):
+    """The ``p > 1`` backward pass (its own per-step layout and order) against autograd through the recurrence;
+    7 positions: 3 chunks of 3, the last one padded."""
+    x = _inputs(length, batch=2 * 3, d=2, n=4, seed=8)
+    leaves = {k: v.requires_grad_() for k, v in x.items() if isinstance(v, torch.Tensor)}
+    weight = torch.randn(6, 2, length, dtype=torch.float64, generator=torch.Generator().manual_seed(9))
+
+    def inner(t):  # (batch·p, f, L) → (batch, L, f, p)
+        return t.view(2, 3, t.shape[1], length).permute(0, 3, 2, 1)
+
+    y = selective_scan_batched(inner(x["u"]), inner(x["delta"]), x["A"], inner(x["B"]), inner(x["C"]), x["D"],
+                               inner(x["z"]), x["delta_bias"], True)
+    ours = torch.autograd.grad((y * inner(weight)).sum(), list(leaves.values()))
+    reference = torch.autograd.grad((sequential_scan(**x) * weight).sum(), list(leaves.values()))
+    for name, a, b in zip(leaves, ours, reference, strict=True):
+        assert torch.allclose(a, b, rtol=0, atol=1e-5), name
+
 def test_chunking():
     for length in [1, 2, 3, 4, 7, 48, 64, 100, 257, 1920, 4096]:
         chunk, count = chunking(length)
