@@ -50,6 +50,7 @@ from analysis.schema import SOURCE_HISTORY, higher_is_better_map, level_order, m
 from analysis.significance import Unit, correct, friedman_nemenyi, safe_test, unit_table
 from benchmark.claims import (
     INPUT_REFERENCE,
+    NDCT_REFERENCE,
     AgreesClaim,
     AnyClaim,
     BetterClaim,
@@ -69,6 +70,7 @@ CLAIM_COLUMNS = [
 SUMMARY_COLUMNS = ["id", "kind", "statement", "numbers", "test", "p_holm", "verdict"]
 HOLDS, REVERSED, UNCLEAR = "holds", "reversed", "unclear"  # a condition's result
 _INPUT = "\x00input"  # the LDCT input as a pseudo-loss column (no loss label can contain a NUL)
+_NDCT = "\x00ndct"  # the NDCT scan's own noise, likewise
 TESTS = {
     "better": "one-sided Wilcoxon signed-rank on patient means, Holm over conditions",
     "closer_texture": "one-sided Wilcoxon signed-rank on |b − ref| − |a − ref| per patient, Holm over conditions",
@@ -86,6 +88,7 @@ class Context:
     traj: pd.DataFrame
     rows: pd.DataFrame  # metric rows at the compared epoch
     inputs: pd.DataFrame
+    ndct: pd.DataFrame  # the NDCT noise's NPS features (ndct_noise_baseline.parquet)
     unit: Unit
     epoch: str
     directions: Mapping[str, bool]
@@ -155,15 +158,15 @@ def _conditions(ctx: Context, claim: AnyClaim) -> list[tuple[str, str]]:
 
 def _patients(ctx: Context, metric: str, arch: str, dose: str, losses: Sequence[str]) -> pd.DataFrame:
     """Wide ``patients × losses`` table (:func:`analysis.significance.unit_table`); the pseudo-loss
-    :data:`_INPUT` reads the LDCT input baseline."""
+    :data:`_INPUT` reads the LDCT input baseline, :data:`_NDCT` the NDCT noise's."""
     r = ctx.rows
     sel = r[(r["metric"] == metric) & (r["architecture"].astype(str) == arch) & (r["dose"].astype(str) == dose)
             & r["loss"].astype(str).isin(losses)]  # fmt: skip
     frames = [sel[["loss", "seed", "patient", "image", "value"]].assign(loss=sel["loss"].astype(str))]
-    if _INPUT in losses and len(ctx.inputs):
-        i = ctx.inputs
-        base = i[(i["metric"] == metric) & (i["dose"].astype(str) == dose)]
-        frames.append(base[["patient", "image", "value"]].assign(loss=_INPUT, seed=0))
+    for pseudo, table in ((_INPUT, ctx.inputs), (_NDCT, ctx.ndct)):
+        if pseudo in losses and len(table):
+            base = table[(table["metric"] == metric) & (table["dose"].astype(str) == dose)]
+            frames.append(base[["patient", "image", "value"]].assign(loss=pseudo, seed=0))
     values = pd.concat(frames, ignore_index=True)
     if values.empty:
         return pd.DataFrame(columns=list(losses))
@@ -201,8 +204,8 @@ def _better(claim: BetterClaim, ctx: Context) -> list[dict[str, object]]:
 
 
 def _texture(claim: CloserTextureClaim, ctx: Context) -> list[dict[str, object]]:
-    ref = _INPUT if claim.reference == INPUT_REFERENCE else claim.reference
-    ref_name = "LDCT input" if ref == _INPUT else ref
+    ref = {INPUT_REFERENCE: _INPUT, NDCT_REFERENCE: _NDCT}.get(claim.reference, claim.reference)
+    ref_name = {_INPUT: "LDCT input", _NDCT: "NDCT noise"}.get(ref, ref)
     out = []
     for feature in claim.features:
         for arch, dose in _conditions(ctx, claim):
@@ -350,6 +353,7 @@ def evaluate_claims(
     traj: pd.DataFrame,
     *,
     inputs: pd.DataFrame | None = None,
+    ndct: pd.DataFrame | None = None,
     unit: Unit = "patient",
     epoch: str = "final",
     directions: Mapping[str, bool] | None = None,
@@ -359,7 +363,8 @@ def evaluate_claims(
     """Every claim's conditions, tests and verdict (:data:`CLAIM_COLUMNS`, one row per claim × condition).
 
     ``traj`` is the tidy trajectory table (:mod:`analysis.schema`), ``inputs`` the LDCT-input baseline
-    (needed by ``closer_texture`` claims with ``reference: input``); ``unit`` and ``epoch`` as in
+    (needed by ``closer_texture`` claims with ``reference: input``), ``ndct`` the NDCT noise's NPS
+    features (``reference: ndct``); ``unit`` and ``epoch`` as in
     :mod:`analysis.significance`; ``n_resamples``/``seed`` drive the bootstrap of ``agrees`` with
     ``method: spearman``. A claim whose data are missing is *inconclusive*, with "no data" in ``numbers``.
     """
@@ -367,7 +372,8 @@ def evaluate_claims(
         return pd.DataFrame(columns=CLAIM_COLUMNS)
     rows = select_epoch(metric_rows(traj), epoch, history=traj)
     metrics = {m for c in claims for m in claim_metrics(c)}
-    ctx = Context(traj=traj, rows=rows, inputs=inputs if inputs is not None else pd.DataFrame(), unit=unit, epoch=epoch,
+    ctx = Context(traj=traj, rows=rows, inputs=inputs if inputs is not None else pd.DataFrame(),
+                  ndct=ndct if ndct is not None else pd.DataFrame(), unit=unit, epoch=epoch,
                   directions={**higher_is_better_map(metrics), **(directions or {})}, n_resamples=n_resamples,
                   seed=seed)  # fmt: skip
     frames = [_finish(c, KINDS[c.kind](c, ctx)) for c in claims]

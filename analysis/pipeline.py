@@ -34,7 +34,7 @@ from analysis.tables import Orders
 from benchmark.config import MatrixConfig
 from benchmark.core.errors import UserError
 from benchmark.core.io import atomic_write_text
-from benchmark.layout import CLAIMS_CSV, CORRELATIONS, RANKS, SETTINGS, SIGNIFICANCE, RunLayout
+from benchmark.layout import CLAIMS_CSV, CORRELATIONS, NDCT_BASELINE, RANKS, SETTINGS, SIGNIFICANCE, RunLayout
 
 
 @dataclass
@@ -124,8 +124,9 @@ def check_claims(out: Path | str, traj: pd.DataFrame, stats: StatsOptions, matri
     if matrix is None or not matrix.claims:
         return pd.DataFrame(columns=claims_mod.CLAIM_COLUMNS)
     traj = sort_levels(traj, Orders.from_traj(traj, matrix))  # conditions in the matrix's order
-    table = claims_mod.evaluate_claims(matrix.claims, traj, inputs=load_input_baseline(out), unit=stats.unit,  # type: ignore[arg-type]
-                                       epoch=stats.epoch, n_resamples=stats.n_resamples, seed=stats.seed)  # fmt: skip
+    ndct = load_input_baseline(out, name=NDCT_BASELINE)
+    table = claims_mod.evaluate_claims(matrix.claims, traj, inputs=load_input_baseline(out), ndct=ndct,
+                                       unit=stats.unit, epoch=stats.epoch, n_resamples=stats.n_resamples, seed=stats.seed)  # type: ignore[arg-type]  # fmt: skip
     claims_mod.write_claims(RunLayout(out, must_exist=False), table)
     return table
 

@@ -52,7 +52,11 @@ class ReportOptions:
 
 
 def _md_table(df: pd.DataFrame) -> str:
-    return df.to_markdown(index=False) if len(df) else "(none)"
+    """``df`` as a Markdown table; a ``|`` inside a cell (e.g. ``|Δ to ref|``) is escaped, since tabulate
+    leaves it as a column separator."""
+    if not len(df):
+        return "(none)"
+    return df.map(lambda v: v.replace("|", "\\|") if isinstance(v, str) else v).to_markdown(index=False)
 
 
 def _metric_rows(metrics: list[str]) -> pd.DataFrame:

@@ -70,7 +70,15 @@ from benchmark.core.errors import UserError
 from benchmark.core.io import atomic_write, atomic_write_text
 from benchmark.data import Dataset, Split, open_dataset
 from benchmark.evaluate import denoise, predict_batches
-from benchmark.layout import CELLS_CSV, INPUT_BASELINE, TRAJECTORIES, UNAVAILABLE, CellInfo, RunLayout
+from benchmark.layout import (
+    CELLS_CSV,
+    INPUT_BASELINE,
+    NDCT_BASELINE,
+    TRAJECTORIES,
+    UNAVAILABLE,
+    CellInfo,
+    RunLayout,
+)
 
 CACHE_COLUMNS = ["patient", "image", "metric", "value"]
 
@@ -267,6 +275,23 @@ def score_input(ev: EvalSet, metrics: Sequence[str], *, window: str, device: str
                         device=device, batch_size=batch_size, chunk=chunk, ref_cache=ref_cache)  # fmt: skip
 
 
+def score_ndct_noise(ev: EvalSet, metrics: Sequence[str], *, window: str, device: str, batch_size: int, chunk: int,
+                     ref_cache: dict) -> pd.DataFrame:  # fmt: skip
+    """The NDCT scan's own noise texture: the noise-region (NPS) metrics of ``metrics`` for the
+    noise-free image scored against the noisy NDCT reference, i.e. the NPS of (noise-free − NDCT) = that
+    of the NDCT noise, which a perfect denoiser's residual would show. Needs ``ev.target_noise_free``
+    (``synth`` with ``target: ndct``); the reference of ``closer_texture`` claims with ``reference: ndct``."""
+    assert ev.target_noise_free is not None
+    clean = ev.target_noise_free
+    return score_images(ev, metrics, lambda part: np.array(clean[part], dtype=np.float32), window=window,
+                        device=device, batch_size=batch_size, chunk=chunk, ref_cache=ref_cache)  # fmt: skip
+
+
+def noise_region_metrics(metrics: Sequence[str]) -> list[str]:
+    """The metrics of ``metrics`` measured on noise regions (``MetricInfo.regions``: the NPS features)."""
+    return [m for m in metrics if metrics_pkg.info(m).regions]
+
+
 def cached_values(path: Path, settings: str, identity: str, metrics: Sequence[str],
                   compute: Callable[[list[str]], pd.DataFrame]) -> tuple[pd.DataFrame, int]:  # fmt: skip
     """The values of ``metrics`` from the cache file ``path`` (stamped ``settings``/``identity``),
@@ -414,6 +439,7 @@ def score_run(out: Path | str, opts: ScoreOptions | None = None) -> ScoreSummary
     bar = tqdm(total=len(plan), desc="scoring checkpoints", unit="ckpt", disable=not opts.progress)
     frames: list[pd.DataFrame] = []
     baseline: list[pd.DataFrame] = []  # the LDCT-input rows, one evaluation set per dose
+    ndct_noise: list[pd.DataFrame] = []  # the NDCT noise's NPS rows, where the noise-free image is known
     dataset_id = _stamp(matrix.dataset.kind, sorted(matrix.dataset.options.items()))  # what the inputs are
     for dose in [d for d in matrix.doses if any(c.dose == d for c in cells)]:
         if shard is not None and dose not in shard.baseline_doses and not any(x[0].dose == dose for x in plan):
@@ -429,6 +455,12 @@ def score_run(out: Path | str, opts: ScoreOptions | None = None) -> ScoreSummary
                                        summary.metrics, partial(score_input, ev, ref_cache=ref_cache, **kw))  # fmt: skip
             summary.baseline_evaluations += done
             baseline.append(rows.assign(dose=dose))
+            texture = noise_region_metrics(summary.metrics)
+            if texture and ev.target_noise_free is not None:
+                rows, done = cached_values(layout.ndct_cache(dose), ev.stamp, dataset_id, texture,
+                                           partial(score_ndct_noise, ev, ref_cache=ref_cache, **kw))  # fmt: skip
+                summary.baseline_evaluations += done
+                ndct_noise.append(rows.assign(dose=dose))
         for cell, epoch, path in [x for x in plan if x[0].dose == dose]:
             bar.set_postfix_str(f"{cell.cell_id} epoch {epoch}")
             rows, done = cached_values(layout.score_cache(cell.cell_id, epoch), ev.stamp,
@@ -453,6 +485,7 @@ def score_run(out: Path | str, opts: ScoreOptions | None = None) -> ScoreSummary
     traj = pd.concat([f[COLUMNS] for f in frames if len(f)], ignore_index=True) if frames else pd.DataFrame(columns=COLUMNS)
     write_outputs(layout, traj, summary)
     write_input_baseline(layout, baseline)
+    write_input_baseline(layout, ndct_noise, name=NDCT_BASELINE)
     summary.seconds = time.perf_counter() - t0
     return summary
 
@@ -470,19 +503,20 @@ def write_outputs(layout: RunLayout, traj: pd.DataFrame, summary: ScoreSummary) 
     atomic_write_text(layout.analysis_file(CELLS_CSV), cells.to_csv(index=False))
 
 
-def write_input_baseline(layout: RunLayout, frames: Sequence[pd.DataFrame]) -> None:
-    """``input_baseline.parquet`` (:data:`analysis.schema.BASELINE_COLUMNS`), written atomically."""
+def write_input_baseline(layout: RunLayout, frames: Sequence[pd.DataFrame], *, name: str = INPUT_BASELINE) -> None:
+    """``input_baseline.parquet`` (or ``name``, e.g. ``ndct_noise_baseline.parquet``;
+    :data:`analysis.schema.BASELINE_COLUMNS`), written atomically."""
     rows = [f[BASELINE_COLUMNS] for f in frames if len(f)]
     table = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(columns=BASELINE_COLUMNS)
     table = table.astype({"dose": str, "patient": str, "image": str, "metric": str, "value": "float64"})
-    atomic_write(layout.analysis_file(INPUT_BASELINE), lambda tmp: table.to_parquet(tmp, index=False))
+    atomic_write(layout.analysis_file(name), lambda tmp: table.to_parquet(tmp, index=False))
 
 
-def load_input_baseline(out: Path | str) -> pd.DataFrame:
-    """Read ``<out>/analysis/input_baseline.parquet`` (:data:`analysis.schema.BASELINE_COLUMNS`); an
-    empty table when the run was analysed before the baseline existed (tables and figures then simply
-    lack the row)."""
-    path = RunLayout(out, must_exist=False).analysis_file(INPUT_BASELINE)
+def load_input_baseline(out: Path | str, *, name: str = INPUT_BASELINE) -> pd.DataFrame:
+    """Read ``<out>/analysis/input_baseline.parquet`` (or ``name``, e.g. the NDCT noise's
+    ``ndct_noise_baseline.parquet``; :data:`analysis.schema.BASELINE_COLUMNS`); an empty table when the
+    run was analysed before the baseline existed (tables and figures then simply lack the row)."""
+    path = RunLayout(out, must_exist=False).analysis_file(name)
     if not path.is_file():
         return pd.DataFrame(columns=BASELINE_COLUMNS)
     table = pd.read_parquet(path)

@@ -45,8 +45,12 @@ one side of the threshold. Five kinds, chosen with ``kind``::
   against (``reference``) is by default ``input``: the LDCT input's value of the same feature on the same
   patient and dose (``input_baseline.parquet``), i.e. the residual of unprocessed FBP noise — the
   reconstruction the NDCT shares, so its NPS shape (f_avg, f_peak) is the texture an un-smoothed output
-  keeps, and its magnitude the noise a texture-preserving output retains. ``reference`` may instead name a
-  loss of the matrix. Per patient, closeness is ``|value − reference value|`` and the test a one-sided
+  keeps, and its magnitude the noise a texture-preserving output retains. ``reference: ndct`` compares
+  with the NDCT scan's *own* noise instead: the same features of (noise-free image − noisy NDCT
+  reference), i.e. what a perfect denoiser's residual would show (``ndct_noise_baseline.parquet``; only
+  where the dataset knows the noise-free image: ``synth`` with ``target: ndct``, else the claim has no
+  data and is inconclusive). It is the reference of claims worded "closer to the NDCT's texture".
+  ``reference`` may instead name a loss of the matrix. Per patient, closeness is ``|value − reference value|`` and the test a one-sided
   Wilcoxon on ``|b − ref| − |a − ref|``, Holm over features × architectures × doses.
 * ``equivalent`` — the ``losses`` (≥ 2) do not differ on ``metric`` by more than ``margin`` (required,
   > 0, in the metric's units: e.g. 0.5 dB for PSNR, 0.005 for SSIM). A missing significant difference is
@@ -79,6 +83,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 NPSFeature = Literal["nps_favg", "nps_noise_hu", "nps_fpeak"]
 _DEFAULT_FEATURES: tuple[NPSFeature, ...] = ("nps_favg", "nps_noise_hu")
 INPUT_REFERENCE = "input"  # closer_texture's default reference: the LDCT input's own value
+NDCT_REFERENCE = "ndct"  # closer_texture's reference: the NDCT scan's own noise (synth target: ndct)
+BASELINE_REFERENCES = (INPUT_REFERENCE, NDCT_REFERENCE)
 VERDICTS = ("holds", "does not hold", "inconclusive")
 
 
@@ -171,7 +177,8 @@ class CloserTextureClaim(_Tested):
     a: str
     b: str
     features: list[NPSFeature] = Field(default_factory=lambda: list(_DEFAULT_FEATURES), min_length=1)
-    reference: str = Field(INPUT_REFERENCE, description="'input' (the LDCT input's values) or a loss label")
+    reference: str = Field(INPUT_REFERENCE, description="'input' (the LDCT input's values), 'ndct' (the NDCT "
+                           "scan's own noise) or a loss label")
 
     @field_validator("features")
     @classmethod
@@ -202,7 +209,7 @@ def _losses_named(claim: AnyClaim) -> list[tuple[str, list[str]]]:
             out.append((name, [getattr(claim, name)]))
     if isinstance(claim, RanksFirstClaim | AgreesClaim | EquivalentClaim) and claim.losses is not None:
         out.append(("losses", list(claim.losses)))
-    if isinstance(claim, CloserTextureClaim) and claim.reference != INPUT_REFERENCE:
+    if isinstance(claim, CloserTextureClaim) and claim.reference not in BASELINE_REFERENCES:
         out.append(("reference", [claim.reference]))
     return out
 
@@ -258,6 +265,7 @@ def describe(claim: AnyClaim) -> str:
         sign = "≥" if claim.expect == "agree" else "<"
         return (f"{claim.against} and {claim.metric} {how} over training for {who} "
                 f"(agreement {sign} {claim.threshold:g}) {_where(claim)}")  # fmt: skip
-    ref = "the LDCT input's" if claim.reference == INPUT_REFERENCE else f"{claim.reference}'s"
+    ref = {INPUT_REFERENCE: "the LDCT input's", NDCT_REFERENCE: "the NDCT scan's own noise"}.get(
+        claim.reference, f"{claim.reference}'s")
     return (f"{claim.a}'s noise texture ({', '.join(claim.features)}) is closer to {ref} than {claim.b}'s "
             f"{_where(claim)}")  # fmt: skip

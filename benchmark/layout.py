@@ -79,6 +79,7 @@ _CHECKPOINT_RE = re.compile(r"^epoch_(\d{3,})\.pt$")
 ANALYSIS = "analysis"
 TRAJECTORIES = "trajectories.parquet"
 INPUT_BASELINE = "input_baseline.parquet"
+NDCT_BASELINE = "ndct_noise_baseline.parquet"
 UNAVAILABLE = "unavailable_metrics.csv"
 CELLS_CSV = "cells.csv"
 CORRELATIONS = "correlations.csv"
@@ -89,6 +90,7 @@ SETTINGS = "settings.json"
 REPORT = "report.md"
 CACHE = "cache"
 INPUT_CACHE = "_input"  # under cache/; cell ids are loss__arch__dose__sN, so no cell can clash with it
+NDCT_CACHE = "_ndct_noise"
 EXAMPLES = "examples"
 TABLES = "tables"
 FIGURES = "figures"
@@ -210,6 +212,9 @@ class RunLayout:
 
     def input_cache(self, dose: str) -> Path:
         return self.analysis_dir / CACHE / INPUT_CACHE / f"{dose}.parquet"
+
+    def ndct_cache(self, dose: str) -> Path:
+        return self.analysis_dir / CACHE / NDCT_CACHE / f"{dose}.parquet"
 
     def example(self, cell_id: str) -> Path:
         return self.analysis_dir / EXAMPLES / f"{cell_id}.npz"

@@ -176,6 +176,20 @@ def test_closer_texture_planted_reversed_null():
     assert _verdict(claim, traj) == "inconclusive"  # no input baseline: no data, never a verdict
 
 
+def test_closer_texture_against_the_ndct_noise():
+    """``reference: ndct`` reads the NDCT noise baseline (not the input's): planted / reversed / missing."""
+    claim = CloserTextureClaim(id="t", kind="closer_texture", a="a", b="b", reference="ndct")
+    traj, ndct = _texture_data({"a": 0.0, "b": 3.0})
+    far_input = ndct.assign(value=ndct["value"] + 100.0)  # an input baseline nothing is close to
+    assert _verdict(claim, traj, ndct=ndct, inputs=far_input) == "holds"
+    traj, ndct = _texture_data({"a": -3.0, "b": 0.0})
+    assert _verdict(claim, traj, ndct=ndct) == "does not hold"
+    assert _verdict(claim, traj, inputs=ndct) == "inconclusive"  # the input baseline is not the NDCT's
+    got = evaluate_claims([claim], traj, ndct=ndct, n_resamples=10)
+    assert got["numbers"].str.contains("NDCT noise").all()
+    assert "NDCT scan's own noise" in describe(claim)
+
+
 def test_closer_texture_against_a_loss_and_p_values():
     traj = _traj({"a": 0.3, "b": 1.0, "ref": 0.0}, metrics=TEXTURE, seed=4)
     claim = CloserTextureClaim(id="t", kind="closer_texture", a="a", b="b", reference="ref", features=["nps_favg"])
@@ -378,3 +392,16 @@ def test_report_writes_claims_csv_and_section(tmp_path, tmp_cache, monkeypatch):
     assert path == layout.analysis_file(REPORT) and "## Claims" in report and "loss tracks RMSE" in report
     for v in csv.drop_duplicates("id")["verdict"]:
         assert f"**{v}**" in report
+
+
+def test_report_tables_escape_pipes_inside_cells():
+    """A claim's numbers contain ``|Δ to ref|``: in the Markdown table every row keeps the header's columns."""
+    import re
+
+    from analysis.report import _md_table
+
+    df = pd.DataFrame({"claim": ["t"], "numbers": ["mean |Δ to ref| 0.004 vs 0.006"], "test": ["|b − ref| − |a − ref|"]})
+    lines = _md_table(df).splitlines()
+    unescaped = [len(re.findall(r"(?<!\\)\|", line)) for line in lines]
+    assert len(set(unescaped)) == 1 and unescaped[0] == 4, lines
+    assert "\\|Δ to ref\\|" in lines[-1]

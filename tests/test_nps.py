@@ -200,3 +200,33 @@ def test_synth_ndct_target(tmp_path, monkeypatch) -> None:
     # the same dose and views as the 100_720 input: the same noise level (±15 %), independent draws
     assert ref_noise.std() == pytest.approx(in_noise.std(), rel=0.15) and ref_noise.std() > 1.0
     assert abs(np.corrcoef(ref_noise, in_noise)[0, 1]) < 0.1
+
+
+def test_ndct_noise_baseline_is_the_nps_of_the_ndct_noise(tmp_path, monkeypatch) -> None:
+    """``score_ndct_noise`` (the reference of ``closer_texture`` claims with ``reference: ndct``) equals
+    the estimator on the NDCT's own noise (NDCT − noise-free), image by image."""
+    from analysis.scoring import load_eval_set, noise_region_metrics, score_ndct_noise
+
+    # 256² slices: the 96² ones are too coarse for the uniform ROI squares
+    ds = _build(tmp_path, monkeypatch, "ndct", target="ndct", size="small", slices_per_patient=1)
+    ev = load_eval_set(ds, "test", "25_360", "abdomen", None)
+    assert ev.target_noise_free is not None and ev.roi is not None
+    names = noise_region_metrics(["psnr", "nps_noise_hu", "nps_favg", "nps_fpeak", "rmse_hu"])
+    assert names == ["nps_noise_hu", "nps_favg", "nps_fpeak"]
+    rows = score_ndct_noise(ev, names, window="abdomen", device="cpu", batch_size=4, chunk=3, ref_cache={})
+    got = rows.pivot(index="image", columns="metric", values="value")
+    measured = 0
+    for i, image in enumerate(ev.images):
+        noise = np.asarray(ev.targets[i], np.float64) - ev.target_noise_free[i]
+        res = image_nps(noise, ev.roi[i], ev.pixel_mm)
+        if res is None:  # no uniform square on this slice: NaN, as for any output
+            assert got.loc[image].isna().all()
+            continue
+        measured += 1
+        assert got.loc[image, "nps_noise_hu"] == pytest.approx(res.noise_hu, rel=1e-9)
+        assert got.loc[image, "nps_favg"] == pytest.approx(res.f_avg, rel=1e-9)
+        assert got.loc[image, "nps_fpeak"] == pytest.approx(res.f_peak, rel=1e-9)
+    assert measured >= 1
+    # an fbp-target dataset has no noise-free image besides its target: no baseline
+    fbp = _build(tmp_path, monkeypatch, "fbp")
+    assert load_eval_set(fbp, "test", "25_360", "abdomen", None).target_noise_free is None
