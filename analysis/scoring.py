@@ -64,12 +64,12 @@ from analysis.schema import (
 )
 from analysis.shards import Shard, parse_devices, score_in_shards
 from benchmark.checkpoint import load_model
-from benchmark.core.conventions import net_to_hu, window_to_unit
+from benchmark.core.conventions import window_to_unit
 from benchmark.core.device import resolve_device
 from benchmark.core.errors import UserError
 from benchmark.core.io import atomic_write, atomic_write_text
 from benchmark.data import Dataset, Split, open_dataset
-from benchmark.evaluate import denoise, predict_batches
+from benchmark.evaluate import denoise
 from benchmark.layout import (
     CELLS_CSV,
     INPUT_BASELINE,
@@ -236,35 +236,21 @@ def score_checkpoint(path: Path, ev: EvalSet, metrics: Sequence[str], *, window:
                      batch_size: int, chunk: int, ref_cache: dict) -> pd.DataFrame:  # fmt: skip
     """Denoise the evaluation set with one checkpoint (once, chunk by chunk; a 3-D model each image
     within its volume, :func:`denoise_images`) and compute every metric in ``metrics`` per image
-    (:func:`score_images`). On a GPU the denoised images stay there for the metrics
-    (:func:`denoise_to_tensor`)."""
+    (:func:`score_images`). On a GPU the denoised images stay there for the metrics (``as_tensor``)."""
     model = load_model(path, device=device)
-    make = denoise_images if torch.device(device).type == "cpu" else denoise_to_tensor
-    return score_images(ev, metrics, lambda part: make(model, ev, part, batch_size=batch_size, device=device),
+    on_device = torch.device(device).type != "cpu"
+    return score_images(ev, metrics, lambda part: denoise_images(model, ev, part, batch_size=batch_size, device=device,
+                                                                 as_tensor=on_device),
                         window=window, device=device, batch_size=batch_size, chunk=chunk, ref_cache=ref_cache)  # fmt: skip
 
 
-@torch.no_grad()
-def denoise_to_tensor(model: nn.Module, ev: EvalSet, part: slice, *, batch_size: int, device: str) -> torch.Tensor:
-    """:func:`denoise_images` as a float32 tensor on ``device``, never copied to the host: the batches of
-    :func:`benchmark.evaluate.predict_batches` (a 3-D model's chunks may hold rows not asked for, which
-    are dropped) placed at their rows. The GPU scoring path (:func:`score_checkpoint`)."""
-    rows = np.asarray(ev.rows[part], dtype=np.int64)
-    position = {int(r): i for i, r in enumerate(rows)}
-    out = torch.empty((len(rows), *ev.source.shape[1:]), dtype=torch.float32, device=device)
-    for got, pred, _ in predict_batches(model, [ev.source], batch_size=batch_size, device=torch.device(device),
-                                        rows=np.sort(rows), volumes=ev.volumes):  # fmt: skip
-        hu = net_to_hu(pred).reshape(-1, *out.shape[1:]).float()
-        for k, row in enumerate(got.tolist()):
-            if row in position:
-                out[position[row]] = hu[k]
-    return out
-
-
-def denoise_images(model: nn.Module, ev: EvalSet, part: slice, *, batch_size: int, device: str) -> np.ndarray:
+def denoise_images(model: nn.Module, ev: EvalSet, part: slice, *, batch_size: int, device: str,
+                   as_tensor: bool = False) -> np.ndarray | torch.Tensor:  # fmt: skip
     """The denoised images ``part`` of ``ev``, ``(s, H, W)`` HU: :func:`benchmark.evaluate.denoise` of
-    their rows of the split, each with its volume (2-D models: slice by slice, as ``ev.inputs[part]``)."""
-    return denoise(model, ev.source, rows=ev.rows[part], volumes=ev.volumes, batch_size=batch_size, device=device)
+    their rows of the split, each with its volume (2-D models: slice by slice, as ``ev.inputs[part]``); a
+    numpy array, or with ``as_tensor`` a tensor left on ``device``."""
+    return denoise(model, ev.source, rows=ev.rows[part], volumes=ev.volumes, batch_size=batch_size, device=device,
+                   as_tensor=as_tensor)
 
 
 def score_input(ev: EvalSet, metrics: Sequence[str], *, window: str, device: str, batch_size: int, chunk: int,

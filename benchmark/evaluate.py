@@ -124,9 +124,11 @@ def predict_batches(model: nn.Module, stacks: Sequence[np.ndarray], *, batch_siz
 @torch.no_grad()
 def denoise(model: nn.Module, inputs_hu: np.ndarray, *, batch_size: int = 8, device: str | torch.device = "cpu",
             rows: np.ndarray | Sequence[int] | None = None, volumes: Sequence[slice] | None = None,
-            context: int = SLAB_CONTEXT) -> np.ndarray:  # fmt: skip
+            context: int = SLAB_CONTEXT, as_tensor: bool = False) -> np.ndarray | torch.Tensor:  # fmt: skip
     """Denoise ``(S, H, W)`` HU slices (all, or the distinct rows ``rows`` in their order); returns
-    ``(len(rows) or S, H, W)`` float32 HU, one output per slice whatever the model's dimensionality.
+    ``(len(rows) or S, H, W)`` float32 HU, one output per slice whatever the model's dimensionality: a
+    numpy array, or with ``as_tensor`` a tensor left on ``device`` (no copy to the host; the GPU scoring
+    path).
 
     2-D models go slice by slice in batches of ``batch_size``; 3-D models volume by volume in slabs
     (module docstring): ``volumes`` are the row ranges of the contiguous volumes of the stack
@@ -142,11 +144,12 @@ def denoise(model: nn.Module, inputs_hu: np.ndarray, *, batch_size: int = 8, dev
         raise ValueError(f"rows must be distinct indices in 0..{n - 1}")
     position = np.full(n, -1)
     position[wanted] = np.arange(len(wanted))
-    out = np.empty((len(wanted), *shape), dtype=np.float32)
+    out = torch.empty((len(wanted), *shape), dtype=torch.float32, device=torch.device(device) if as_tensor else "cpu")
     for r, pred, _ in predict_batches(model, [inputs_hu], batch_size=batch_size, device=torch.device(device),
                                       rows=None if rows is None else wanted[order], volumes=volumes,
                                       context=context):  # fmt: skip
         pos = position[r]
-        keep = pos >= 0
-        out[pos[keep]] = net_to_hu(pred).reshape(-1, *shape).float().cpu().numpy()[keep]
-    return out
+        keep = pos >= 0  # a 3-D model's chunks may hold rows not asked for
+        hu = net_to_hu(pred).reshape(-1, *shape).float()[torch.from_numpy(keep).to(pred.device)]
+        out[torch.from_numpy(pos[keep]).to(out.device)] = hu.to(out.device)
+    return out if as_tensor else out.numpy()

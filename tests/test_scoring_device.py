@@ -1,4 +1,4 @@
-"""Images stay on the scoring device: the GPU path's denoised tensor (:func:`denoise_to_tensor`) is
+"""Images stay on the scoring device: the GPU path's denoised tensor (``denoise_images(..., as_tensor=True)``) is
 ``denoise``'s output row for row (2-D and 3-D models, rows in any order), ``compute_metrics`` keeps a
 tensor on its device and windows it once per call, and on a GPU every scorer gets GPU tensors and the
 values are the CPU's."""
@@ -11,7 +11,7 @@ import torch
 
 import analysis.metrics.engine as engine
 from analysis.metrics import compute_metrics
-from analysis.scoring import EvalSet, denoise_images, denoise_to_tensor
+from analysis.scoring import EvalSet, denoise_images
 from benchmark.data.base import contiguous_volumes
 from models import build_model
 from models.dncnn import DnCNN3D
@@ -28,13 +28,13 @@ def _eval_set(rng: np.random.Generator, rows: np.ndarray) -> EvalSet:
 
 
 @pytest.mark.parametrize("three_d", [False, True])
-def test_denoise_to_tensor_is_denoise_row_for_row(rng, three_d):
+def test_denoise_as_tensor_is_denoise_row_for_row(rng, three_d):
     torch.manual_seed(0)
     model = (DnCNN3D(depth=3, channels=4) if three_d else build_model("dncnn", {"depth": 3, "channels": 4})).eval()
     ev = _eval_set(rng, np.array([0, 3, 5, 6, 8, 11]))
     for part in (slice(0, 6), slice(1, 4), slice(4, 6)):
         want = denoise_images(model, ev, part, batch_size=2, device="cpu")
-        got = denoise_to_tensor(model, ev, part, batch_size=2, device="cpu")
+        got = denoise_images(model, ev, part, batch_size=2, device="cpu", as_tensor=True)
         assert isinstance(got, torch.Tensor) and got.dtype == torch.float32
         np.testing.assert_array_equal(got.numpy(), want)
 
@@ -83,7 +83,7 @@ def test_gpu_scoring_stays_on_the_gpu_and_equals_the_cpu(rng, monkeypatch):
     torch.manual_seed(0)
     model = build_model("dncnn", {"depth": 3, "channels": 4}).eval()
     ev = _eval_set(rng, np.arange(12))
-    out = denoise_to_tensor(model.cuda(), ev, slice(0, 12), batch_size=4, device="cuda")
+    out = denoise_images(model.cuda(), ev, slice(0, 12), batch_size=4, device="cuda", as_tensor=True)
     assert out.device.type == "cuda"
     np.testing.assert_allclose(out.cpu().numpy(), denoise_images(model.cpu(), ev, slice(0, 12), batch_size=4,
                                                                    device="cpu"), atol=1e-2)  # fmt: skip
