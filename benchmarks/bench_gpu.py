@@ -61,8 +61,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_metrics import synthetic
+from bench_runner import bare_step, epoch_extras
 
-from benchmark.checkpoint import FORMAT_VERSION, save_checkpoint
 from benchmark.config import TrainingConfig, load_matrix
 from benchmark.core.device import resolve_device
 from benchmark.core.precision import PRECISIONS, environment
@@ -70,8 +70,7 @@ from benchmark.data import open_dataset
 from benchmark.layout import DONE, TIMING, RunLayout
 from benchmark.pool import worker_threads
 from benchmark.runner import configure_determinism
-from benchmark.sampling import sample_patches
-from benchmark.train import TrainData, build_state, seed_everything, train_epoch, validate
+from benchmark.train import TrainData, build_state, seed_everything, train_epoch
 from losses import build_loss
 from models import ARCHITECTURES, build_model
 
@@ -255,11 +254,7 @@ def section_overhead(ctx: dict[str, Any], deadline: float) -> dict[str, Any]:
         _sync(device)
         t0 = time.perf_counter()
         for _ in range(block):
-            xb, yb, _ = sample_patches(data.x, data.y, tr.batch_size, patch, bare_gen)
-            xb, yb = xb.to(device, non_blocking=True), yb.to(device, non_blocking=True)
-            bare_opt.zero_grad(set_to_none=True)
-            torch.nn.functional.mse_loss(bare_model(xb), yb).backward()
-            bare_opt.step()
+            bare_step(bare_model, bare_opt, data, tr.batch_size, patch, bare_gen, device)
         _sync(device)
         return time.perf_counter() - t0
 
@@ -275,16 +270,7 @@ def section_overhead(ctx: dict[str, Any], deadline: float) -> dict[str, Any]:
             else:
                 runner_t.append(timed_epoch(state, data, device))
         rounds += 1
-    with tempfile.TemporaryDirectory() as tmp:  # the runner's per-epoch extras, as bench_runner times them
-        _sync(device)
-        t0 = time.perf_counter()
-        validate(state, val, device, tr.val_batch_size, tr.val_max_images)
-        t_val = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        save_checkpoint(RunLayout(tmp, must_exist=False).checkpoint_path("cell", 1), {
-            "format_version": FORMAT_VERSION, "epoch": 1, "cell": {}, "model": state.model.state_dict(),
-            "train_state": state.state_dict()})  # fmt: skip
-        t_ckpt = time.perf_counter() - t0
+    t_val, t_ckpt = epoch_extras(state, val, device, tr.val_batch_size, tr.val_max_images)
     b, r = statistics.median(bare_t) / block, statistics.median(runner_t) / block
     epoch_steps = math.ceil((full.training.patches_per_epoch or 1) / full.training.batch_size)
     epoch_ratio = (epoch_steps * r + t_val + t_ckpt) / (epoch_steps * b)

@@ -27,12 +27,46 @@ import torch
 from benchmark.checkpoint import FORMAT_VERSION, save_checkpoint
 from benchmark.config import parse_matrix
 from benchmark.core.precision import PRECISIONS, autocast, float32_matmul
-from benchmark.data import open_dataset
+from benchmark.data import PairedSlices, open_dataset
 from benchmark.layout import RunLayout
 from benchmark.sampling import sample_patches
-from benchmark.train import TrainData, build_state, seed_everything, validate
+from benchmark.train import TrainData, TrainState, build_state, seed_everything, validate
 from losses import build_loss
 from models import build_model
+
+
+def bare_step(model: torch.nn.Module, opt: torch.optim.Optimizer, data: TrainData, batch: int, patch: int,
+              generator: torch.Generator, device: torch.device) -> None:  # fmt: skip
+    """One step of the hand-written loop: sample patches, forward, MSE, backward, Adam step."""
+    xb, yb, _ = sample_patches(data.x, data.y, batch, patch, generator)
+    xb, yb = xb.to(device, non_blocking=True), yb.to(device, non_blocking=True)
+    opt.zero_grad(set_to_none=True)
+    torch.nn.functional.mse_loss(model(xb), yb).backward()
+    opt.step()
+
+
+def epoch_extras(state: TrainState, val: PairedSlices, device: torch.device, val_batch_size: int,
+                 val_max_images: int | None) -> tuple[float, float]:  # fmt: skip
+    """Seconds of the runner's per-epoch extras: validation, then an atomic checkpoint + history write
+    (into a temporary folder). ``device``'s queue is drained before each clock read."""
+    def sync() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        sync()
+        t0 = time.perf_counter()
+        validate(state, val, device, val_batch_size, val_max_images)
+        sync()
+        t_val = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        layout = RunLayout(tmp, must_exist=False)
+        save_checkpoint(layout.checkpoint_path("cell", 1), {"format_version": FORMAT_VERSION, "epoch": 1, "cell": {},
+                                                            "model": state.model.state_dict(),
+                                                            "train_state": state.state_dict()})  # fmt: skip
+        layout.write_history("cell", [{"epoch": 1, "train_loss": 0.0, "val_loss": 0.0, "lr": 1e-4}])
+        t_ckpt = time.perf_counter() - t0
+    return t_val, t_ckpt
 
 
 def main() -> None:
@@ -72,18 +106,15 @@ def main() -> None:
     model.train()
     bare_model.train()
 
-    def bare_step() -> None:
-        xb, yb, _ = sample_patches(data.x, data.y, args.batch, args.patch, bare_gen)
-        bare_opt.zero_grad(set_to_none=True)
-        torch.nn.functional.mse_loss(bare_model(xb), yb).backward()
-        bare_opt.step()
-
     def runner_step(i: int) -> None:
         x, y = data.batch(i, state.generator)
         with float32_matmul(args.precision), autocast(args.precision, device.type):  # as train_epoch does
             state.scheme.step(x, y, None)
 
-    bare_step()
+    def bare() -> None:
+        bare_step(bare_model, bare_opt, data, args.batch, args.patch, bare_gen, device)
+
+    bare()
     runner_step(0)  # warm-up
     bare_t, runner_t = [], []
     for i in range(args.steps):
@@ -91,23 +122,12 @@ def main() -> None:
         for side in order:
             t0 = time.perf_counter()
             if side == 0:
-                bare_step()
+                bare()
             else:
                 runner_step(i + 1)
             (bare_t if side == 0 else runner_t).append(time.perf_counter() - t0)
 
-    # per-epoch extras of the runner
-    with tempfile.TemporaryDirectory() as tmp:
-        t0 = time.perf_counter()
-        validate(state, val, device, matrix.training.val_batch_size, None)
-        t_val = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        layout = RunLayout(tmp, must_exist=False)
-        save_checkpoint(layout.checkpoint_path("cell", 1), {"format_version": FORMAT_VERSION, "epoch": 1, "cell": {},
-                                                            "model": state.model.state_dict(),
-                                                            "train_state": state.state_dict()})  # fmt: skip
-        layout.write_history("cell", [{"epoch": 1, "train_loss": 0.0, "val_loss": 0.0, "lr": 1e-4}])
-        t_ckpt = time.perf_counter() - t0
+    t_val, t_ckpt = epoch_extras(state, val, device, matrix.training.val_batch_size, None)
 
     b, r = statistics.median(bare_t), statistics.median(runner_t)
     epoch = args.epoch_steps * r
