@@ -32,10 +32,38 @@ def test_formula_against_a_hand_built_network(generator):
         return out
 
     fp, ft = phi(pred), phi(target)
-    expected = ((fp[0] - ft[0]) ** 2).mean() + ((fp[2] - ft[2]) ** 2).mean()
-    torch.testing.assert_close(loss(pred, target), expected)
+    raw = ((fp[0] - ft[0]) ** 2).mean() + ((fp[2] - ft[2]) ** 2).mean()
+    # the scale: the same distance between the probe, U(0, 1) 32x32 from init_seed, and a blank image
+    probe = torch.rand(1, 1, 32, 32, generator=torch.Generator().manual_seed(4))
+    fz = phi(probe)
+    assert loss.scale == pytest.approx(((fz[0] ** 2).mean() + (fz[2] ** 2).mean()).item(), rel=1e-6)
+    torch.testing.assert_close(loss(pred, target), raw / loss.scale)
+    torch.testing.assert_close(UPLLoss(depth=3, channels=1, layers=[1, 3], init_seed=4, normalize=False)(pred, target),
+                               raw)
     l1 = UPLLoss(depth=3, channels=1, layers=[2], distance="l1", init_seed=4)
-    torch.testing.assert_close(l1(pred, target), (fp[1] - ft[1]).abs().mean())
+    assert l1.scale == pytest.approx(fz[1].abs().mean().item(), rel=1e-6)
+    torch.testing.assert_close(l1(pred, target), (fp[1] - ft[1]).abs().mean() / l1.scale)
+
+
+def test_normalisation_removes_the_scale_of_the_initialisation(generator):
+    """Raw, the four initialisations' values span orders of magnitude (N(0, 0.02²) shrinks the features ~6x
+    per layer); normalised, they are within a factor of 10 of each other, and each is the raw value over
+    one constant (the gradients are proportional: the minimiser is unchanged)."""
+    pred, target = _pair(generator, (4, 1, 48, 48))
+    raw = {i: UPLLoss(depth=5, channels=16, init=i, normalize=False)(pred, target).item() for i in INITS}
+    assert max(raw.values()) / min(raw.values()) > 100
+    norm = {}
+    for init in INITS:
+        x = pred.clone().requires_grad_()
+        scaled = UPLLoss(depth=5, channels=16, init=init)
+        value = scaled(x, target)
+        (grad,) = torch.autograd.grad(value, x)
+        x_raw = pred.clone().requires_grad_()
+        (grad_raw,) = torch.autograd.grad(UPLLoss(depth=5, channels=16, init=init, normalize=False)(x_raw, target),
+                                          x_raw)
+        torch.testing.assert_close(grad, grad_raw / scaled.scale, rtol=1e-4, atol=1e-5 * grad.abs().max().item())
+        norm[init] = value.item()
+    assert max(norm.values()) / min(norm.values()) < 10
 
 
 def test_zero_for_identical_positive_otherwise(generator):
