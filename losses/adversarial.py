@@ -6,6 +6,13 @@ Protocol (:class:`losses.base.AdversarialLoss`): ``forward(pred, target)`` is th
 the runner trains ``discriminator`` with its own optimizer (``optimizer_config``) for
 ``critic_steps`` steps per generator step on :meth:`critic_loss` of the real target and a detached
 fake. Discriminators are unconditional, D(image).
+
+The discriminator's learning rate is the cell's generator rate (``training.optimizer.lr``, without its
+schedule) unless the term sets ``lr``: WGAN-GP (Gulrajani et al. 2017: 1e-4 both), pix2pix (Isola et al.
+2017: 2e-4 both) and WGAN-VGG (Yang et al. 2018: 1e-5 both) train both networks at one rate. A fixed critic
+rate left behind a raised generator rate is what made the critic fall behind in the RED-CNN + WGAN-GP CPU
+study (generator 1e-3, critic 1e-4: the critic scored shifted fakes above real images and the output drifted
+by ~350 HU; at equal rates the drift was −9 HU).
 """
 
 from __future__ import annotations
@@ -44,7 +51,8 @@ class GANTerm(AdversarialLoss):
     """Base of the adversarial terms: builds D and the optimizer config from kwargs."""
 
     default_discriminator: ClassVar[str] = "patchgan"
-    default_optimizer: ClassVar[Mapping[str, Any]] = {"name": "adam", "lr": 2e-4, "betas": (0.5, 0.999)}
+    default_optimizer: ClassVar[Mapping[str, Any]] = {"name": "adam", "betas": (0.5, 0.999)}
+    """The discriminator's optimizer without ``lr`` (the generator's unless given; module docstring)."""
     default_critic_steps: ClassVar[int] = 1
 
     def __init__(

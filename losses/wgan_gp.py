@@ -11,8 +11,8 @@ per-sample score ``D(x)`` (mean of its score map):
   generator and then moved to the device (same ε on CPU and GPU).
 
 Defaults of the benchmark's RED-CNN + WGAN-GP configuration: the plain CNN critic ``wgan_critic``,
-5 critic steps per generator step, Adam lr 1e-4, betas (0.9, 0.999), weight decay 2e-5; in the matrix
-YAML the composite ``{mse: 0.95, wgan_gp: 0.05}``.
+5 critic steps per generator step, Adam at the generator's lr (:mod:`losses.adversarial`), betas
+(0.9, 0.999), weight decay 2e-5; in the matrix YAML the composite ``{mse: 0.95, wgan_gp: 0.05}``.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import torch
 
 from losses.adversarial import GANTerm, scores
 
-WGAN_OPTIMIZER = {"name": "adam", "lr": 1e-4, "betas": (0.9, 0.999), "weight_decay": 2e-5}
+WGAN_OPTIMIZER = {"name": "adam", "betas": (0.9, 0.999), "weight_decay": 2e-5}
 
 
 def gradient_penalty(discriminator: torch.nn.Module, real: torch.Tensor, fake: torch.Tensor,

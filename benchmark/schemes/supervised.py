@@ -4,8 +4,9 @@ discriminator, trained first in each step by its own optimizer for ``critic_step
 detached fake (:meth:`Supervised.critic_step`); the denoiser's step then sees the discriminators
 frozen (:func:`losses.adversarial.frozen`), so they get no gradients from it.
 
-The learning-rate schedule applies to the denoiser's optimizer only (the critics keep their
-constant rate, as in Gulrajani et al. and pix2pix). Checkpoints keep the keys of the first format
+A discriminator's rate is the denoiser's base rate (``training.optimizer.lr``) unless its term sets
+``lr`` (:mod:`losses.adversarial`). The learning-rate schedule applies to the denoiser's optimizer only
+(the critics keep their constant rate, as in Gulrajani et al. and pix2pix). Checkpoints keep the keys of the first format
 (``model``, ``loss``, ``optimizer``, ``scheduler``, ``critic_optimizers``), so older cells resume.
 """
 
@@ -36,7 +37,7 @@ class Supervised(Scheme):
         for name, term in loss.adversarial_terms.items():
             cfg = dict(term.optimizer_config)
             cfg_name = cfg.pop("name", "adam")
-            lr = cfg.pop("lr", 1e-4)
+            lr = cfg.pop("lr", training.optimizer.lr)  # the generator's rate unless the term sets one
             self.optimizers[name] = optim.build_optimizer(list(term.discriminator.parameters()), cfg_name, lr, cfg,
                                                           field=f"losses.{name}.optimizer")  # fmt: skip
 
