@@ -133,8 +133,9 @@ def trajectory_figure(traj: pd.DataFrame, orders: Orders, folder: Path, kind: st
     rows["condition"] = _condition(rows)
     conditions = [f"{a} · {d}" for a in orders.architectures for d in orders.doses if f"{a} · {d}" in set(rows["condition"])]
     losses = [x for x in orders.losses if x in set(rows["loss"])]
-    fig, axes = plt.subplots(len(metrics), len(conditions), figsize=(3.4 * len(conditions), 2.8 * len(metrics)),
-                             squeeze=False, sharex=True, sharey="row")  # fmt: skip
+    width = max(3.4 * len(conditions), 5.5)  # one condition: panels as wide as the title, not a strip
+    fig, axes = plt.subplots(len(metrics), len(conditions), figsize=(width, 2.8 * len(metrics)), squeeze=False,
+                             sharex=True, sharey="row")  # fmt: skip
     palette = dict(zip(losses, sns.color_palette("colorblind", len(losses))))
     input_mean = inputs.groupby(["metric", "dose"])["value"].mean() if inputs is not None and len(inputs) else None
     drawn = False
