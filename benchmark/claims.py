@@ -221,10 +221,16 @@ def _missing(where: str, values: Sequence[str], valid: Sequence[str], what: str)
     return [f"{where}: {', '.join(map(repr, bad))} is not a {what} of the matrix (valid: {', '.join(valid)})"]
 
 
+RM_CORR_MIN_CELLS = 3
+"""``pingouin.rm_corr`` pools a loss's cells (subjects); fewer than 3 leave it undefined."""
+
+
 def reference_errors(claims: Sequence[AnyClaim], *, losses: Sequence[str], architectures: Sequence[str],
-                     doses: Sequence[str], metrics: Sequence[str]) -> list[str]:  # fmt: skip
+                     doses: Sequence[str], metrics: Sequence[str], seeds: int = 1) -> list[str]:  # fmt: skip
     """One message per claim field naming something the matrix does not have (``claims[i].a: ...``),
-    with the valid values; duplicate ids too."""
+    with the valid values; duplicate ids too; and an ``agrees`` claim whose ``method: rm_corr`` would pool
+    fewer than :data:`RM_CORR_MIN_CELLS` cells per loss (architectures × doses × ``seeds`` it covers, before
+    ``exclude``), which could only ever be "no data"."""
     errors: list[str] = []
     ids = [c.id for c in claims]
     dup = sorted({x for x in ids if ids.count(x) > 1})
@@ -238,6 +244,13 @@ def reference_errors(claims: Sequence[AnyClaim], *, losses: Sequence[str], archi
         errors += _missing(f"{at}.doses", claim.doses or [], doses, "dose")
         field = "features" if isinstance(claim, CloserTextureClaim) else "metric"
         errors += _missing(f"{at}.{field}", claim_metrics(claim), metrics, "metric in evaluation.metrics")
+        if isinstance(claim, AgreesClaim) and claim.method == "rm_corr":
+            n_arch, n_dose = len(claim.architectures or architectures), len(claim.doses or doses)
+            if n_arch * n_dose * seeds < RM_CORR_MIN_CELLS:
+                errors.append(
+                    f"{at}.method: rm_corr pools the cells of each loss and needs >= {RM_CORR_MIN_CELLS}; this claim "
+                    f"covers {n_arch * n_dose * seeds} per loss ({n_arch} architecture(s) x {n_dose} dose(s) x {seeds} "
+                    "seed(s)): use method: spearman (per cell, over epochs) or add seeds")
     return errors
 
 

@@ -438,7 +438,7 @@ class MatrixConfig(Strict):
     def _claims_refer_to_the_matrix(self) -> MatrixConfig:
         errors = reference_errors(self.claims, losses=[x.label for x in self.losses],
                                   architectures=[a.label for a in self.architectures], doses=self.doses,
-                                  metrics=self.evaluation.metrics)  # fmt: skip
+                                  metrics=self.evaluation.metrics, seeds=len(self.seeds))  # fmt: skip
         if errors:
             raise ValueError("; ".join(errors))
         return self

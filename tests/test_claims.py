@@ -322,7 +322,7 @@ BASE = {"losses": ["mse", "l1"], "architectures": ["dncnn"], "doses": ["25_360"]
 def test_schema_accepts_every_kind():
     m = parse_matrix({**BASE, "claims": [
         {"id": "b", "kind": "better", "a": "mse", "b": "l1", "metric": "psnr"},
-        {"id": "g", "kind": "agrees", "metric": "psnr", "expect": "weak"},
+        {"id": "g", "kind": "agrees", "metric": "psnr", "method": "spearman", "expect": "weak"},
         {"id": "t", "kind": "closer_texture", "a": "mse", "b": "l1", "doses": ["25_360"]},
         {"id": "e", "kind": "equivalent", "losses": ["mse", "l1"], "metric": "psnr", "margin": 0.5},
     ]})  # fmt: skip
@@ -360,6 +360,22 @@ def test_schema_rejects_bad_claims_naming_the_field(claim, message):
     assert message in str(exc.value)
 
 
+def test_rm_corr_agreement_needs_three_cells_per_loss():
+    """One architecture x one dose x one seed gives rm_corr one subject per loss: the claim could only ever
+    be "no data", so the matrix is refused up front, naming the field, the count and the way out."""
+    claim = {"id": "g", "kind": "agrees", "metric": "psnr"}  # method: rm_corr by default
+    with pytest.raises(UserError) as exc:
+        parse_matrix({**BASE, "seeds": [0, 1], "claims": [claim]})
+    assert ("claims[0].method: rm_corr pools the cells of each loss and needs >= 3; this claim covers 2 per loss "
+            "(1 architecture(s) x 1 dose(s) x 2 seed(s)): use method: spearman") in str(exc.value)
+    assert parse_matrix({**BASE, "seeds": [0, 1, 2], "claims": [claim]}).claims[0].method == "rm_corr"
+    assert parse_matrix({**BASE, "claims": [{**claim, "method": "spearman"}]}).claims[0].method == "spearman"
+    two_doses = {**BASE, "doses": ["25_360", "10_180"], "seeds": [0, 1]}
+    assert parse_matrix({**two_doses, "claims": [claim]}).claims  # 2 doses x 2 seeds = 4 cells
+    with pytest.raises(UserError, match=r"claims\[0\]\.method: rm_corr .* covers 2 per loss"):
+        parse_matrix({**two_doses, "claims": [{**claim, "doses": ["10_180"]}]})  # the claim's own doses count
+
+
 def test_validate_rejects_a_better_claim_on_an_unranked_metric():
     from benchmark.validate import check_matrix
 
@@ -382,7 +398,8 @@ def test_report_writes_claims_csv_and_section(tmp_path, tmp_cache, monkeypatch):
     layout = make_run(tmp_path / "run", monkeypatch, losses=("mse", "l1"), epochs=2, metrics=("psnr", "rmse_hu"))
     data = layout.matrix().model_dump(mode="json")
     data["claims"] = [{"id": "mse_psnr", "kind": "better", "a": "mse", "b": "l1", "metric": "psnr"},
-                      {"id": "agree", "kind": "agrees", "metric": "rmse_hu", "statement": "loss tracks RMSE"}]  # fmt: skip
+                      {"id": "agree", "kind": "agrees", "metric": "rmse_hu", "method": "spearman",
+                       "statement": "loss tracks RMSE"}]  # fmt: skip
     layout.write_matrix(parse_matrix(data))
     path = write_report(layout.out, stats=StatsOptions(n_resamples=50))
     csv = pd.read_csv(layout.analysis_file(CLAIMS_CSV))
