@@ -226,7 +226,7 @@ RM_CORR_MIN_CELLS = 3
 
 
 def reference_errors(claims: Sequence[AnyClaim], *, losses: Sequence[str], architectures: Sequence[str],
-                     doses: Sequence[str], metrics: Sequence[str], seeds: int = 1) -> list[str]:  # fmt: skip
+                     doses: Sequence[str], metrics: Sequence[str], seeds: int) -> list[str]:  # fmt: skip
     """One message per claim field naming something the matrix does not have (``claims[i].a: ...``),
     with the valid values; duplicate ids too; and an ``agrees`` claim whose ``method: rm_corr`` would pool
     fewer than :data:`RM_CORR_MIN_CELLS` cells per loss (architectures × doses × ``seeds`` it covers, before

@@ -8,7 +8,8 @@ score map (one score per 70×70 patch; E averages over map elements and the batc
 * generator term: ``½·E[(D(pred) − 1)²]`` ≥ 0 (pix2pix omits the ½: its weight 1 is our weight 2);
 * discriminator loss: ``½·E[(D(real) − 1)²] + ½·E[D(fake)²]``.
 
-Defaults as in pix2pix: 70×70 PatchGAN, 1 D step per generator step, Adam lr 2e-4, betas (0.5, 0.999)."""
+Defaults as in pix2pix: 70×70 PatchGAN, 1 D step per generator step, Adam betas (0.5, 0.999) at the
+generator's lr (pix2pix: 2e-4 for both; :mod:`losses.adversarial`)."""
 
 from __future__ import annotations
 

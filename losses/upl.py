@@ -19,14 +19,17 @@ constructor and never stored in checkpoints. No public code exists; written from
 description.
 
 Scale (``normalize=True``, the default): the value is divided by one constant fixed at construction,
-the loss between a probe image and a blank one, ``s = uPL(z, 0) = Σ_j mean |φ_j(z)|^p`` (``φ_j(0) = 0``: zero
-biases), with ``z ~ U(0, 1)`` of side 32 (2-D) or 16 (3-D), or ``2^(depth−1)`` with pooling, drawn from
-``init_seed``. The minimiser and the weighting of the layers are the paper's; only the arbitrary overall
-scale goes. Without it the initialisations differ in scale by orders of magnitude (measured on 48² CT
-patches in network units, depth 5 × 16 channels: loss 1.6·10⁻³ with ``kaiming``, 7·10⁻⁷ with ``normal``,
-whose features shrink ~6× per layer), and at ~10⁻⁷ Adam's ε = 10⁻⁸ exceeds √v for most weights, so the
-update shrinks by up to ~500× and the denoiser does not move: a comparison of initialisations would then
-measure the optimiser's ε, not the loss. ``normalize=False`` gives the paper's raw value.
+the loss between a probe image and a blank one, ``s = uPL(z, 0) = Σ_j mean |φ_j(z)|^p`` (``φ_j(0) = 0``:
+zero biases), with ``z ~ U(0, 1)`` of side 32 (2-D) or 16 (3-D), at least ``2^(depth−1)`` with pooling
+(so the deepest block still sees ≥ 1 pixel a side), drawn from its own fixed seed :data:`PROBE_SEED`
+(not ``init_seed``, whose stream draws the weights). A network whose compared blocks are all zero on the
+probe (every ReLU dead, possible with very few channels) is refused. The minimiser and the weighting of
+the layers are the paper's; only the arbitrary overall scale goes. Without it the initialisations differ
+in scale by orders of magnitude (measured on 48² CT patches in network units, depth 5 × 16 channels: loss
+1.6·10⁻³ with ``kaiming``, 7·10⁻⁷ with ``normal``, whose features shrink ~6× per layer), and at ~10⁻⁷
+Adam's ε = 10⁻⁸ exceeds √v for most weights, so the update shrinks by up to ~500× and the denoiser does
+not move: a comparison of initialisations would then measure the optimiser's ε, not the loss.
+``normalize=False`` gives the paper's raw value.
 
 Inputs in network normalisation ``(HU + 1024)/4096`` (about [0, 1]), fed as they are. Value ≥ 0,
 0 for identical inputs.
@@ -34,6 +37,7 @@ Inputs in network normalisation ``(HU + 1024)/4096`` (about [0, 1]), fed as they
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -44,6 +48,8 @@ from losses.features import DISTANCES, feature_distance
 POOLINGS = ("none", "max", "avg")
 INITS = ("kaiming", "xavier", "normal", "uniform")
 DEPTHS = range(3, 8)
+PROBE_SEED = 2411_05884
+"""Seed of the probe image that fixes uPL's scale (the paper's arXiv number), independent of ``init_seed``."""
 
 
 def _init_weight(weight: torch.Tensor, how: str, generator: torch.Generator) -> None:
@@ -127,11 +133,17 @@ class UPLLoss(nn.Module):
                                       init=init, dims=dims, init_seed=init_seed)
         self.scale = 1.0
         if normalize:
-            side = 2 ** (depth - 1) if pooling != "none" else (32 if dims == 2 else 16)
-            probe = torch.rand((1, 1) + (side,) * dims, generator=torch.Generator().manual_seed(int(init_seed)))
+            side = 32 if dims == 2 else 16
+            if pooling != "none":
+                side = max(side, 2 ** (depth - 1))
+            probe = torch.rand((1, 1) + (side,) * dims, generator=torch.Generator().manual_seed(PROBE_SEED))
             with torch.no_grad():
                 self.scale = float(feature_distance(self.features(probe), self.features(torch.zeros_like(probe)),
                                                     distance))
+            if not math.isfinite(self.scale) or self.scale <= 0:
+                raise ValueError(f"uPL's network (depth {depth}, channels {chans}, init {init!r}, init_seed {init_seed}) "
+                                 f"is zero on every compared block for the probe image (scale {self.scale}): choose "
+                                 "another init_seed or more channels, or normalize: false")
 
     def train(self, mode: bool = True) -> UPLLoss:
         """The random network always stays in eval mode."""

@@ -11,7 +11,8 @@ score map (logits, one per 70×70 patch; E averages over map elements and the ba
 
 As a supervised loss term the discriminator is unconditional, D(image): ``{l1: 100, vanilla: 1}`` is an
 unconditional approximation of pix2pix. The real pix2pix, with the conditional D(LDCT, image), is the
-``pix2pix`` training scheme (:mod:`benchmark.schemes.pix2pix`), which uses :func:`vanilla_gan_loss`. Defaults: 70×70 PatchGAN with batch norm, 1 D step, Adam lr 2e-4, betas (0.5, 0.999).
+``pix2pix`` training scheme (:mod:`benchmark.schemes.pix2pix`), which uses :func:`vanilla_gan_loss`. Defaults: 70×70 PatchGAN with batch norm, 1 D step, Adam betas (0.5, 0.999)
+at the generator's lr (pix2pix: 2e-4 for both; :mod:`losses.adversarial`).
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ from torch.nn import functional as F
 
 from benchmark.core.errors import UserError
 from losses import LOSSES, build_loss, build_term
-from losses.upl import INITS, UPLLoss
+from losses.upl import INITS, PROBE_SEED, UPLLoss
 
 
 def _pair(generator: torch.Generator, shape: tuple[int, ...] = (2, 1, 24, 24)) -> tuple[torch.Tensor, torch.Tensor]:
@@ -33,8 +33,8 @@ def test_formula_against_a_hand_built_network(generator):
 
     fp, ft = phi(pred), phi(target)
     raw = ((fp[0] - ft[0]) ** 2).mean() + ((fp[2] - ft[2]) ** 2).mean()
-    # the scale: the same distance between the probe, U(0, 1) 32x32 from init_seed, and a blank image
-    probe = torch.rand(1, 1, 32, 32, generator=torch.Generator().manual_seed(4))
+    # the scale: the same distance between the probe, U(0, 1) 32x32 from its own seed, and a blank image
+    probe = torch.rand(1, 1, 32, 32, generator=torch.Generator().manual_seed(PROBE_SEED))
     fz = phi(probe)
     assert loss.scale == pytest.approx(((fz[0] ** 2).mean() + (fz[2] ** 2).mean()).item(), rel=1e-6)
     torch.testing.assert_close(loss(pred, target), raw / loss.scale)
@@ -64,6 +64,25 @@ def test_normalisation_removes_the_scale_of_the_initialisation(generator):
         torch.testing.assert_close(grad, grad_raw / scaled.scale, rtol=1e-4, atol=1e-5 * grad.abs().max().item())
         norm[init] = value.item()
     assert max(norm.values()) / min(norm.values()) < 10
+
+
+def test_probe_size_with_pooling_and_a_dead_network():
+    """With pooling the probe is at least 2^(depth-1) a side (never smaller than without pooling); a network
+    that is zero on every compared block for the probe (here: one channel whose weights are all negative, so
+    its ReLU is dead on a positive image) is refused instead of dividing by zero."""
+    torch.manual_seed(0)
+    deep = UPLLoss(depth=7, channels=4, pooling="max", init_seed=3)
+    probe = torch.rand(1, 1, 64, 64, generator=torch.Generator().manual_seed(PROBE_SEED))
+    assert deep.scale == pytest.approx(UPLLoss(depth=7, channels=4, pooling="max", init_seed=3,
+                                               normalize=False)(probe, torch.zeros_like(probe)).item(), rel=1e-6)
+    small = UPLLoss(depth=3, channels=4, pooling="avg", init_seed=3)  # 32 x 32, not 4 x 4
+    probe = torch.rand(1, 1, 32, 32, generator=torch.Generator().manual_seed(PROBE_SEED))
+    assert small.scale == pytest.approx(UPLLoss(depth=3, channels=4, pooling="avg", init_seed=3,
+                                                normalize=False)(probe, torch.zeros_like(probe)).item(), rel=1e-6)
+    dead = next(s for s in range(5000)
+                if (UPLLoss(depth=3, channels=1, init_seed=s, normalize=False).net[0][0].weight < 0).all())
+    with pytest.raises(ValueError, match=f"init_seed {dead}.*zero on every compared block"):
+        UPLLoss(depth=3, channels=1, init_seed=dead)
 
 
 def test_zero_for_identical_positive_otherwise(generator):
