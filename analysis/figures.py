@@ -122,12 +122,19 @@ def training_loss_figure(traj: pd.DataFrame, orders: Orders, folder: Path) -> li
 def trajectory_figure(traj: pd.DataFrame, orders: Orders, folder: Path, kind: str,
                       inputs: pd.DataFrame | None = None) -> list[Path]:  # fmt: skip
     """``trajectories_<kind>`` for ``kind`` in {full_reference, no_reference}; ``inputs``: the LDCT-input
-    baseline (``dose, patient, image, metric, value``) for the dashed reference line (none when None)."""
+    baseline (``dose, patient, image, metric, value``) for the dashed reference line (none when None).
+    Nothing is drawn with fewer than 2 scored epochs (``evaluation.every`` ≥ the epochs: a single point is
+    not a trajectory, and the metric tables hold its values); a figure left by an earlier analysis of the
+    same folder is then removed, so the report never shows a stale one."""
     plt, sns = _plt()
     rows = metric_rows(traj)
     kinds = kind_map(rows["metric"].unique())
     metrics = [m for m in dict.fromkeys(rows["metric"].astype(str)) if kinds[m] == kind]
     if not metrics:
+        return []
+    if rows["epoch"].nunique() < 2:
+        for suffix in (".png", ".pdf"):
+            (folder / f"trajectories_{kind}{suffix}").unlink(missing_ok=True)
         return []
     rows = rows[rows["metric"].isin(metrics)].copy()
     rows["condition"] = _condition(rows)

@@ -166,6 +166,21 @@ def test_trajectory_figure_draws_the_ldct_input_line(sim, tmp_path, monkeypatch)
     plt.close("all")
 
 
+def test_no_trajectory_figure_from_a_single_scored_epoch(sim, tmp_path):
+    """One scored epoch (evaluation.every >= epochs) is not a trajectory: nothing is drawn, and a figure of
+    the same name left by an earlier analysis is removed; two epochs draw it."""
+    traj, _, _, _, orders = sim
+    metric = traj["source"] == "metric"
+    last = traj[~metric | (traj["epoch"] == traj["epoch"].max())]
+    stale = [tmp_path / "trajectories_full_reference.png", tmp_path / "trajectories_full_reference.pdf"]
+    for path in stale:
+        path.write_bytes(b"old")
+    assert trajectory_figure(last, orders, tmp_path, "full_reference") == []
+    assert not any(p.exists() for p in stale)
+    two = traj[~metric | (traj["epoch"] >= traj["epoch"].max() - 1)]
+    assert trajectory_figure(two, orders, tmp_path, "full_reference") == stale
+
+
 def test_rmse_per_dose_and_correlation_tables(sim):
     traj, sig, _, corr, orders = sim
     tables = {t.name: t for t in build_tables(traj, sig, corr, orders=orders, baseline="l1")}
