@@ -20,7 +20,6 @@ Incremental behaviour is the cache's: a worker computes only what is missing or 
 from __future__ import annotations
 
 import multiprocessing as mp
-import os
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
@@ -30,6 +29,7 @@ from typing import TYPE_CHECKING
 import torch
 from tqdm.auto import tqdm
 
+from benchmark.core.device import assign_devices, parse_device_list, worker_threads
 from benchmark.core.errors import UserError
 from benchmark.data import Dataset
 from benchmark.layout import CellInfo
@@ -50,31 +50,9 @@ class Shard:
 
 
 def parse_devices(spec: str | Sequence[str] | None, *, field: str = "--devices") -> list[str] | None:
-    """``"0,1"`` / ``"cuda:1,cpu"`` / a list of such names → torch device names (``"0"`` means
-    ``cuda:0``); None → None. A bad name, CUDA where torch sees none or an index past the last GPU is a
-    :class:`UserError` naming ``field``."""
-    if spec is None:
-        return None
-    items = [s.strip() for s in spec.split(",")] if isinstance(spec, str) else [str(s).strip() for s in spec]
-    if not items or not all(items):
-        raise UserError(f"{spec!r}: give devices separated by commas, e.g. 0,1 or cuda:0,cpu", field=field)
-    out = []
-    for item in items:
-        name = f"cuda:{item}" if item.isdigit() else item
-        try:
-            dev = torch.device(name)
-        except (RuntimeError, TypeError):
-            raise UserError(f"{item!r}: use cpu, cuda, cuda:N or a GPU index N", field=field) from None
-        if dev.type not in ("cpu", "cuda"):
-            raise UserError(f"{item!r}: use cpu, cuda, cuda:N or a GPU index N", field=field)
-        if dev.type == "cuda":
-            count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-            if count == 0:
-                raise UserError(f"{item!r}: torch sees no CUDA device here; use cpu", field=field)
-            if (dev.index or 0) >= count:
-                raise UserError(f"{item!r}: torch sees {count} CUDA device(s), 0 to {count - 1}", field=field)
-        out.append(str(dev))
-    return out
+    """``"0,1"`` / ``"cuda:1,cpu"`` / a list of such names → torch device names
+    (:func:`benchmark.core.device.parse_device_list`; ``"0"`` means ``cuda:0``); None → None."""
+    return None if spec is None else [str(d) for d in parse_device_list(spec, field=field)]
 
 
 def check_jobs(jobs: int, *, field: str = "--jobs") -> int:
@@ -127,10 +105,10 @@ def score_in_shards(out: Path | str, opts: ScoreOptions, plan: Sequence[tuple[Ce
     shards = assign_shards(plan, opts.jobs)
     if not shards:
         return []
-    threads = max(1, (os.cpu_count() or 1) // len(shards))
-    tasks = [replace(opts, jobs=1, devices=None, device=devices[i % len(devices)], progress=False,
+    threads = worker_threads(len(shards))
+    tasks = [replace(opts, jobs=1, devices=None, device=dev, progress=False,
                      shard=Shard(frozenset(cells), frozenset(doses), dataset, i))
-             for i, (cells, doses) in enumerate(shards)]  # fmt: skip
+             for i, ((cells, doses), dev) in enumerate(zip(shards, assign_devices(devices, len(shards))))]  # fmt: skip
     with ProcessPoolExecutor(max_workers=len(tasks), mp_context=mp.get_context("spawn")) as pool:
         futures = [pool.submit(_run_shard, str(out), t, threads) for t in tasks]
         results = [f.result() for f in tqdm(futures, desc=f"scoring in {len(tasks)} processes", unit="shard",

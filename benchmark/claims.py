@@ -246,11 +246,12 @@ def reference_errors(claims: Sequence[AnyClaim], *, losses: Sequence[str], archi
         errors += _missing(f"{at}.{field}", claim_metrics(claim), metrics, "metric in evaluation.metrics")
         if isinstance(claim, AgreesClaim) and claim.method == "rm_corr":
             n_arch, n_dose = len(claim.architectures or architectures), len(claim.doses or doses)
-            if n_arch * n_dose * seeds < RM_CORR_MIN_CELLS:
+            covered = n_arch * n_dose * seeds
+            if covered < RM_CORR_MIN_CELLS:
                 errors.append(
                     f"{at}.method: rm_corr pools the cells of each loss and needs >= {RM_CORR_MIN_CELLS}; this claim "
-                    f"covers {n_arch * n_dose * seeds} per loss ({n_arch} architecture(s) x {n_dose} dose(s) x {seeds} "
-                    "seed(s)): use method: spearman (per cell, over epochs) or add seeds")
+                    f"covers {covered} per loss ({n_arch} architecture(s) x {n_dose} dose(s) x {seeds} seed(s)): "
+                    "use method: spearman (per cell, over epochs) or add seeds")
     return errors
 
 

@@ -34,13 +34,16 @@ that fake a run use them too, so a fake run has the runner's files.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import pandas as pd
+from filelock import FileLock, Timeout
 from pydantic import BaseModel, ValidationError
 
 from benchmark.config import (
@@ -159,6 +162,22 @@ class CellInfo:
     status: Status
     epochs_done: int
     detail: str = ""
+
+
+@contextlib.contextmanager
+def cell_lock(path: Path) -> Iterator[bool]:
+    """Yield True if this process holds the lock file ``path`` (non-blocking); the OS frees it if we die."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(path), timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        yield False
+        return
+    try:
+        yield True
+    finally:
+        lock.release()
 
 
 class RunLayout:

@@ -39,7 +39,7 @@ from tqdm.auto import tqdm
 
 from benchmark.cells import expand_cells
 from benchmark.config import MatrixConfig
-from benchmark.core.device import resolve_device
+from benchmark.core.device import assign_devices, parse_device_list, resolve_device, worker_threads
 from benchmark.core.errors import UserError
 from benchmark.data import Dataset
 from benchmark.layout import DIVERGED, DONE, FAILED, RUNNING
@@ -49,42 +49,16 @@ POLL_S = 0.5  # how often the parent looks for dead workers while no message arr
 STOP_GRACE_S = 60.0  # how long a stopped worker may take to end its cell before it is killed
 
 
-def worker_threads(jobs: int) -> int:
-    """CPU threads per worker of a pool of ``jobs``: the machine's cores divided among them."""
-    return max(1, (os.cpu_count() or 1) // jobs)
-
-
 def parse_devices(spec: str | None, matrix_device: str) -> list[torch.device]:
-    """The devices of ``--devices``: comma-separated CUDA indices and/or ``cpu`` (``"0,1"``, ``"cpu"``).
-    Without it: every visible GPU when the matrix's device is ``auto``/``cuda`` and torch sees one,
-    else the matrix's device. An index torch does not see is a :class:`UserError` naming ``--devices``."""
+    """The devices of ``--devices`` (:func:`benchmark.core.device.parse_device_list`: CUDA indices,
+    ``cuda:N`` and/or ``cpu``). Without it: every visible GPU when the matrix's device is
+    ``auto``/``cuda`` and torch sees one, else the matrix's device."""
     if spec is None:
         dev = resolve_device(matrix_device)
         if dev.type == "cuda" and dev.index is None:
             return [torch.device("cuda", i) for i in range(max(1, torch.cuda.device_count()))]
         return [dev]
-    items = [s.strip() for s in spec.split(",")]
-    if not spec.strip() or any(not s for s in items):
-        raise UserError(f"{spec!r}: give comma-separated CUDA indices (0,1,...) or cpu", field="--devices")
-    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    out = []
-    for item in items:
-        if item.lower() == "cpu":
-            out.append(torch.device("cpu"))
-            continue
-        index = item.split(":", 1)[1] if item.lower().startswith("cuda:") else item
-        if not index.isdigit():
-            raise UserError(f"{item!r}: give CUDA indices (0,1,...) or cpu, comma-separated", field="--devices")
-        if int(index) >= count:
-            seen = f"indices 0-{count - 1}" if count else "no CUDA device"
-            raise UserError(f"{item!r}: no such GPU (torch sees {seen}); give existing indices or cpu", field="--devices")
-        out.append(torch.device("cuda", int(index)))
-    return out
-
-
-def assign_devices(devices: list[torch.device], jobs: int) -> list[torch.device]:
-    """Worker ``i``'s device: ``devices[i % len(devices)]`` (round-robin)."""
-    return [devices[i % len(devices)] for i in range(jobs)]
+    return parse_device_list(spec, field="--devices")
 
 
 class _WorkerRunner(Runner):

@@ -29,7 +29,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from filelock import FileLock, Timeout
 from tqdm.auto import tqdm
 
 from benchmark import __version__
@@ -48,6 +47,7 @@ from benchmark.layout import (
     LOCK,
     RUNNING,
     RunLayout,
+    cell_lock,
     list_checkpoints,
 )
 from benchmark.sampling import disjoint_halves
@@ -163,22 +163,6 @@ def thin_checkpoints(ckpt_dir: Path, policy: CheckpointsConfig, newest: int, fin
             ckpt = read_checkpoint(path)
             if ckpt is not None and is_full(ckpt):
                 save_checkpoint(path, weights_only_state(ckpt))
-
-
-@contextlib.contextmanager
-def cell_lock(path: Path) -> Iterator[bool]:
-    """Yield True if this process holds the lock file ``path`` (non-blocking); the OS frees it if we die."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(str(path), timeout=0)
-    try:
-        lock.acquire()
-    except Timeout:
-        yield False
-        return
-    try:
-        yield True
-    finally:
-        lock.release()
 
 
 class Runner:

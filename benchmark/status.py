@@ -9,9 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from filelock import FileLock, Timeout
 
-from benchmark.layout import LOCK, RUNNING, RunLayout
+from benchmark.layout import LOCK, RUNNING, RunLayout, cell_lock
 
 
 def status_table(out: Path) -> pd.DataFrame:
@@ -86,10 +85,5 @@ def _lock_held(path: Path) -> bool:
     """Whether another process holds the lock file ``path`` (a non-blocking try, released at once)."""
     if not path.is_file():
         return False
-    lock = FileLock(str(path), timeout=0)
-    try:
-        lock.acquire()
-    except Timeout:
-        return True
-    lock.release()
-    return False
+    with cell_lock(path) as mine:
+        return not mine

@@ -138,8 +138,7 @@ class UPLLoss(nn.Module):
                 side = max(side, 2 ** (depth - 1))
             probe = torch.rand((1, 1) + (side,) * dims, generator=torch.Generator().manual_seed(PROBE_SEED))
             with torch.no_grad():
-                self.scale = float(feature_distance(self.features(probe), self.features(torch.zeros_like(probe)),
-                                                    distance))
+                self.scale = float(self(probe, torch.zeros_like(probe)))  # the raw value: scale is still 1
             if not math.isfinite(self.scale) or self.scale <= 0:
                 raise ValueError(f"uPL's network (depth {depth}, channels {chans}, init {init!r}, init_seed {init_seed}) "
                                  f"is zero on every compared block for the probe image (scale {self.scale}): choose "
@@ -164,5 +163,4 @@ class UPLLoss(nn.Module):
         return out
 
     def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        value = feature_distance(self.features(pred), self.features(target), self.distance)
-        return value if self.scale == 1.0 else value / self.scale
+        return feature_distance(self.features(pred), self.features(target), self.distance) / self.scale

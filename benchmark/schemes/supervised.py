@@ -7,8 +7,9 @@ frozen (:func:`losses.adversarial.frozen`), so they get no gradients from it.
 A discriminator's rate is the denoiser's base rate (``training.optimizer.lr``) unless its term sets
 ``lr`` (:mod:`losses.adversarial`). The learning-rate schedule applies to the denoiser's optimizer only:
 the critics keep that base rate constant (with a warm-up or a decay the two rates differ in between). A
-cell resumed from a checkpoint written before this default keeps the rate stored in its optimizer state. Checkpoints keep the keys of the first format
-(``model``, ``loss``, ``optimizer``, ``scheduler``, ``critic_optimizers``), so older cells resume.
+cell resumed from a checkpoint written before this default keeps the rate stored in its optimizer state.
+Checkpoints keep the keys of the first format (``model``, ``loss``, ``optimizer``, ``scheduler``,
+``critic_optimizers``), so older cells resume.
 """
 
 from __future__ import annotations
