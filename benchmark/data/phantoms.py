@@ -29,6 +29,8 @@ from typing import Literal
 import numpy as np
 from scipy import ndimage
 
+from benchmark.data.simulate import quantize_hu
+
 PhantomKind = Literal["abdomen", "thorax", "head"]
 PHANTOM_KINDS: tuple[PhantomKind, ...] = ("abdomen", "thorax", "head")
 
@@ -68,8 +70,8 @@ class Grid:
     pixel_mm: float
 
     def coords(self) -> tuple[np.ndarray, np.ndarray]:
-        """``(x, y)`` in mm, each ``(size, size)`` float32, ``[row, col]`` indexing."""
-        c = (np.arange(self.size, dtype=np.float32) - (self.size - 1) / 2) * self.pixel_mm
+        """``(x, y)`` in mm, each ``(size, size)`` float64, ``[row, col]`` indexing."""
+        c = (np.arange(self.size, dtype=np.float64) - (self.size - 1) / 2) * self.pixel_mm
         return np.meshgrid(c, -c, indexing="xy")
 
 
@@ -90,8 +92,8 @@ def ellipse(x: np.ndarray, y: np.ndarray, cx: float, cy: float, a: float, b: flo
 def soft_mask(r: np.ndarray, edge: float = 0.0) -> np.ndarray:
     """Inside-mask of a normalised radius; ``edge`` > 0 gives a linear ramp of that width (in r)."""
     if edge <= 0:
-        return (r < 1).astype(np.float32)
-    return np.clip((1 - r) / edge + 0.5, 0, 1).astype(np.float32)
+        return (r < 1).astype(np.float64)
+    return np.clip((1 - r) / edge + 0.5, 0, 1)
 
 
 def texture_fields(rng: np.random.Generator, n_z: int, grid: Grid, slice_mm: float) -> dict[str, np.ndarray]:
@@ -104,7 +106,7 @@ def texture_fields(rng: np.random.Generator, n_z: int, grid: Grid, slice_mm: flo
     for name, mm in (("fine", 0.8), ("medium", 2.5), ("coarse", 8.0)):
         sig = max(mm / grid.pixel_mm, 0.6)
         sig_z = max(mm / slice_mm, 0.3)
-        f = rng.standard_normal((n_z, grid.size, grid.size), dtype=np.float32)
+        f = rng.standard_normal((n_z, grid.size, grid.size))
         f = ndimage.gaussian_filter(f, (sig_z, sig, sig), mode=("nearest", "wrap", "wrap"))
         out[name] = (f - f.mean()) / (f.std() + 1e-12)
     band = out["fine"] - out["medium"]
@@ -114,12 +116,12 @@ def texture_fields(rng: np.random.Generator, n_z: int, grid: Grid, slice_mm: flo
 
 def septa(band: np.ndarray, width: float = 0.25) -> np.ndarray:
     """A curvilinear network in [0, 1]: the zero crossings of band-pass noise."""
-    return np.exp(-((band / width) ** 2)).astype(np.float32)
+    return np.exp(-((band / width) ** 2))
 
 
 def trabecular(band: np.ndarray, medium: np.ndarray) -> np.ndarray:
     """Trabecular bone pattern in [0, 1]: plates where band-pass noise exceeds a spatially varying level."""
-    return (band + 0.3 * medium > 0.35).astype(np.float32)
+    return (band + 0.3 * medium > 0.35).astype(np.float64)
 
 
 @dataclass(frozen=True)
@@ -191,7 +193,7 @@ class Painter:
     def __init__(self, grid: Grid, background: float = HU["air"]) -> None:
         self.grid = grid
         self.x, self.y = grid.coords()
-        self.img = np.full((grid.size, grid.size), background, dtype=np.float32)
+        self.img = np.full((grid.size, grid.size), background, dtype=np.float64)
 
     def paint(self, mask: np.ndarray, hu: np.ndarray | float) -> None:
         self.img += mask * (hu - self.img)
@@ -406,14 +408,16 @@ def patient_slices(
     """``n_slices`` neighbouring axial slices ``(n_slices, H, W)`` float32 in HU of patient ``index``.
 
     Deterministic in ``(seed, index, n_slices, grid, slice_mm, kind)``; the anatomy parameters depend
-    only on ``(seed, index, kind)``, so every grid sees the same patient.
+    only on ``(seed, index, kind)``, so every grid sees the same patient. Painted in float64 and rounded
+    to the ``HU_QUANTUM`` grid (:mod:`benchmark.data.simulate`), so the values are the same bytes
+    whichever SIMD path numpy takes on this CPU (in float32 they were not on CPUs without AVX2).
     """
     kind = kind or patient_kind(index)
     rng = np.random.default_rng([seed, index, PHANTOM_KINDS.index(kind)])
     anatomy = PATIENT_CLASSES[kind](rng)
     tex_rng = np.random.default_rng([seed, index, 1000 + PHANTOM_KINDS.index(kind)])
     tex = texture_fields(tex_rng, n_slices, grid, slice_mm)
-    out = np.empty((n_slices, grid.size, grid.size), dtype=np.float32)
+    out = np.empty((n_slices, grid.size, grid.size), dtype=np.float64)
     for k in range(n_slices):
         painter = Painter(grid)
         z = (k - (n_slices - 1) / 2) * slice_mm
@@ -422,7 +426,7 @@ def patient_slices(
     # nothing outside the inscribed circle of the field of view (the projector's support)
     x, y = grid.coords()
     out[:, (x * x + y * y) > (grid.size * grid.pixel_mm / 2 - grid.pixel_mm) ** 2] = HU["air"]
-    return out
+    return quantize_hu(out).astype(np.float32)  # exact: multiples of 1/16 HU
 
 
 def downsample2(img: np.ndarray) -> np.ndarray:

@@ -176,9 +176,9 @@ def _ray_frames(geom: Geometry, angles: torch.Tensor, channels: torch.Tensor) ->
     return sx.expand_as(dx), sy.expand_as(dx), dx, dy, s0
 
 
-def _plan_fits(nnz: int, device: torch.device) -> bool:
+def _plan_fits(nnz: int, device: torch.device, dtype: torch.dtype = torch.float32) -> bool:
     budget = PLAN_CACHE_BYTES * (4 if device.type == "cuda" else 1)
-    return nnz * 8 <= budget  # float32 value + int32 column index per entry
+    return nnz * (4 + dtype.itemsize) <= budget  # value + int32 column index per entry
 
 
 def _csr(col: torch.Tensor, val: torch.Tensor, n_cols: int) -> torch.Tensor:
@@ -224,21 +224,22 @@ def _build_threads() -> Iterator[None]:
         torch.set_num_threads(n)
 
 
-def _joseph_block(geom: Geometry, angles: torch.Tensor, device: torch.device) -> torch.Tensor:
+def _joseph_block(geom: Geometry, angles: torch.Tensor, device: torch.device,
+                  dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """System matrix rows of the rays of ``angles`` (Joseph 1982, IEEE TMI 1(3)): a ray crosses each
     pixel column (or row, whichever is closer to perpendicular to it) once; the image is interpolated
     linearly between the two nearest pixel centres on that line, and each sample counts the chord
-    ``pixel / |cos φ|``. Returns a CSR matrix ``(v·C, M²)``, float32, rows ordered view-major.
+    ``pixel / |cos φ|``. Returns a CSR matrix ``(v·C, M²)`` of ``dtype``, rows ordered view-major.
 
     In pixel units the crossing with line ``j`` is at fractional index ``a + b·(j − centre)`` with, for
     x-dominant rays, ``a = centre − Y + X·dy/dx``, ``b = −dy/dx`` (a row index) and, for y-dominant
     rays, ``a = centre + X − Y·dx/dy``, ``b = −dx/dy`` (a column index).
     """
     with _build_threads():
-        return _joseph_build(geom, angles, device)
+        return _joseph_build(geom, angles, device, dtype)
 
 
-def _joseph_build(geom: Geometry, angles: torch.Tensor, device: torch.device) -> torch.Tensor:
+def _joseph_build(geom: Geometry, angles: torch.Tensor, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
     m, p = geom.image_size, geom.pixel_mm
     centre = (m - 1) / 2
     px, py, dx, dy, _ = (t.reshape(-1) for t in _ray_frames(geom, angles, geom.channel_positions(device)))
@@ -246,16 +247,16 @@ def _joseph_build(geom: Geometry, angles: torch.Tensor, device: torch.device) ->
     xdom = dx.abs() >= dy.abs()
     sdx = torch.where(xdom, dx, 1.0)
     sdy = torch.where(xdom, 1.0, dy)
-    a = torch.where(xdom, centre - y + x * dy / sdx, centre + x - y * dx / sdy).float()
-    b = torch.where(xdom, -dy / sdx, -dx / sdy).float()
-    chord = (p / torch.where(xdom, dx.abs(), dy.abs())).float()
+    a = torch.where(xdom, centre - y + x * dy / sdx, centre + x - y * dx / sdy).to(dtype)
+    b = torch.where(xdom, -dy / sdx, -dx / sdy).to(dtype)
+    chord = (p / torch.where(xdom, dx.abs(), dy.abs())).to(dtype)
     stride = torch.where(xdom, m, 1).to(torch.int32)  # index along the fractional axis → flat offset
     step = torch.where(xdom, 1, m).to(torch.int32)  # line index → flat offset
-    line = torch.arange(m, dtype=torch.float32, device=device)
+    line = torch.arange(m, dtype=dtype, device=device)
     line_c = line - centre
     n_rays = px.numel()
     col = torch.empty((n_rays, 2 * m), dtype=torch.int32, device=device)
-    val = torch.empty((n_rays, 2 * m), dtype=torch.float32, device=device)
+    val = torch.empty((n_rays, 2 * m), dtype=dtype, device=device)
     per = max(1, _ROWS_BLOCK // m)
     li = line.to(torch.int32)
     for r0 in range(0, n_rays, per):
@@ -266,8 +267,8 @@ def _joseph_build(geom: Geometry, angles: torch.Tensor, device: torch.device) ->
 
 
 @functools.lru_cache(maxsize=4)
-def _joseph_matrix(geom: Geometry, device: torch.device) -> torch.Tensor:
-    return _joseph_block(geom, geom.angles(device), device)
+def _joseph_matrix(geom: Geometry, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    return _joseph_block(geom, geom.angles(device), device, dtype)
 
 
 def _spmm_batched(mat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -276,8 +277,9 @@ def _spmm_batched(mat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return torch.cat(outs, dim=1)
 
 
-def _view_chunks(geom: Geometry, nnz_per_view: int, device: torch.device) -> list[tuple[int, int]]:
-    if _plan_fits(geom.views * nnz_per_view, device):
+def _view_chunks(geom: Geometry, nnz_per_view: int, device: torch.device,
+                 dtype: torch.dtype = torch.float32) -> list[tuple[int, int]]:
+    if _plan_fits(geom.views * nnz_per_view, device, dtype):
         return [(0, geom.views)]
     step = max(1, _MAX_ENTRIES_PER_BLOCK // nnz_per_view)
     return [(v0, min(v0 + step, geom.views)) for v0 in range(0, geom.views, step)]
@@ -289,20 +291,21 @@ def forward_project(images: torch.Tensor, geom: Geometry) -> torch.Tensor:
     Ray-driven Joseph projector, applied as a sparse matrix to the whole batch at once (every image
     is a column of one sparse × dense product, so the interpolation weights are computed once for
     the batch). The matrix of a geometry is cached when it fits in ``PLAN_CACHE_BYTES``; larger
-    geometries are projected view-block by view-block. Runs on ``images.device`` in float32.
+    geometries are projected view-block by view-block. Runs on ``images.device`` in float32, or in
+    float64 for float64 images (the simulator's precision: :mod:`benchmark.data.simulate`).
     """
     squeeze = images.ndim == 2
     imgs = images[None] if squeeze else images
     if imgs.ndim != 3 or imgs.shape[-1] != geom.image_size or imgs.shape[-2] != geom.image_size:
         raise ValueError(f"images {tuple(images.shape)} do not match the geometry's {geom.image_size}² grid")
-    b, dev = imgs.shape[0], imgs.device
-    cols = imgs.reshape(b, -1).T.float().contiguous()  # (M², B)
-    chunks = _view_chunks(geom, geom.channels * 2 * geom.image_size, dev)
+    b, dev, dt = imgs.shape[0], imgs.device, _work_dtype(imgs)
+    cols = imgs.reshape(b, -1).T.to(dt).contiguous()  # (M², B)
+    chunks = _view_chunks(geom, geom.channels * 2 * geom.image_size, dev, dt)
     if len(chunks) == 1:
-        rays = _spmm_batched(_joseph_matrix(geom, dev), cols)
+        rays = _spmm_batched(_joseph_matrix(geom, dev, dt), cols)
     else:
         ang = geom.angles(dev)
-        rays = torch.cat([_spmm_batched(_joseph_block(geom, ang[v0:v1], dev), cols) for v0, v1 in chunks])
+        rays = torch.cat([_spmm_batched(_joseph_block(geom, ang[v0:v1], dev, dt), cols) for v0, v1 in chunks])
     sino = rays.T.reshape(b, geom.views, geom.channels).to(imgs.dtype)
     return sino[0] if squeeze else sino
 
@@ -363,7 +366,8 @@ def _pixel_coords(geom: Geometry, device: torch.device) -> tuple[torch.Tensor, t
     return x.reshape(-1), y.reshape(-1)
 
 
-def _bp_block(geom: Geometry, first: int, last: int, weighted: bool, device: torch.device) -> torch.Tensor:
+def _bp_block(geom: Geometry, first: int, last: int, weighted: bool, device: torch.device,
+              dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """Back-projection matrix of views ``first:last``: CSR ``(P, V·C)`` with two entries per view
     (linear interpolation along the channels), times the fan-beam weight ``1/L²``.
 
@@ -372,21 +376,22 @@ def _bp_block(geom: Geometry, first: int, last: int, weighted: bool, device: tor
     distance ``L² = (D − t)² + q²``.
     """
     with _build_threads():
-        return _bp_build(geom, first, last, weighted, device)
+        return _bp_build(geom, first, last, weighted, device, dtype)
 
 
-def _bp_build(geom: Geometry, first: int, last: int, weighted: bool, device: torch.device) -> torch.Tensor:
+def _bp_build(geom: Geometry, first: int, last: int, weighted: bool, device: torch.device,
+              dtype: torch.dtype) -> torch.Tensor:
     x, y = _pixel_coords(geom, device)
     ang = geom.angles(device)[first:last]
-    cos_sin = torch.stack((torch.cos(ang), torch.sin(ang))).float()  # (2, v)
-    sin_mcos = torch.stack((torch.sin(ang), -torch.cos(ang))).float()
-    xy = torch.stack((x, y), dim=1).float()  # (P, 2)
+    cos_sin = torch.stack((torch.cos(ang), torch.sin(ang))).to(dtype)  # (2, v)
+    sin_mcos = torch.stack((torch.sin(ang), -torch.cos(ang))).to(dtype)
+    xy = torch.stack((x, y), dim=1).to(dtype)  # (P, 2)
     n_pix, nv = xy.shape[0], ang.numel()
     ch0 = -(geom.channels - 1) / 2
     offset = (torch.arange(first, last, device=device, dtype=torch.int32) * geom.channels)[None, :]
     col = torch.empty((n_pix, 2 * nv), dtype=torch.int32, device=device)
-    val = torch.empty((n_pix, 2 * nv), dtype=torch.float32, device=device)
-    one = torch.ones((), dtype=torch.float32, device=device)
+    val = torch.empty((n_pix, 2 * nv), dtype=dtype, device=device)
+    one = torch.ones((), dtype=dtype, device=device)
     per = max(1, _ROWS_BLOCK // nv)
     for p0 in range(0, n_pix, per):
         r = slice(p0, p0 + per)
@@ -403,8 +408,13 @@ def _bp_build(geom: Geometry, first: int, last: int, weighted: bool, device: tor
 
 
 @functools.lru_cache(maxsize=6)
-def _bp_matrix(geom: Geometry, device: torch.device, weighted: bool) -> torch.Tensor:
-    return _bp_block(geom, 0, geom.views, weighted, device)
+def _bp_matrix(geom: Geometry, device: torch.device, weighted: bool, dtype: torch.dtype) -> torch.Tensor:
+    return _bp_block(geom, 0, geom.views, weighted, device, dtype)
+
+
+def _work_dtype(x: torch.Tensor) -> torch.dtype:
+    """float64 for float64 input (the simulator's exact path), else float32."""
+    return torch.float64 if x.dtype == torch.float64 else torch.float32
 
 
 def backproject(filtered: torch.Tensor, geom: Geometry, *, weighted: bool = True) -> torch.Tensor:
@@ -417,16 +427,16 @@ def backproject(filtered: torch.Tensor, geom: Geometry, *, weighted: bool = True
     geometry like the forward projector).
     """
     b, n_v, _ = filtered.shape
-    dev = filtered.device
+    dev, dt = filtered.device, _work_dtype(filtered)
     use_w = weighted and geom.kind == "fan"
-    cols = filtered.reshape(b, -1).T.float().contiguous()  # (V·C, B)
-    chunks = _view_chunks(geom, 2 * geom.image_size**2, dev)
+    cols = filtered.reshape(b, -1).T.to(dt).contiguous()  # (V·C, B)
+    chunks = _view_chunks(geom, 2 * geom.image_size**2, dev, dt)
     if len(chunks) == 1:
-        acc = _spmm_batched(_bp_matrix(geom, dev, use_w), cols)
+        acc = _spmm_batched(_bp_matrix(geom, dev, use_w, dt), cols)
     else:
-        acc = torch.zeros((geom.image_size**2, b), dtype=torch.float32, device=dev)
+        acc = torch.zeros((geom.image_size**2, b), dtype=dt, device=dev)
         for v0, v1 in chunks:
-            acc += _spmm_batched(_bp_block(geom, v0, v1, use_w, dev), cols)
+            acc += _spmm_batched(_bp_block(geom, v0, v1, use_w, dev, dt), cols)
     scale = (2 * math.pi / n_v) if geom.kind == "fan" else (math.pi / n_v)
     img = (acc.T * scale).reshape(b, geom.image_size, geom.image_size).to(filtered.dtype)
     x, y = _pixel_coords(geom, dev)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -28,6 +29,23 @@ from benchmark.data.projector import Geometry, fbp, forward_project
 
 MU_WATER_PER_MM = 0.0192  # linear attenuation of water at ~70 keV effective energy, 1/mm
 HU_AIR = -1000.0
+# Stored images are HU on a grid of 1/16 HU, as a scanner's DICOM stores integer HU (finer, so that the
+# grid's own noise, std 1/16/sqrt(12) = 0.018 HU, is ~150x below the smallest noise std of any condition
+# and 1/100 of a 2 HU low-contrast step). The simulator computes in float64 (forward projection, FBP);
+# different CPUs then differ by ~1e-10 HU, and rounding to the grid makes the stored float32 values the same
+# bytes on every host unless a value falls within that distance of a grid midpoint (~1e-8 per pixel).
+# float32 holds every multiple of 1/16 below 2^20 HU exactly.
+HU_QUANTUM = 1.0 / 16.0
+
+
+ArrayT = TypeVar("ArrayT", np.ndarray, torch.Tensor)
+
+
+def quantize_hu(hu: ArrayT) -> ArrayT:
+    """Round HU to the storage grid ``HU_QUANTUM`` (half to even), same type and dtype as ``hu``."""
+    if isinstance(hu, torch.Tensor):
+        return torch.round(hu / HU_QUANTUM) * HU_QUANTUM
+    return np.round(hu / HU_QUANTUM) * HU_QUANTUM
 
 
 def hu_to_mu(hu: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
@@ -80,27 +98,29 @@ def add_noise(sino: np.ndarray, geom: Geometry, model: NoiseModel, dose: float, 
 
 def reconstruct_hu(sino: np.ndarray | torch.Tensor, geom: Geometry, *, filter_name: str = "hann",
                    batch: int = 64, device: str | torch.device = "cpu") -> np.ndarray:
-    """FBP of line integrals ``(B, V, C)`` on ``geom``'s grid → HU ``(B, H, W)`` float32.
+    """FBP of line integrals ``(B, V, C)`` on ``geom``'s grid → HU ``(B, H, W)`` float32 on the
+    ``HU_QUANTUM`` grid. Computed in float64 (see ``HU_QUANTUM``).
 
     Pixels outside the field-of-view circle are set to air (−1000 HU).
     """
-    s = sino.float() if isinstance(sino, torch.Tensor) else torch.from_numpy(np.array(sino, dtype=np.float32))
+    s = sino.double() if isinstance(sino, torch.Tensor) else torch.from_numpy(np.array(sino, dtype=np.float64))
     out = np.empty((s.shape[0], geom.image_size, geom.image_size), dtype=np.float32)
     idx = (torch.arange(geom.image_size, dtype=torch.float32) - (geom.image_size - 1) / 2)
     outside = (idx[:, None] ** 2 + idx[None, :] ** 2) > (geom.image_size / 2) ** 2
     for b0 in range(0, s.shape[0], batch):
         mu = fbp(s[b0 : b0 + batch].to(device), geom, filter_name)  # type: ignore[arg-type]
-        hu = (1000.0 * (mu / MU_WATER_PER_MM - 1)).cpu()
+        hu = quantize_hu((1000.0 * (mu / MU_WATER_PER_MM - 1)).cpu())
         hu[:, outside] = HU_AIR
-        out[b0 : b0 + batch] = hu.numpy()
+        out[b0 : b0 + batch] = hu.numpy()  # exact: a multiple of 1/16 HU fits float32
     return out
 
 
-def project_hu(images_hu: np.ndarray, geom: Geometry, *, batch: int = 1024,
+def project_hu(images_hu: np.ndarray, geom: Geometry, *, batch: int = 256,
                device: str | torch.device = "cpu") -> np.ndarray:
-    """Line integrals ``(B, V, C)`` float32 of HU images ``(B, H, W)`` on ``geom``'s grid."""
+    """Line integrals ``(B, V, C)`` of HU images ``(B, H, W)`` on ``geom``'s grid, computed in float64 and
+    stored as float32."""
     out = np.empty((images_hu.shape[0], geom.views, geom.channels), dtype=np.float32)
     for b0 in range(0, images_hu.shape[0], batch):
-        mu = hu_to_mu(torch.from_numpy(np.array(images_hu[b0 : b0 + batch], dtype=np.float32)).to(device))
+        mu = hu_to_mu(torch.from_numpy(np.array(images_hu[b0 : b0 + batch], dtype=np.float64)).to(device))
         out[b0 : b0 + batch] = forward_project(mu, geom).cpu().numpy()  # type: ignore[arg-type]
     return out

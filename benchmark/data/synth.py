@@ -49,10 +49,10 @@ from benchmark.data.base import SPLITS, Dataset, DatasetOptions, PairedSlices, S
 from benchmark.data.measure import difference_noise_std, uniform_roi
 from benchmark.data.phantoms import Grid, downsample2, patient_kind, patient_slices
 from benchmark.data.projector import Geometry, clinical_geometry
-from benchmark.data.simulate import NoiseModel, add_noise, project_hu, reconstruct_hu
+from benchmark.data.simulate import HU_QUANTUM, NoiseModel, add_noise, project_hu, reconstruct_hu
 
 # Bump when anything that changes the arrays changes (phantoms, physics, projector, layout).
-GENERATOR_VERSION = "synth-2"
+GENERATOR_VERSION = "synth-3"  # 3: float64 phantoms, projection and FBP; HU stored on a 1/16 HU grid
 NDCT_STREAM = 2  # noise-stream tag of the ndct target (inputs have none, redrawn training noise 1)
 
 DOSES_PERCENT: tuple[int, ...] = (10, 25, 50, 100)
@@ -95,12 +95,11 @@ SIZES: dict[str, tuple[int, int, int, tuple[int, int]]] = {
 # ≈ 3.3 HU for tiny, ≈ 12 HU for small; 10 % dose: ≈ 11 and ≈ 41 HU).
 DEFAULT_I0 = 2.0e5
 # Largest per-pixel difference (HU) between a CUDA and a CPU build of the same options. Only the FBP
-# runs on the build device (forward projection and noise are on the CPU, see SynthOptions). FBP is
-# linear in float32: an FFT filter (cuFFT vs pocketfft) and a sparse back-projection summing ~720
-# views, each with a relative rounding error of a few 1e-7 (≈ sqrt(terms) · 2^-24); on μ ≈ 0.02 /mm
-# that is ≲ 1e-3 HU, amplified at most ~10× by the ramp filter's noise-dominated intermediate
-# values. 0.05 HU leaves a margin and is ~100× below the smallest noise std of any condition (≈ 3 HU).
-BUILD_TOLERANCE_HU = 0.05
+# runs on the build device (forward projection and noise are on the CPU, see SynthOptions). FBP runs in
+# float64 (cuFFT vs pocketfft/MKL, a sparse back-projection summing ~720 views): the two differ by
+# ~1e-10 HU, then both round to the HU_QUANTUM grid, so a pixel differs only where it lies within that
+# distance of a grid midpoint, and then by exactly one grid step.
+BUILD_TOLERANCE_HU = HU_QUANTUM
 
 
 class SynthOptions(DatasetOptions):
@@ -119,8 +118,9 @@ class SynthOptions(DatasetOptions):
     the forward projection that feeds the noise always runs on the CPU and the noise is drawn on the
     CPU from the seeded numpy generators, so phantoms, clean sinograms, ROIs and the noise
     realisation are bit-identical everywhere; only the (linear, deterministic) FBP runs on the build
-    device, and a CUDA build equals a CPU build within ``BUILD_TOLERANCE_HU`` per pixel (float32
-    rounding; see its comment). Rebuilding on the same device is bit-identical.
+    device, and a CUDA build equals a CPU build within ``BUILD_TOLERANCE_HU`` per pixel (one grid
+    step where a float64 difference straddles a rounding point; see its comment). Rebuilding on the
+    same device is bit-identical.
     """
 
     size: SizeName = "small"
@@ -209,6 +209,7 @@ class SynthDataset(Dataset):
         o = self.options
         return {
             "version": GENERATOR_VERSION,
+            "hu_quantum": HU_QUANTUM,
             "size": o.size,
             "geometry": o.geometry,
             "seed": o.seed,
