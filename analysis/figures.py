@@ -315,7 +315,7 @@ def load_examples(folder: Path) -> pd.DataFrame:
     rows = []
     for path in sorted(folder.glob("*.npz")):
         loss, arch, dose, seed = path.stem.split("__")
-        with np.load(path) as z:
+        with np.load(path, allow_pickle=False) as z:  # a run folder's file: never unpickle
             rows.append({"cell": path.stem, "loss": loss, "architecture": arch, "dose": dose, "seed": int(seed[1:]),
                          "arrays": {k: z[k] for k in z.files}})  # fmt: skip
     return pd.DataFrame(rows, columns=["cell", "loss", "architecture", "dose", "seed", "arrays"])

@@ -39,7 +39,8 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Callable, Iterable, Sequence
+import warnings
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -63,11 +64,12 @@ from analysis.schema import (
     metric_info,
 )
 from analysis.shards import Shard, parse_devices, score_in_shards
-from benchmark.checkpoint import load_model
+from benchmark.checkpoint import CheckpointError, load_checkpoint, load_model
 from benchmark.core.conventions import window_to_unit
 from benchmark.core.device import resolve_device
-from benchmark.core.errors import UserError
+from benchmark.core.errors import SkippedWarning, UserError
 from benchmark.core.io import atomic_write, atomic_write_text
+from benchmark.core.kernels import apply_portable
 from benchmark.data import Dataset, Split, open_dataset
 from benchmark.evaluate import denoise
 from benchmark.layout import (
@@ -112,7 +114,8 @@ class EvalSet:
 class ScoreSummary:
     """What one :func:`score_run` call did. ``metric_evaluations`` counts (checkpoint, metric) pairs
     computed, ``baseline_evaluations`` (dose, metric) pairs of the LDCT-input baseline (both 0 on a
-    rerun with nothing new); ``skipped`` maps cell id → reason."""
+    rerun with nothing new); ``skipped`` maps cell id → reason; ``bad_checkpoints`` maps the path of
+    each checkpoint skipped (another cell's, unreadable, unsafe, gone mid-read) → reason."""
 
     checkpoints: int = 0
     checkpoints_scored: int = 0
@@ -123,6 +126,7 @@ class ScoreSummary:
     unavailable: dict[str, str] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)
     metrics: list[str] = field(default_factory=list)
+    bad_checkpoints: dict[str, str] = field(default_factory=dict)
 
 
 def select_images(n: int, max_images: int | None) -> np.ndarray:
@@ -233,11 +237,14 @@ def score_images(
 
 
 def score_checkpoint(path: Path, ev: EvalSet, metrics: Sequence[str], *, window: str, device: str,
-                     batch_size: int, chunk: int, ref_cache: dict) -> pd.DataFrame:  # fmt: skip
+                     batch_size: int, chunk: int, ref_cache: dict,
+                     identity: Mapping[str, Any] | None = None) -> pd.DataFrame:  # fmt: skip
     """Denoise the evaluation set with one checkpoint (once, chunk by chunk; a 3-D model each image
     within its volume, :func:`denoise_images`) and compute every metric in ``metrics`` per image
-    (:func:`score_images`). On a GPU the denoised images stay there for the metrics (``as_tensor``)."""
-    model = load_model(path, device=device)
+    (:func:`score_images`). On a GPU the denoised images stay there for the metrics (``as_tensor``).
+    ``identity`` (``cell_id``, ``config``): load it only if it is that cell's
+    (:func:`benchmark.checkpoint.load_checkpoint`)."""
+    model = load_model(path, device=device, **(identity or {}))
     on_device = torch.device(device).type != "cpu"
     return score_images(ev, metrics, lambda part: denoise_images(model, ev, part, batch_size=batch_size, device=device,
                                                                  as_tensor=on_device),
@@ -318,12 +325,12 @@ def example_index(ev: EvalSet, window: str, image: str | None = None) -> int:
 
 
 def write_example(path: Path, checkpoint: Path, epoch: int, ev: EvalSet, idx: int, *, device: str,
-                  batch_size: int = 1) -> None:  # fmt: skip
+                  batch_size: int = 1, identity: Mapping[str, Any] | None = None) -> None:  # fmt: skip
     """Save one denoised slice with its low-dose input and reference (HU) for the visual comparison (a
     3-D model's within its volume, with the scoring's ``batch_size``, so it is the slice scored), and
     what the NPS figure needs: ``pixel_mm``, the uniform-region mask ``roi`` when the dataset has one, and
-    ``target_noise_free`` when the reference is noisy."""
-    model = load_model(checkpoint, device=device)
+    ``target_noise_free`` when the reference is noisy. ``identity``: as :func:`score_checkpoint`'s."""
+    model = load_model(checkpoint, device=device, **(identity or {}))
     out = denoise_images(model, ev, slice(idx, idx + 1), batch_size=batch_size, device=device)[0]
     extra: dict[str, Any] = {"pixel_mm": ev.pixel_mm}
     if ev.roi is not None:
@@ -338,7 +345,7 @@ def write_example(path: Path, checkpoint: Path, epoch: int, ev: EvalSet, idx: in
 def _example_is_current(path: Path, checkpoint: Path, image: str) -> bool:
     if not path.is_file():
         return False
-    with np.load(path) as z:
+    with np.load(path, allow_pickle=False) as z:  # a run folder's file: never unpickle
         return str(z["stamp"]) == checkpoint_stamp(checkpoint) and str(z["image"]) == image
 
 
@@ -390,6 +397,8 @@ def score_run(out: Path | str, opts: ScoreOptions | None = None) -> ScoreSummary
     opts = opts or ScoreOptions()
     layout = RunLayout(out)
     matrix = layout.matrix()
+    if matrix.reproducibility.kernels == "portable":  # score with the kernels the run trained with
+        apply_portable(matrix.reproducibility.threads, field=f"{out}: matrix.resolved.yaml reproducibility.kernels")
     ev_cfg = matrix.evaluation
     metrics = list(dict.fromkeys(opts.metrics or ev_cfg.metrics))
     for m in metrics:
@@ -418,6 +427,7 @@ def score_run(out: Path | str, opts: ScoreOptions | None = None) -> ScoreSummary
             summary.baseline_evaluations += part.baseline_evaluations
     if shard is not None:
         plan = [x for x in plan if x[0].cell_id in shard.cells]
+    configs = {c.cell_id: layout.cell_config(c.cell_id) or {} for c in cells}  # what each checkpoint must match
     first_seed: dict[tuple[str, str, str], int] = {}  # the example images come from the lowest seed
     for c in cells:
         key = (c.loss, c.architecture, c.dose)
@@ -449,18 +459,31 @@ def score_run(out: Path | str, opts: ScoreOptions | None = None) -> ScoreSummary
                 ndct_noise.append(rows.assign(dose=dose))
         for cell, epoch, path in [x for x in plan if x[0].dose == dose]:
             bar.set_postfix_str(f"{cell.cell_id} epoch {epoch}")
-            rows, done = cached_values(layout.score_cache(cell.cell_id, epoch), ev.stamp,
-                                       checkpoint_stamp(path), summary.metrics,
-                                       partial(score_checkpoint, path, ev, ref_cache=ref_cache, **kw))  # fmt: skip
+            identity: dict[str, Any] = {"cell_id": cell.cell_id, "config": configs[cell.cell_id]}
+            try:
+                # the cell's own checkpoint, checked before any cache is trusted (tensors mapped, not read)
+                load_checkpoint(path, mmap=True, **identity)
+                rows, done = cached_values(layout.score_cache(cell.cell_id, epoch), ev.stamp,
+                                           checkpoint_stamp(path), summary.metrics,
+                                           partial(score_checkpoint, path, ev, ref_cache=ref_cache, identity=identity,
+                                                   **kw))  # fmt: skip
+            except (CheckpointError, FileNotFoundError) as exc:
+                _skip_checkpoint(summary, path, exc)
+                bar.update(1)
+                continue
             summary.checkpoints_scored += int(done > 0)
             summary.metric_evaluations += done
             frames.append(rows.assign(cell=cell.cell_id, loss=cell.loss, architecture=cell.architecture,
                                       dose=cell.dose, seed=cell.seed, epoch=epoch, source=SOURCE_METRIC))  # fmt: skip
-            last = max(layout.checkpoints(cell.cell_id))
+            last = max(layout.checkpoints(cell.cell_id), default=epoch)
             ex_path = layout.example(cell.cell_id)
             if epoch == last and first_seed[(cell.loss, cell.architecture, cell.dose)] == cell.seed \
                     and not _example_is_current(ex_path, path, str(ev.images[ex_idx])):  # fmt: skip
-                write_example(ex_path, path, epoch, ev, ex_idx, device=device, batch_size=batch_size)
+                try:
+                    write_example(ex_path, path, epoch, ev, ex_idx, device=device, batch_size=batch_size,
+                                  identity=identity)  # fmt: skip
+                except (CheckpointError, FileNotFoundError) as exc:
+                    _skip_checkpoint(summary, path, exc)
             bar.update(1)
         del ref_cache
     bar.close()
@@ -474,6 +497,20 @@ def score_run(out: Path | str, opts: ScoreOptions | None = None) -> ScoreSummary
     write_input_baseline(layout, ndct_noise, name=NDCT_BASELINE)
     summary.seconds = time.perf_counter() - t0
     return summary
+
+
+def _skip_checkpoint(summary: ScoreSummary, path: Path, exc: Exception) -> None:
+    """Leave one checkpoint out of the analysis with a warning naming it (a :class:`SkippedWarning`,
+    printed by the CLI as ``warning: ...``): another cell's (or other
+    settings'), unreadable, unsafe, or gone while being read (``analyze --partial`` beside a ``run``
+    that thins its checkpoints). A format-1 or newer-format checkpoint is not skipped: it stops the
+    analysis with the conversion command (:class:`benchmark.checkpoint.CheckpointError`)."""
+    if isinstance(exc, CheckpointError) and exc.reason in ("legacy", "newer"):
+        raise exc
+    reason = exc.detail if isinstance(exc, CheckpointError) else "disappeared while being read (thinned or moved by a running `run`?)"
+    if str(path) not in summary.bad_checkpoints:
+        summary.bad_checkpoints[str(path)] = reason
+        warnings.warn(f"{path}: {reason}; checkpoint skipped", SkippedWarning, stacklevel=3)
 
 
 def write_outputs(layout: RunLayout, traj: pd.DataFrame, summary: ScoreSummary) -> None:

@@ -61,4 +61,7 @@ def cell_config(cell: Cell, matrix: MatrixConfig) -> dict[str, Any]:
         "dataset": matrix.dataset.model_dump(mode="json"),
         "training": matrix.training.model_dump(mode="json"),
         "deterministic": matrix.deterministic,
+        # portable kernels and their thread count decide the bytes; native cells keep their old config
+        **({"reproducibility": matrix.reproducibility.model_dump(mode="json")}
+           if matrix.reproducibility.kernels == "portable" else {}),
     }

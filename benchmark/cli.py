@@ -11,15 +11,17 @@ load torch, scipy or seaborn.
 from __future__ import annotations
 
 import sys
+import warnings
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from analysis.cli import score, weights_app
 from analysis.cli_report import analyze, report
+from benchmark.cli_checkpoints import checkpoints_app
 from benchmark.cli_data import data_app
-from benchmark.core.errors import UserError
+from benchmark.core.errors import SkippedWarning, UserError
 
 app = typer.Typer(
     name="ldct-bench",
@@ -54,9 +56,11 @@ def run(
     slurm_param: Annotated[list[str] | None, typer.Option(help="extra #SBATCH option key=value (repeatable)")] = None,
     slurm_setup: Annotated[list[str] | None, typer.Option(help="shell line run before each job, e.g. 'module load cuda' (repeatable)")] = None,
     cells_per_job: Annotated[int, typer.Option(help="cells per Slurm job, one task and one GPU each")] = 1,
+    portable: Annotated[bool, typer.Option("--portable", help="portable CPU kernels: byte-identical results on every x86-64 host and with any --jobs (sets the matrix's reproducibility.kernels; ~3-5x slower on the CPU)")] = False,
+    retry_diverged: Annotated[bool, typer.Option("--retry-diverged", help="train DIVERGED cells again (their earlier attempt is kept under the cell's attempts/); a cell whose config or data changed since it diverged is retried anyway")] = False,
 ) -> None:
     """Train every cell of MATRIX into OUT; finished cells are skipped, unfinished ones resume."""
-    from benchmark.config import MatrixConfig, load_matrix  # lazy: CLI start-up
+    from benchmark.config import load_matrix, parse_matrix  # lazy: CLI start-up
     from benchmark.runner import Runner  # lazy: CLI start-up
     from benchmark.validate import check_matrix  # lazy: CLI start-up
 
@@ -74,15 +78,24 @@ def run(
         raise UserError("applies to --executor local only; Slurm runs one task per cell (see --cells-per-job, --slurm-parallel)", field="--jobs")
     if executor == "slurm" and devices is not None:
         raise UserError("applies to --executor local only; a Slurm task uses its own GPU", field="--devices")
+    if executor == "slurm" and retry_diverged:
+        raise UserError("applies to --executor local only; Slurm submits no DIVERGED cell (retry them locally, or "
+                        "move their DIVERGED marker aside and submit again)", field="--retry-diverged")  # fmt: skip
     cfg = load_matrix(matrix)
-    if device is not None:
-        cfg = MatrixConfig.model_validate({**cfg.model_dump(), "device": device})
+    if device is not None:  # a bad value is a UserError naming --device (exit 2), not a ValidationError
+        cfg = parse_matrix({**cfg.model_dump(), "device": device}, "--device")
+    if portable:
+        rep = {**cfg.reproducibility.model_dump(), "kernels": "portable"}
+        cfg = parse_matrix({**cfg.model_dump(), "reproducibility": rep}, "--portable")
     if executor == "slurm":
         from benchmark.slurm import SlurmOptions, parse_params, require_slurm, submit  # lazy: CLI start-up
 
         params = parse_params(slurm_param or [])  # bad input fails before anything else
         require_slurm()
-        check_matrix(cfg)
+        lacking: list[str] = []  # the submitting host may lack the GPUs or data the compute nodes have
+        check_matrix(cfg, warnings=lacking)
+        for line in lacking:
+            typer.echo(f"warning: this host lacks it (the Slurm jobs fail if their nodes do too): {line}", err=True)
         jobs = submit(cfg, out, SlurmOptions(
             partition=slurm_partition, account=slurm_account, qos=slurm_qos, constraint=slurm_constraint,
             timeout_min=slurm_time, mem_gb=slurm_mem, cpus_per_task=slurm_cpus, array_parallelism=slurm_parallel,
@@ -96,13 +109,15 @@ def run(
     dataset = check_matrix(cfg)
     try:
         if n_jobs > 1:
-            summary = WorkerPool(cfg, out, jobs=n_jobs, devices=device_list, quiet=quiet, dataset=dataset).run()
+            summary = WorkerPool(cfg, out, jobs=n_jobs, devices=device_list, quiet=quiet, dataset=dataset,
+                                 retry_diverged=retry_diverged).run()  # fmt: skip
         else:
-            runner = Runner(cfg, out, quiet=quiet, dataset=dataset, device=device_list[0] if device_list else None)
+            runner = Runner(cfg, out, quiet=quiet, dataset=dataset, device=device_list[0] if device_list else None,
+                            retry_diverged=retry_diverged)  # fmt: skip
             summary = runner.run()
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM / SIGHUP to a pool (benchmark.pool.Stopped)
         typer.echo("interrupted: finished epochs are checkpointed; run the same command again to resume", err=True)
-        raise typer.Exit(130) from None
+        raise typer.Exit(128 + getattr(exc, "signum", 2)) from None
     for line in summary.lines():
         typer.echo(line)
     if summary.failed:
@@ -110,14 +125,21 @@ def run(
 
 
 @app.command()
-def validate(matrix: MatrixOpt) -> None:
-    """Check MATRIX against the registries and the dataset without training; print its cells."""
+def validate(
+    matrix: MatrixOpt,
+    strict: Annotated[bool, typer.Option("--strict", help="what this machine lacks (weight files, GPUs, data folders) is an error too, not a warning")] = False,
+) -> None:
+    """Check MATRIX against the registries and the dataset without training; print its cells. Errors in
+    the matrix exit 2; what this machine lacks is a warning with its fix (an error with --strict)."""
     from benchmark.cells import expand_cells  # lazy: CLI start-up
     from benchmark.config import load_matrix  # lazy: CLI start-up
     from benchmark.validate import check_matrix  # lazy: CLI start-up
 
     cfg = load_matrix(matrix)
-    check_matrix(cfg)
+    missing: list[str] = []
+    check_matrix(cfg, warnings=None if strict else missing)
+    for line in missing:
+        typer.echo(f"warning: this machine lacks what the matrix needs (`run` refuses it until fixed): {line}", err=True)
     cells = expand_cells(cfg)
     typer.echo(f"valid: {len(cells)} cell(s) x {cfg.training.epochs} epoch(s)")
     for c in cells:
@@ -159,6 +181,7 @@ def list_(
 # Commands that live beside their code (data, analysis); these modules import their heavy
 # dependencies lazily, so `ldct-bench --help` stays fast.
 app.add_typer(data_app, name="data", help="Build, inspect and calibrate datasets.")
+app.add_typer(checkpoints_app, name="checkpoints", help="Convert a trusted run folder's old (format-1) checkpoints, once.")
 app.command("score")(score)
 app.add_typer(weights_app, name="weights", help="Pretrained weight files: status, fetch, import.")
 app.command("analyze")(analyze)
@@ -166,11 +189,25 @@ app.command("report")(report)
 
 
 def main() -> None:
-    try:
-        app()
-    except UserError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        sys.exit(exc.exit_code)
+    """Run the CLI: a :class:`UserError` is one ``error:`` line and its exit code (2); a
+    :class:`SkippedWarning` (a run-folder file that is skipped) is one ``warning:`` line each."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", SkippedWarning)
+        default = warnings.showwarning
+
+        def show(message: Any, category: type[Warning], filename: str, lineno: int, file: Any = None,
+                 line: str | None = None) -> None:  # fmt: skip
+            if issubclass(category, SkippedWarning):  # about the user's files, not the code: no source line
+                typer.echo(f"warning: {message}", err=True)
+            else:
+                default(message, category, filename, lineno, file, line)
+
+        warnings.showwarning = show
+        try:
+            app()
+        except UserError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            sys.exit(exc.exit_code)
 
 
 if __name__ == "__main__":

@@ -33,8 +33,6 @@ from pydantic import (
     ConfigDict,
     Field,
     NonNegativeFloat,
-    NonNegativeInt,
-    PositiveInt,
     ValidationError,
     field_validator,
     model_validator,
@@ -45,7 +43,17 @@ from benchmark.core.errors import UnknownNameError, UserError
 from benchmark.core.registry import lookup
 from benchmark.optim import OPTIMIZERS, SCHEDULERS
 
-_LABEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+\-]*$")
+_LABEL_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+\-]*")
+# A label is a part of every cell id (``<loss>__<architecture>__<dose>__s<seed>``), which names a folder
+# and files under it: three labels of at most LABEL_MAX characters and a seed below MAX_SEED keep a cell
+# id (and ``analysis/examples/<cell id>.npz``) well inside the 255-byte file-name limit.
+LABEL_MAX = 64
+MAX_SEED = 2**32 - 1
+
+# Integers in the matrix are integers: YAML ``true`` (a bool is an int to Python) or ``2.0`` is refused
+# rather than read as 1 or 2.
+StrictPositiveInt = Annotated[int, Field(gt=0, strict=True)]
+StrictNonNegativeInt = Annotated[int, Field(ge=0, strict=True)]
 
 
 class Strict(BaseModel):
@@ -53,11 +61,17 @@ class Strict(BaseModel):
 
 
 def _check_label(label: str, what: str) -> str:
-    if not _LABEL_RE.match(label) or "__" in label:
+    """A label as it may appear in a cell id and a file name: letters, digits and ``_.+-``, starting with
+    a letter or digit, no ``__``, at most :data:`LABEL_MAX` characters (the whole string: a trailing
+    newline is refused too)."""
+    if not _LABEL_RE.fullmatch(label) or "__" in label:
         raise ValueError(
             f"{what} {label!r} must start with a letter or digit and use only letters, digits and '_.+-' "
             "(no double underscore: it separates the parts of a cell id)"
         )
+    if len(label) > LABEL_MAX:
+        raise ValueError(f"{what} {label[:20]!r}... has {len(label)} characters; at most {LABEL_MAX} are allowed "
+                         "(labels name the cell folders): give the entry a shorter 'label'")  # fmt: skip
     return label
 
 
@@ -214,7 +228,7 @@ class SchedulerConfig(Strict):
     interval: Literal["epoch", "step"] = Field(
         "epoch", description="step the schedule once per epoch, or after every optimizer step (its counts are then steps)"
     )
-    warmup: NonNegativeInt = Field(0, description="optimizer steps of linear learning-rate warm-up (needs interval: step)")
+    warmup: StrictNonNegativeInt = Field(0, description="optimizer steps of linear learning-rate warm-up (needs interval: step)")
 
     @model_validator(mode="after")
     def _warmup_per_step(self) -> SchedulerConfig:
@@ -225,7 +239,7 @@ class SchedulerConfig(Strict):
 
 class EarlyStoppingConfig(Strict):
     enabled: bool = False
-    patience: PositiveInt = 10
+    patience: StrictPositiveInt = 10
     min_delta: NonNegativeFloat = 0.0
 
 
@@ -248,14 +262,14 @@ class TrainingConfig(Strict):
     versions of each training run of a cell are recorded in its ``environment.json``.
     """
 
-    epochs: PositiveInt = 10
-    batch_size: PositiveInt = 16
-    patch_size: PositiveInt | Annotated[list[PositiveInt], Field(min_length=3, max_length=3)] | None = Field(
+    epochs: StrictPositiveInt = 10
+    batch_size: StrictPositiveInt = 16
+    patch_size: StrictPositiveInt | Annotated[list[StrictPositiveInt], Field(min_length=3, max_length=3)] | None = Field(
         64,
         description="2-D models: square crop side, null trains on whole slices; 3-D models: [depth, height, width], "
         "crops of `depth` consecutive slices of one patient",
     )
-    patches_per_epoch: PositiveInt | None = Field(
+    patches_per_epoch: StrictPositiveInt | None = Field(
         None, description="training samples drawn per epoch; default: one per training slice"
     )
     pairing: Literal["auto", "paired", "unpaired"] = Field(
@@ -271,13 +285,13 @@ class TrainingConfig(Strict):
     scheduler: SchedulerConfig = Field(default_factory=lambda: SchedulerConfig())
     grad_clip: float | None = Field(None, gt=0, description="max global gradient norm; null disables")
     early_stopping: EarlyStoppingConfig = Field(default_factory=lambda: EarlyStoppingConfig())
-    val_batch_size: PositiveInt = 8
-    val_max_images: PositiveInt | None = Field(None, description="cap on validation slices per epoch")
+    val_batch_size: StrictPositiveInt = 8
+    val_max_images: StrictPositiveInt | None = Field(None, description="cap on validation slices per epoch")
     precision: Literal["fp32", "tf32", "bf16"] = Field(
         "fp32", description="fp32 (default), tf32 (CUDA TensorFloat-32) or bf16 (autocast); not bit-comparable to fp32"
     )
     channels_last: bool = Field(False, description="networks and batches in channels-last memory layout")
-    check_every: PositiveInt = Field(
+    check_every: StrictPositiveInt = Field(
         16, description="read the summed losses back and check them for NaN/inf every N optimizer steps (1: every update)"
     )
 
@@ -304,10 +318,10 @@ class EvaluationConfig(Strict):
 
     metrics: list[str] = Field(default_factory=lambda: ["psnr", "ssim", "rmse_hu", "vif", "niqe", "pique", "lpips", "dists"])
     split: Literal["val", "test"] = "test"
-    every: PositiveInt = 1
+    every: StrictPositiveInt = 1
     window: str | tuple[float, float] = "abdomen"
-    max_images: PositiveInt | None = None
-    batch_size: PositiveInt = 8
+    max_images: StrictPositiveInt | None = None
+    batch_size: StrictPositiveInt = 8
 
 
 class ExcludeRule(Strict):
@@ -316,7 +330,24 @@ class ExcludeRule(Strict):
     loss: str | None = None
     architecture: str | None = None
     dose: str | None = None
-    seed: int | None = None
+    seed: Annotated[int, Field(strict=True)] | None = None
+
+
+class ReproducibilityConfig(Strict):
+    """Which CPU kernels train and score the matrix (:mod:`benchmark.core.kernels`).
+
+    ``kernels: native`` (default) lets PyTorch, oneDNN, MKL and numpy use the fastest code path for this
+    CPU: results are reproducible on the same CPU kind, not across kinds. ``kernels: portable`` pins every
+    kernel family to a path that every x86-64 CPU runs the same way, and ``threads`` intra-op threads per
+    cell (training and scoring, in every worker of ``--jobs N``), so the same matrix writes byte-identical
+    checkpoints and tables on any x86-64 host and with any ``--jobs``; ~3-5x slower on the CPU. A GPU's
+    own arithmetic is not covered (``deterministic: true`` makes it reproducible per device model). The
+    ``ldct-bench`` command applies the pins before torch loads; a Python process that already loaded
+    torch is refused. Portable cells record ``kernels`` and ``threads`` in their config, so a native
+    cell does not resume portably or the other way round."""
+
+    kernels: Literal["native", "portable"] = "native"
+    threads: int = Field(1, ge=1, le=256, strict=True, description="intra-op CPU threads per cell in portable mode")
 
 
 class CheckpointsConfig(Strict):
@@ -346,7 +377,7 @@ class CheckpointsConfig(Strict):
     keep: Literal["all", "last", "every_k"] = Field(
         "all", description="all epochs, only the last, or every `every`-th epoch (and the last)"
     )
-    every: PositiveInt | None = Field(None, description="k of keep: every_k (keep epochs k, 2k, ... and the last)")
+    every: StrictPositiveInt | None = Field(None, description="k of keep: every_k (keep epochs k, 2k, ... and the last)")
     weights_only: bool = Field(
         False, description="kept non-final epochs hold only the model weights (enough to score, not to resume)"
     )
@@ -384,7 +415,7 @@ class MatrixConfig(Strict):
     losses: list[LossConfig] = Field(min_length=1)
     architectures: list[ArchitectureConfig] = Field(min_length=1)
     doses: list[str] = Field(min_length=1, description="dataset condition names, e.g. '25_360'")
-    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    seeds: list[Annotated[int, Field(strict=True)]] = Field(default_factory=lambda: [0], min_length=1)
     exclude: list[ExcludeRule] = Field(default_factory=list)
     training: TrainingConfig = Field(default_factory=lambda: TrainingConfig())
     evaluation: EvaluationConfig = Field(default_factory=lambda: EvaluationConfig())
@@ -394,6 +425,10 @@ class MatrixConfig(Strict):
     checkpoints: CheckpointsConfig = Field(
         default_factory=lambda: CheckpointsConfig(),
         description="which per-epoch checkpoints stay on disk (keep: all | last | every_k; weights_only)",
+    )
+    reproducibility: ReproducibilityConfig = Field(
+        default_factory=lambda: ReproducibilityConfig(),
+        description="kernels: native | portable (byte-identical on every x86-64 host); threads per cell",
     )
     claims: list[Claim] = Field(
         default_factory=list,
@@ -428,8 +463,8 @@ class MatrixConfig(Strict):
             if dup:
                 raise ValueError(f"duplicate {what}(s) {dup}: give each entry a distinct 'label'")
         for s in self.seeds:
-            if s < 0:
-                raise ValueError(f"seed {s} must be >= 0")
+            if not 0 <= s <= MAX_SEED:
+                raise ValueError(f"seed {s} must be in [0, {MAX_SEED}]")
         for d in self.doses:
             _check_label(d, "dose")
         return self

@@ -4,14 +4,18 @@ runner's files. These names are a contract; nothing else in the suite spells the
     <out>/matrix.resolved.yaml                       the resolved matrix (every default filled in)
     <out>/cells/<cell_id>/config.yaml                the cell: loss, architecture, dose, seed, dataset, training
     <out>/cells/<cell_id>/checkpoints/epoch_<NNN>.pt one per epoch (or the epochs the matrix's `checkpoints` keeps)
+    <out>/cells/<cell_id>/checkpoints/epoch_<NNN>.pt.corrupt|.unsafe|.foreign   set aside by `run`: unreadable, holding objects, another cell's
     <out>/cells/<cell_id>/history.csv                one row per epoch (the checkpointed history + seconds)
     <out>/cells/<cell_id>/timing.csv                 wall-clock seconds per epoch (kept out of checkpoints)
     <out>/cells/<cell_id>/DONE                       finished (json: epochs, time)
-    <out>/cells/<cell_id>/DIVERGED                   the loss became NaN/inf (json: epoch, term)
+    <out>/cells/<cell_id>/DIVERGED                   the loss became NaN/inf (json: epoch, term, data fingerprint)
     <out>/cells/<cell_id>/FAILED                     an error stopped the cell (json: message)
     <out>/cells/<cell_id>/.lock                      held while a runner trains the cell
     <out>/cells/<cell_id>/RUNNING                    who trains it now (json: worker, pid, host, device, started)
     <out>/cells/<cell_id>/tensorboard/               optional TensorBoard event files
+    <out>/cells/<cell_id>/attempts/<n>/              an earlier, diverged attempt set aside by a retry (its
+                                                     DIVERGED marker; for a fresh start also its config,
+                                                     checkpoints, history, timing, environment)
     <out>/slurm/<job id>/                            submitit's logs of Slurm jobs
 
     <out>/analysis/trajectories.parquet              tidy per-image metric values + per-epoch losses
@@ -37,6 +41,7 @@ from __future__ import annotations
 import contextlib
 import json
 import re
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,8 +61,9 @@ from benchmark.config import (
     load_yaml,
     parse_matrix,
 )
-from benchmark.core.errors import UserError
+from benchmark.core.errors import SkippedWarning, UserError
 from benchmark.core.io import atomic_write_text
+from benchmark.core.precision import ENVIRONMENT
 
 Status = Literal["done", "partial", "failed", "diverged", "pending"]
 
@@ -74,8 +80,11 @@ FAILED = "FAILED"
 LOCK = ".lock"
 RUNNING = "RUNNING"  # written by the lock holder while it trains the cell, removed after
 TENSORBOARD = "tensorboard"
+ATTEMPTS = "attempts"  # <cell>/attempts/<n>/: earlier diverged attempts, set aside by a retry
 SLURM = "slurm"  # <out>/slurm/<job id>/: submitit's job logs
 CORRUPT_SUFFIX = ".corrupt"  # an unreadable checkpoint is kept under its name + this suffix
+UNSAFE_SUFFIX = ".unsafe"  # one holding objects no checkpoint holds (never unpickled), likewise
+FOREIGN_SUFFIX = ".foreign"  # one of another cell, or of this cell with other settings, likewise
 _CHECKPOINT_RE = re.compile(r"^epoch_(\d{3,})\.pt$")
 
 # --- the analysis side's files (under ANALYSIS)
@@ -122,6 +131,16 @@ def list_checkpoints(folder: Path) -> dict[int, Path]:
     return dict(sorted(out.items()))
 
 
+def write_or_explain(path: Path, text: str) -> None:
+    """:func:`atomic_write_text`, with an ``OSError`` (a read-only folder, a full disk) turned into a
+    :class:`UserError` naming the path: the run folder must be writable for what comes next."""
+    try:
+        atomic_write_text(path, text)
+    except OSError as exc:
+        raise UserError(f"cannot write here ({exc.strerror or exc}); the run folder must be writable for this "
+                        "command (a finished run needs no write to be rerun or read)", field=str(path)) from None
+
+
 def _diff_keys(a: Any, b: Any, prefix: str = "") -> list[str]:
     """The dotted keys where two nested dicts differ."""
     if isinstance(a, dict) and isinstance(b, dict):
@@ -149,6 +168,15 @@ def _with_defaults(config: dict[str, Any]) -> dict[str, Any]:
             except ValidationError:
                 pass
     return out
+
+
+def config_differences(old: Any, new: Any) -> list[str]:
+    """The dotted keys where two cell configs differ, each section read through the current schema
+    first (:func:`_with_defaults`): the one comparison of a cell's settings, used for its
+    ``config.yaml`` and for the identity of its checkpoints (:mod:`benchmark.checkpoint`)."""
+    if not isinstance(old, dict) or not isinstance(new, dict):
+        return [] if old == new else ["(the whole config)"]
+    return _diff_keys(_with_defaults(old), _with_defaults(new))
 
 
 @dataclass(frozen=True)
@@ -275,14 +303,17 @@ class RunLayout:
         return load_yaml(path.read_text(), str(path)) if path.is_file() else None
 
     def cell_status(self, cell_id: str) -> tuple[Status, str]:
+        """The cell's status from its markers (a marker's presence decides; its JSON is only the detail,
+        and one that is not a JSON object gives none)."""
         for name, status in ((DONE, "done"), (DIVERGED, "diverged"), (FAILED, "failed")):
             p = self.marker(cell_id, name)
             if p.is_file():
                 try:
                     info = json.loads(p.read_text() or "{}")
-                except json.JSONDecodeError:
+                except (OSError, ValueError):  # unreadable, not UTF-8, not JSON
                     info = {}
-                return status, info.get("message", "")  # type: ignore[return-value]
+                message = info.get("message", "") if isinstance(info, dict) else ""
+                return status, str(message)  # type: ignore[return-value]
         if self.checkpoints(cell_id):
             return "partial", ""
         return "pending", ""
@@ -293,17 +324,29 @@ class RunLayout:
         if not self.cells_dir.is_dir():
             return out
         for d in sorted(self.cells_dir.iterdir()):
-            cfg = self.cell_config(d.name)
-            if cfg is None:
+            if not d.is_dir():
+                continue
+            try:
+                cfg = self.cell_config(d.name)
+                if cfg is None:
+                    continue
+                loss, arch = cfg["loss"]["label"], cfg["architecture"]["label"]
+                dose, seed = cfg["dose"], cfg["seed"]
+                if not all(isinstance(v, str) for v in (loss, arch)) or isinstance(seed, bool) or not isinstance(seed, int):
+                    raise TypeError("labels must be text and the seed an integer")
+            except (UserError, OSError, UnicodeDecodeError, TypeError, KeyError, IndexError) as exc:
+                reason = exc.message if isinstance(exc, UserError) else f"{type(exc).__name__}: {exc}"
+                warnings.warn(f"{d / CELL_CONFIG}: not a cell config ({reason}); cell skipped", SkippedWarning,
+                              stacklevel=2)  # fmt: skip
                 continue
             status, detail = self.cell_status(d.name)
             out.append(
                 CellInfo(
                     cell_id=d.name,
-                    loss=cfg["loss"]["label"],
-                    architecture=cfg["architecture"]["label"],
-                    dose=str(cfg["dose"]),
-                    seed=int(cfg["seed"]),
+                    loss=loss,
+                    architecture=arch,
+                    dose=str(dose),
+                    seed=seed,
                     dir=d,
                     status=status,
                     epochs_done=max(self.checkpoints(d.name), default=0),
@@ -315,7 +358,10 @@ class RunLayout:
     # --- writers (the runner's, and the tests' fake runs)
     def write_matrix(self, matrix: MatrixConfig) -> None:
         """Save the resolved matrix beside the results; refuse a folder trained with other dataset or
-        training settings (a :class:`UserError` naming the keys that differ)."""
+        training settings (a :class:`UserError` naming the keys that differ). The file is left as it is
+        when its text would not change, so a finished run on a read-only folder reruns (and reports that
+        nothing is left to train); a file that must be written and cannot be is a :class:`UserError`
+        naming it."""
         new = matrix.model_dump(mode="json")
         old_cfg = self.matrix_or_none()
         if old_cfg is not None:
@@ -327,7 +373,37 @@ class RunLayout:
                     "use a new --out, or restore the original values",
                     field=str(self.matrix_path),
                 )
-        atomic_write_text(self.matrix_path, dump_yaml(new))
+        text = dump_yaml(new)
+        try:
+            if self.matrix_path.is_file() and self.matrix_path.read_text() == text:
+                return
+        except (OSError, UnicodeDecodeError):
+            pass
+        write_or_explain(self.matrix_path, text)
+
+    def config_changes(self, cell_id: str, config: dict[str, Any]) -> list[str]:
+        """The dotted keys where the cell's ``config.yaml`` differs from ``config``
+        (:func:`config_differences`); ``[]`` when it has none yet or they agree."""
+        old = self.cell_config(cell_id)
+        return [] if old is None else config_differences(old, config)
+
+    def retire_attempt(self, cell_id: str, *, fresh: bool) -> Path:
+        """Set a diverged attempt aside under ``<cell>/attempts/<n>/`` (nothing is deleted) so that the cell
+        trains again: its ``DIVERGED`` marker always; with ``fresh`` also its config, checkpoints, history,
+        timing, environment and TensorBoard files, so it starts from scratch (its config or data changed),
+        else it resumes from its last good checkpoint. Returns the attempt's folder."""
+        cdir = self.cell_dir(cell_id)
+        n = 1
+        while (cdir / ATTEMPTS / str(n)).exists():
+            n += 1
+        dest = cdir / ATTEMPTS / str(n)
+        dest.mkdir(parents=True)
+        names = [DIVERGED] + ([CELL_CONFIG, CHECKPOINTS, HISTORY, TIMING, ENVIRONMENT, TENSORBOARD] if fresh else [])
+        for name in names:
+            src = cdir / name
+            if src.exists():
+                src.rename(dest / name)
+        return dest
 
     def write_cell_config(self, cell_id: str, config: dict[str, Any]) -> None:
         """Write the cell's ``config.yaml``, or check it against the one there: a cell started with other
@@ -336,7 +412,7 @@ class RunLayout:
         if old is None:
             atomic_write_text(self.cell_dir(cell_id) / CELL_CONFIG, dump_yaml(config))
             return
-        diff = _diff_keys(_with_defaults(old), _with_defaults(config))
+        diff = config_differences(old, config)
         if diff:
             raise UserError(
                 f"cell {cell_id} was started with other settings ({', '.join(diff)}); "

@@ -13,24 +13,36 @@ The parent shows one progress bar over the whole matrix, forwards the workers' p
 and merges their results into one :class:`RunSummary`. A failed cell is marked ``FAILED`` by
 ``run_cell`` and the others go on; a worker that dies (a segfault, the OOM killer) marks its cell
 ``FAILED`` and the other workers go on. A user error in a cell (a cell folder started with other
-settings) stops the pool, as it stops a single-process run. ``KeyboardInterrupt`` (Ctrl-C, which
-only the parent handles) stops the workers with ``SIGTERM``: each ends its cell like an interrupted
-single-process run (lock released, ``RUNNING`` removed) and a rerun resumes from the last finished
-epoch.
+settings) stops the pool, as it stops a single-process run.
 
-On the CPU, float reductions depend on the number of threads: a pool's checkpoints equal those of a
-single-process run with the same threads per process (``OMP_NUM_THREADS=<cpu_count // N>``); on GPUs
-with ``deterministic: true`` they are equal in any case.
+**The pool stops with its parent.** ``KeyboardInterrupt`` (Ctrl-C) and ``SIGTERM`` / ``SIGHUP`` to the
+parent (``kill``, a closed terminal, a job scheduler's stop), which only the parent handles (workers
+ignore SIGINT and SIGHUP), stop the workers with ``SIGTERM``: each ends its cell like an interrupted
+single-process run (lock released, ``RUNNING`` removed) and a rerun resumes from the last finished
+epoch; the command exits ``128 + signal``. A parent that dies without stopping them (``kill -9``, a
+crash) is noticed too: on Linux each worker asks the kernel for ``SIGTERM`` when its parent dies
+(``PR_SET_PDEATHSIG``), and everywhere a worker checks its parent before each cell it takes.
+
+On the CPU, float reductions depend on the number of threads. With native kernels a pool's checkpoints
+equal those of a single-process run with the same threads per process (``OMP_NUM_THREADS=<cpu_count //
+N>``). With portable kernels (``reproducibility: {kernels: portable}``) every worker runs the matrix's
+``reproducibility.threads``, so ``--jobs N`` writes the same bytes as ``--jobs 1`` (tested). On GPUs with
+``deterministic: true`` they are equal in any case.
 """
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import json
 import multiprocessing as mp
 import os
 import queue
 import signal
+import sys
+import threading
 import traceback
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +84,52 @@ class _WorkerRunner(Runner):
         self.messages.put(("log", self.worker_index, msg))
 
 
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)  # besides SIGINT (Ctrl-C): they stop the pool as it does
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+class Stopped(KeyboardInterrupt):
+    """``SIGTERM`` or ``SIGHUP`` reached the parent of a pool: handled as Ctrl-C is (the workers are
+    stopped, each ends its cell cleanly); ``signum`` gives the command's exit code ``128 + signum``."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(f"stopped by signal {signum}")
+        self.signum = signum
+
+
+@contextlib.contextmanager
+def _stop_on_signals() -> Iterator[None]:
+    """While the pool trains: ``SIGTERM`` / ``SIGHUP`` raise :class:`Stopped` in the parent (once; a
+    repeat is ignored while the workers end their cells). Only the main thread can set handlers."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        for s in STOP_SIGNALS:
+            signal.signal(s, signal.SIG_IGN)
+        raise Stopped(signum)
+
+    previous = {s: signal.signal(s, handler) for s in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+def _die_with_parent() -> None:
+    """Linux: have the kernel send this process ``SIGTERM`` when its parent dies (``PR_SET_PDEATHSIG``),
+    so a worker whose parent was killed (``kill -9``) ends its cell cleanly instead of training on.
+    Elsewhere, or if ``prctl`` is unavailable, nothing (the check before each cell remains)."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
+
+
 def _interrupt(signum: int, frame: Any) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)  # once: let the interrupted cell clean up
     raise KeyboardInterrupt
@@ -79,13 +137,19 @@ def _interrupt(signum: int, frame: Any) -> None:
 
 def _worker(index: int, device: str, threads: int, matrix_dump: dict[str, Any], out: str, tasks: Any,
             messages: Any) -> None:  # fmt: skip
-    """One worker process: take cell ids from ``tasks`` until ``None`` and train each (``run_cell``)."""
+    """One worker process: take cell ids from ``tasks`` until ``None`` and train each (``run_cell``);
+    stop (between cells, or through ``SIGTERM`` within one) when the parent stops or dies."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's; it stops us with SIGTERM
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # likewise a closed terminal
     signal.signal(signal.SIGTERM, _interrupt)
-    parent = os.getppid()
+    _die_with_parent()
+    parent_process = mp.parent_process()
+    parent = parent_process.pid if parent_process is not None else os.getppid()
     torch.set_num_threads(threads)
     cell_id: str | None = None
     try:
+        if os.getppid() != parent:  # died before PR_SET_PDEATHSIG took effect
+            raise KeyboardInterrupt
         matrix = MatrixConfig.model_validate(matrix_dump)
         cells = {c.cell_id: c for c in expand_cells(matrix)}
         runner = _WorkerRunner(matrix, Path(out), quiet=True, device=torch.device(device), messages=messages)
@@ -95,9 +159,10 @@ def _worker(index: int, device: str, threads: int, matrix_dump: dict[str, Any], 
             try:
                 cell_id = tasks.get(timeout=1.0)
             except queue.Empty:
-                if os.getppid() != parent:  # the parent is gone: stop between cells
-                    messages.cancel_join_thread()
-                    return
+                cell_id = ""
+            if os.getppid() != parent:  # the parent is gone: stop between cells
+                raise KeyboardInterrupt
+            if cell_id == "":
                 continue
             if cell_id is None:
                 return
@@ -105,7 +170,8 @@ def _worker(index: int, device: str, threads: int, matrix_dump: dict[str, Any], 
             status = runner.run_cell(cells[cell_id])
             messages.put(("done", index, cell_id, status))
             cell_id = None
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # stopped: nobody may read what is left in the pipe; do not wait on it
+        messages.cancel_join_thread()
         return
     except UserError as exc:
         messages.put(("user_error", index, cell_id, exc.message, exc.field))
@@ -117,7 +183,7 @@ class WorkerPool:
     """Trains the cells of one matrix into one ``--out`` folder with ``jobs`` worker processes."""
 
     def __init__(self, matrix: MatrixConfig, out: Path, *, jobs: int, devices: list[torch.device] | None = None,
-                 quiet: bool = False, dataset: Dataset | None = None) -> None:  # fmt: skip
+                 quiet: bool = False, dataset: Dataset | None = None, retry_diverged: bool = False) -> None:  # fmt: skip
         if jobs < 1:
             raise UserError(f"{jobs}: give at least 1 worker process", field="--jobs")
         self.matrix = matrix
@@ -126,7 +192,9 @@ class WorkerPool:
         self.devices = devices or parse_devices(None, matrix.device)
         self.quiet = quiet
         # the parent's runner: prepares the run once (on the first device) and prints the log
-        self.runner = Runner(matrix, self.out, quiet=quiet, dataset=dataset, device=self.devices[0])
+        # (it also reopens the DIVERGED cells to retry, before they are handed out: Runner.reopen_diverged)
+        self.runner = Runner(matrix, self.out, quiet=quiet, dataset=dataset, device=self.devices[0],
+                             retry_diverged=retry_diverged)  # fmt: skip
 
     def run(self) -> RunSummary:
         runner, layout = self.runner, self.runner.layout
@@ -145,7 +213,8 @@ class WorkerPool:
             bar = tqdm(total=len(cells), initial=len(cells) - len(todo), desc="matrix", unit="cell",
                        disable=self.quiet, position=0, dynamic_ncols=True)  # fmt: skip
             try:
-                self._train(todo, summary, bar)
+                with _stop_on_signals():
+                    self._train(todo, summary, bar)
             finally:
                 bar.close()
         for name in ("trained", "skipped_done", "skipped_locked", "diverged", "failed"):
@@ -160,7 +229,10 @@ class WorkerPool:
             tasks.put(cell_id)
         for _ in range(n):
             tasks.put(None)
-        dump, threads = self.matrix.model_dump(mode="json"), worker_threads(self.jobs)
+        rep = self.matrix.reproducibility
+        # portable kernels: every worker runs the cell's recorded thread count, so --jobs N == --jobs 1
+        threads = rep.threads if rep.kernels == "portable" else worker_threads(self.jobs)
+        dump = self.matrix.model_dump(mode="json")
         procs = [
             ctx.Process(target=_worker, name=f"ldct-bench-w{i}", args=(i, str(dev), threads, dump, str(self.out), tasks, messages))
             for i, dev in enumerate(assign_devices(self.devices, n))

@@ -9,7 +9,11 @@ Guarantees (tested):
   every RNG state and the history; after ``kill -9`` the rerun continues from the last good epoch and
   ends with checkpoints and ``history.csv`` identical to an uninterrupted run (``seconds`` is wall
   time and lives in ``timing.csv``, so checkpoints stay bit-identical).
-* **Divergence** (a NaN/inf loss term) marks the cell ``DIVERGED`` with the epoch; the matrix goes on.
+* **Divergence** (a NaN/inf loss term) marks the cell ``DIVERGED`` with the epoch and the data's
+  fingerprint; the matrix goes on. A rerun leaves it unless its settings or data changed since (it then
+  starts afresh) or ``run --retry-diverged`` asks (it resumes from its last good epoch); the diverged
+  attempt is kept under ``<cell>/attempts/<n>/``. Non-finite values in the data are a data error, not
+  a divergence: loading the split fails naming the split, dose and slice (exit 2).
 * **Retention.** The matrix's ``checkpoints`` section may delete older epochs or thin them to
   weights-only files once the next epoch's full checkpoint is written (:func:`thin_checkpoints`,
   :class:`benchmark.config.CheckpointsConfig`); the newest epoch's checkpoint is always full, so the
@@ -19,6 +23,7 @@ Guarantees (tested):
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import socket
 import sys
@@ -33,14 +38,22 @@ from tqdm.auto import tqdm
 
 from benchmark import __version__
 from benchmark.cells import Cell, cell_config, expand_cells
-from benchmark.checkpoint import FORMAT_VERSION, is_full, read_checkpoint, save_checkpoint, weights_only_state
+from benchmark.checkpoint import (
+    FORMAT_VERSION,
+    CheckpointError,
+    is_full,
+    load_checkpoint,
+    read_checkpoint,
+    save_checkpoint,
+    weights_only_state,
+)
 from benchmark.config import CheckpointsConfig, MatrixConfig
 from benchmark.core.device import resolve_device
 from benchmark.core.errors import UserError
+from benchmark.core.kernels import apply_portable
 from benchmark.core.precision import ENVIRONMENT, environment, record_environment
 from benchmark.data import Dataset, open_dataset
 from benchmark.layout import (
-    CORRUPT_SUFFIX,
     DIVERGED,
     DONE,
     FAILED,
@@ -81,7 +94,7 @@ class RunSummary:
             f"trained {len(self.trained)} cell(s), skipped {len(self.skipped_done)} finished, "
             f"{len(self.skipped_locked)} locked by another runner, {len(self.diverged)} diverged, {len(self.failed)} failed"
         ]
-        if self.skipped_done and not self.trained:
+        if self.skipped_done and not (self.trained or self.failed or self.skipped_locked):
             out.append("nothing to train: every cell is finished (see `ldct-bench status`)")
         for c in self.trained:
             out.append(f"  trained: {c}")
@@ -112,14 +125,19 @@ def setup_process(matrix: MatrixConfig, device: torch.device) -> str:
     """The one per-process set-up of every process that trains cells (``Runner.run``, a direct
     ``Runner.run_cell``, a Slurm task): make ``device`` the current CUDA device (so ``cuda`` and the
     CUDA RNG state of checkpoints mean the cell's GPU) and apply ``matrix.deterministic`` (cuDNN
-    flags, ``torch.use_deterministic_algorithms``, ``CUBLAS_WORKSPACE_CONFIG``). Idempotent.
+    flags, ``torch.use_deterministic_algorithms``, ``CUBLAS_WORKSPACE_CONFIG``) and the matrix's
+    ``reproducibility`` (portable CPU kernels: refused unless the process started pinned). Idempotent.
     Returns a one-line description for the log."""
     global _PROCESS_SETUP
     if device.type == "cuda" and device.index is not None:
         torch.cuda.set_device(device)
     configure_determinism(device, matrix.deterministic)
+    rep = matrix.reproducibility
+    if rep.kernels == "portable":
+        apply_portable(rep.threads)
     _PROCESS_SETUP = (device, matrix.deterministic)
-    return f"process set-up: device {device}, deterministic {str(matrix.deterministic).lower()}"
+    kernels = f"portable kernels, {rep.threads} thread(s)" if rep.kernels == "portable" else "native kernels"
+    return f"process set-up: device {device}, deterministic {str(matrix.deterministic).lower()}, {kernels}"
 
 
 def process_setup() -> tuple[torch.device, bool] | None:
@@ -127,16 +145,28 @@ def process_setup() -> tuple[torch.device, bool] | None:
     return _PROCESS_SETUP
 
 
-def resume_state(state: TrainState, ckpt_dir: Path, log: Any) -> int:
-    """Load the newest readable full checkpoint into ``state``; unreadable ones are renamed ``*.corrupt``,
-    weights-only ones (``checkpoints.weights_only``) are skipped and left as they are (they cannot
-    resume). Returns the epoch resumed from (0 = fresh start)."""
+def resume_state(state: TrainState, ckpt_dir: Path, log: Any, *, cell_id: str | None = None,
+                 config: dict[str, Any] | None = None) -> int:
+    """Load the newest usable full checkpoint into ``state``, safely (``weights_only``,
+    :func:`benchmark.checkpoint.load_checkpoint`) and, given ``cell_id`` and ``config``, only one of
+    that cell trained with those settings. A file that cannot be used is kept aside under a name saying
+    why (``*.corrupt``: unreadable; ``*.unsafe``: holds objects no checkpoint holds; ``*.foreign``:
+    another cell's or other settings') and the previous epoch is tried; a format-1 checkpoint stops the
+    run (a :class:`~benchmark.checkpoint.CheckpointError`, exit 2, naming the conversion command) rather
+    than discarding the user's progress. Weights-only ones (``checkpoints.weights_only``) are skipped
+    and left as they are (they cannot resume). Returns the epoch resumed from (0 = fresh start)."""
     for epoch, path in sorted(list_checkpoints(ckpt_dir).items(), reverse=True):
-        ckpt = read_checkpoint(path)
-        if ckpt is None or ckpt.get("format_version") != FORMAT_VERSION:
-            bad = path.with_name(path.name + CORRUPT_SUFFIX)
+        try:
+            ckpt = load_checkpoint(path, cell_id=cell_id, config=config)
+        except CheckpointError as exc:
+            if exc.reason in ("legacy", "newer"):
+                raise
+            if exc.reason == "missing":  # removed by someone else meanwhile: nothing to keep aside
+                log(f"  checkpoint {path.name}: {exc.detail}; resuming from the previous epoch")
+                continue
+            bad = path.with_name(path.name + exc.suffix)
             os.replace(path, bad)
-            log(f"  checkpoint {path.name} is unreadable; kept as {bad.name}, resuming from the previous epoch")
+            log(f"  checkpoint {path.name}: {exc.detail}; kept as {bad.name}, resuming from the previous epoch")
             continue
         if not is_full(ckpt):
             log(f"  checkpoint {path.name} holds weights only; looking for an earlier full checkpoint")
@@ -169,8 +199,10 @@ class Runner:
     """Trains the cells of one matrix into one ``--out`` folder."""
 
     def __init__(self, matrix: MatrixConfig, out: Path, *, quiet: bool = False, dataset: Dataset | None = None,
-                 device: torch.device | None = None) -> None:
+                 device: torch.device | None = None, retry_diverged: bool = False) -> None:  # fmt: skip
         self.matrix = matrix
+        # train DIVERGED cells again (``run --retry-diverged``); those whose config or data changed always are
+        self.retry_diverged = retry_diverged
         self.layout = RunLayout(out, must_exist=False)
         self.quiet = quiet
         self.device = device if device is not None else resolve_device(matrix.device)
@@ -202,7 +234,47 @@ class Runner:
         self.dataset.prepare(progress=not self.quiet)
         cells = expand_cells(self.matrix)
         self.preflight(cells)
+        self.reopen_diverged(cells)
         return cells
+
+    def diverged_retry_reason(self, cell: Cell) -> str | None:
+        """Why the DIVERGED ``cell`` should train again, or None to leave it: its settings differ from its
+        ``config.yaml`` (a retry starts afresh), the data differs from the data it diverged on (the
+        dataset's fingerprint recorded in the marker; afresh too), or the user asked
+        (``--retry-diverged``: it resumes from its last good checkpoint). A marker written before data
+        fingerprints were recorded is retried only when asked."""
+        layout, cid = self.layout, cell.cell_id
+        changes = layout.config_changes(cid, cell_config(cell, self.matrix))
+        if changes:
+            return f"its settings changed: {', '.join(changes)}"
+        try:
+            info = json.loads(layout.marker(cid, DIVERGED).read_text() or "{}")
+        except (OSError, ValueError):
+            info = {}
+        data = info.get("data") if isinstance(info, dict) else None
+        if data is not None and data != self.dataset.fingerprint():
+            return "the data changed"
+        return "asked (--retry-diverged)" if self.retry_diverged else None
+
+    def reopen_diverged(self, cells: list[Cell]) -> list[str]:
+        """Make DIVERGED cells trainable again where :meth:`diverged_retry_reason` says so, under the
+        cell's lock (a cell another runner holds is left to it): the diverged attempt is set aside in
+        ``<cell>/attempts/<n>/`` (:meth:`RunLayout.retire_attempt`; nothing is deleted). Returns their ids."""
+        reopened = []
+        for cell in cells:
+            cid = cell.cell_id
+            if not self.layout.marker(cid, DIVERGED).is_file():
+                continue
+            reason = self.diverged_retry_reason(cell)
+            if reason is None:
+                continue
+            with cell_lock(self.layout.marker(cid, LOCK)) as held:
+                if not held or not self.layout.marker(cid, DIVERGED).is_file():
+                    continue
+                dest = self.layout.retire_attempt(cid, fresh=not reason.startswith("asked"))
+            self.log(f"{cid}: diverged earlier; training it again ({reason}); the earlier attempt is in {dest}")
+            reopened.append(cid)
+        return reopened
 
     def run(self) -> RunSummary:
         cells = self.prepare_run()
@@ -250,7 +322,8 @@ class Runner:
                 with self._running(cid):
                     self.train_cell(cell)
             except Diverged as exc:
-                layout.write_marker(cid, DIVERGED, {"epoch": exc.epoch, "term": exc.term, "message": f"epoch {exc.epoch}: {exc}"})
+                layout.write_marker(cid, DIVERGED, {"epoch": exc.epoch, "term": exc.term, "message": f"epoch {exc.epoch}: {exc}",
+                                                    "data": self.dataset.fingerprint()})  # a retry compares it
                 self.log(f"{cell.cell_id}: diverged at epoch {exc.epoch} ({exc})")
                 return "diverged"
             except (KeyboardInterrupt, UserError):
@@ -308,7 +381,7 @@ class Runner:
         tr, layout, cid = self.matrix.training, self.layout, cell.cell_id
         train_slices = self.dataset.load("train", cell.dose)  # loaded once: sizes the schedule and trains
         state = self.build(cell, len(train_slices))
-        start = resume_state(state, layout.checkpoint_dir(cid), self.log)
+        start = resume_state(state, layout.checkpoint_dir(cid), self.log, cell_id=cid, config=cell_config(cell, self.matrix))
         # a crash between writing a checkpoint and thinning the older ones leaves them as they were
         thin_checkpoints(layout.checkpoint_dir(cid), self.matrix.checkpoints, start, tr.epochs)
         layout.write_history(cid, state.history)
@@ -357,7 +430,7 @@ class Runner:
                 "model": state.model.state_dict(),
                 "train_state": state.state_dict(),
                 "ldct_bench_version": __version__,
-                "torch_version": torch.__version__,
+                "torch_version": str(torch.__version__),  # a str: TorchVersion is no plain type
             })
             thin_checkpoints(layout.checkpoint_dir(cid), self.matrix.checkpoints, epoch, tr.epochs, oldest=epoch - 1)
             layout.append_timing(cid, epoch, time.perf_counter() - t0)

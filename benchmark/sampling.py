@@ -71,13 +71,15 @@ def _crop(
     stacks: Sequence[torch.Tensor], idx: torch.Tensor, patch_size: int | None, generator: torch.Generator
 ) -> list[torch.Tensor]:
     """The same square crop of slices ``idx`` from each ``(S, H, W)`` stack, as ``(n, 1, p, p)`` tensors:
-    the whole slices when ``patch_size`` is None or covers them (no random numbers drawn), else a crop
-    at a uniform position (the top rows, then the left columns, drawn from ``generator``)."""
+    the whole slices when ``patch_size`` is None or equals them (no random numbers drawn), else a crop
+    at a uniform position (the top rows, then the left columns, drawn from ``generator``). A patch larger
+    than the slices is a :class:`UserError` (it used to train on whole slices without a word;
+    ``ldct-bench validate`` refuses it first)."""
     _, h, w = stacks[0].shape
-    if patch_size is None or (patch_size >= h and patch_size >= w):
-        return [t[idx.to(t.device)].unsqueeze(1) for t in stacks]
-    if patch_size > h or patch_size > w:
+    if patch_size is not None and (patch_size > h or patch_size > w):
         raise UserError(f"patch size {patch_size} exceeds the image size {h}x{w}", field="training.patch_size")
+    if patch_size is None or (patch_size == h and patch_size == w):
+        return [t[idx.to(t.device)].unsqueeze(1) for t in stacks]
     n = len(idx)
     top = torch.randint(0, h - patch_size + 1, (n,), generator=generator)
     left = torch.randint(0, w - patch_size + 1, (n,), generator=generator)

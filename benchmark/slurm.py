@@ -33,6 +33,7 @@ from benchmark.cells import Cell, expand_cells
 from benchmark.config import MatrixConfig
 from benchmark.core.device import resolve_device
 from benchmark.core.errors import UserError
+from benchmark.core.kernels import shell_exports
 from benchmark.layout import DIVERGED, DONE, TIMING, RunLayout
 from benchmark.runner import Runner
 
@@ -169,8 +170,11 @@ def executor_parameters(matrix: MatrixConfig, layout: RunLayout, opts: SlurmOpti
             params[key] = value
     if opts.additional:
         params["slurm_additional_parameters"] = dict(opts.additional)
-    if opts.setup:
-        params["slurm_setup"] = list(opts.setup)
+    rep = matrix.reproducibility
+    # portable kernels are read when the job's Python starts: pin them in the job's shell first
+    pins = shell_exports(rep.threads) if rep.kernels == "portable" else []
+    if opts.setup or pins:
+        params["slurm_setup"] = [*pins, *opts.setup]
     return params
 
 

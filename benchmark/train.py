@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from benchmark.checkpoint import pack_numpy_rng, unpack_numpy_rng
 from benchmark.config import TrainingConfig
 from benchmark.core.conventions import hu_to_net
 from benchmark.core.errors import UserError
@@ -93,11 +94,13 @@ class TrainState:
 
 def capture_rng(generator: torch.Generator) -> dict[str, Any]:
     """Every RNG state of the process. CUDA: only the current device's state (the cell's GPU, see
-    ``benchmark.runner.setup_process``), so a checkpoint resumes whatever the number of visible GPUs."""
+    ``benchmark.runner.setup_process``), so a checkpoint resumes whatever the number of visible GPUs.
+    Tensors and plain tuples only (numpy's state packed, :func:`benchmark.checkpoint.pack_numpy_rng`),
+    so the checkpoint loads with ``weights_only=True``: nothing in a run folder is unpickled as an object."""
     return {
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state(torch.cuda.current_device()) if torch.cuda.is_available() else None,
-        "numpy": np.random.get_state(),  # noqa: NPY002 - the global state other code may use
+        "numpy": pack_numpy_rng(np.random.get_state()),  # noqa: NPY002 - the global state other code may use
         "python": random.getstate(),
         "data": generator.get_state(),
     }
@@ -116,7 +119,7 @@ def restore_rng(state: dict[str, Any], generator: torch.Generator) -> None:
                              "the CUDA RNG is not restored", len(cuda), device)
         else:
             torch.cuda.set_rng_state(cuda, device)
-    np.random.set_state(state["numpy"])  # noqa: NPY002
+    np.random.set_state(unpack_numpy_rng(state["numpy"]))  # noqa: NPY002
     random.setstate(state["python"])
     generator.set_state(state["data"])
 

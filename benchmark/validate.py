@@ -2,7 +2,14 @@
 
 Every problem is collected and reported in one :class:`UserError` whose lines name the field, the bad
 value and what is allowed (with the closest valid name). Losses and architectures are instantiated
-once each here, so bad kwargs and missing weight files fail now, not after hours of training.
+once each here, and the optimizer and scheduler are built on the model, so bad kwargs fail now, not
+after the data is built or hours of training; the training patch is checked against the dataset's image
+size. What ``run`` would refuse, this refuses first.
+
+Two kinds of problem are kept apart: what the matrix gets wrong (always an error, exit 2) and what this
+machine lacks (:class:`~benchmark.core.errors.MissingResource`: a weight file, a GPU, a data folder).
+``run`` refuses both; ``ldct-bench validate`` reports the second kind as warnings with their fix, so a
+matrix can be checked before its weights are fetched or away from its data (``--strict``: errors).
 """
 
 from __future__ import annotations
@@ -12,24 +19,62 @@ from typing import Any
 import torch
 
 from analysis.metrics import METRICS
+from benchmark import optim
 from benchmark.cells import expand_cells
 from benchmark.claims import CloserTextureClaim, EquivalentClaim
 from benchmark.config import MatrixConfig
-from benchmark.core.errors import UserError
+from benchmark.core.device import resolve_device
+from benchmark.core.errors import MissingResource, UserError
 from benchmark.core.registry import lookup
 from benchmark.data import Dataset, open_dataset
 from benchmark.schemes import SCHEMES, check_options
 from benchmark.schemes import pairing as scheme_pairing
+from benchmark.schemes.base import build_scheduler
+from benchmark.train import steps_per_epoch
 from losses import LOSSES, build_term
 from models import ARCHITECTURES, ModelInfo, build_model
+
+
+class _Missing(str):
+    """A problem message about what this machine lacks (from a :class:`MissingResource`)."""
 
 
 def _collect(errors: list[str], fn: Any, *args: Any, **kwargs: Any) -> Any:
     try:
         return fn(*args, **kwargs)
+    except MissingResource as exc:
+        errors.append(_Missing(str(exc)))
+        return None
     except UserError as exc:
         errors.append(str(exc))
         return None
+
+
+def _optimizer_errors(matrix: MatrixConfig, model: Any) -> list[str]:
+    """Build the training optimizer and scheduler on ``model`` as a cell does, so unknown or bad kwargs
+    are reported here. The schedule's length in steps is unknown before the data is built; a per-step
+    schedule is sized as if an epoch had ``patches_per_epoch / batch_size`` steps (else many: a warm-up
+    longer than the training is then reported by ``run``)."""
+    tr = matrix.training
+    errors: list[str] = []
+    params = [p for p in model.parameters() if p.requires_grad] or [torch.nn.Parameter(torch.zeros(1))]
+    opt = _collect(errors, optim.build_optimizer, params, tr.optimizer.name, tr.optimizer.lr, tr.optimizer.kwargs,
+                   field="training.optimizer.kwargs")  # fmt: skip
+    if opt is not None:
+        steps = steps_per_epoch(tr, 10**6) if tr.patches_per_epoch is None else steps_per_epoch(tr, 0)
+        _collect(errors, build_scheduler, opt, tr.scheduler, tr.epochs, steps)
+    return errors
+
+
+def _image_errors(patch: int | list[int] | None, shape: tuple[int, int] | None, kind: str) -> list[str]:
+    """The training patch fits the dataset's images (a larger one would be refused by the sampler)."""
+    if shape is None or patch is None:
+        return []
+    side = patch if isinstance(patch, int) else max(patch[1:])
+    if side > min(shape):
+        return [f"training.patch_size: {patch} does not fit the {shape[0]}x{shape[1]} images of dataset {kind!r}; "
+                f"give a patch of at most {min(shape)} pixels, or null to train on whole slices"]  # fmt: skip
+    return []
 
 
 def _min_size(info: ModelInfo, kwargs: dict[str, Any]) -> int | None:
@@ -112,14 +157,21 @@ def _maps_patch(model: Any, patch: int, where: str) -> list[str]:
     return []
 
 
-def check_matrix(matrix: MatrixConfig, *, instantiate: bool = True) -> Dataset | None:
-    """Raise :class:`UserError` listing every problem; return the opened dataset when all is well."""
+def check_matrix(matrix: MatrixConfig, *, instantiate: bool = True, warnings: list[str] | None = None) -> Dataset | None:
+    """Raise :class:`UserError` listing every problem; return the opened dataset when all is well.
+
+    With a ``warnings`` list, what this machine lacks (a :class:`MissingResource`: weight files, GPUs,
+    data folders) is appended there instead of raised (``ldct-bench validate`` without ``--strict``);
+    without one it is an error like the rest (``run``)."""
     errors: list[str] = []
     dataset = _collect(errors, open_dataset, matrix.dataset.kind, matrix.dataset.options)
+    _collect(errors, resolve_device, matrix.device, field="device")
     if dataset is not None:
-        conditions = {c: c for c in dataset.conditions()}
-        for i, dose in enumerate(matrix.doses):
+        found = _collect(errors, dataset.conditions)
+        conditions = {c: c for c in found or []}
+        for i, dose in enumerate(matrix.doses if found is not None else []):
             _collect(errors, lookup, conditions, dose, "condition", field=f"doses[{i}] (dataset {matrix.dataset.kind!r})")
+        errors += _image_errors(matrix.training.patch_size, _collect(errors, dataset.image_shape), matrix.dataset.kind)
 
     arch_dims: dict[str, int] = {}  # architecture label -> the dimensionality its cells train in
     patch = matrix.training.patch_size
@@ -131,6 +183,8 @@ def check_matrix(matrix: MatrixConfig, *, instantiate: bool = True) -> Dataset |
         errors += _patch_errors(patch, i, arch.name, dims, _min_size(info, arch.kwargs))
         model = _collect(errors, build_model, arch.name, arch.kwargs, field=f"architectures[{i}].kwargs") if instantiate else None
         errors += _scheme_errors(matrix, i, dims, model)
+        if model is not None and i == 0:  # the optimizer settings are the matrix's, not the architecture's
+            errors += _optimizer_errors(matrix, model)
 
     # every term of a loss must take the inputs of every architecture it is trained with (excluded cells aside)
     pairs = {(c.loss.label, c.architecture.label) for c in expand_cells(matrix)}
@@ -185,6 +239,9 @@ def check_matrix(matrix: MatrixConfig, *, instantiate: bool = True) -> Dataset |
                 errors.append(f"exclude[{i}].{key}: {value!r} is not in the matrix ({', '.join(map(str, sorted(valid_set, key=str)))})")
     if not errors and not expand_cells(matrix):
         errors.append("exclude: every cell is excluded; nothing would train")
+    if warnings is not None:
+        warnings += [e for e in dict.fromkeys(errors) if isinstance(e, _Missing)]
+        errors = [e for e in errors if not isinstance(e, _Missing)]
     if errors:
-        raise UserError("the matrix is not valid:\n  " + "\n  ".join(errors))
+        raise UserError("the matrix is not valid:\n  " + "\n  ".join(dict.fromkeys(errors)))
     return dataset

@@ -61,7 +61,7 @@ def epoch_extras(state: TrainState, val: PairedSlices, device: torch.device, val
         t_val = time.perf_counter() - t0
         t0 = time.perf_counter()
         layout = RunLayout(tmp, must_exist=False)
-        save_checkpoint(layout.checkpoint_path("cell", 1), {"format_version": FORMAT_VERSION, "epoch": 1, "cell": {},
+        save_checkpoint(layout.checkpoint_path("cell", 1), {"format_version": FORMAT_VERSION, "epoch": 1, "cell": {"cell_id": "cell"},
                                                             "model": state.model.state_dict(),
                                                             "train_state": state.state_dict()})  # fmt: skip
         layout.write_history("cell", [{"epoch": 1, "train_loss": 0.0, "val_loss": 0.0, "lr": 1e-4}])

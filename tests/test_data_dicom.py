@@ -7,12 +7,12 @@ import uuid
 import warnings
 from pathlib import Path
 
+import dicom_trees
 import numpy as np
 import pydicom
 import pytest
 from pydicom.data import get_testdata_file
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import generate_uid
 
 from benchmark.core.errors import UserError
 from benchmark.data import open_dataset
@@ -40,34 +40,9 @@ def phantom_for(z_index: int) -> np.ndarray:
     return np.where(r < 20 + 12 * z_index, 300.0, img).astype(np.float32)
 
 
-def write_ct(path: Path, hu: np.ndarray, z: float, *, patient: str, series: str, instance: int,
-             spacing: float = SPACING, modality: str = "CT", intercept: int = -1024) -> None:
-    """A CT slice with the tags a Siemens scanner writes (12-bit unsigned, intercept −1024; another
-    ``intercept`` stores values down to it, e.g. −2048 padding outside the field of view)."""
-    sop = generate_uid()
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = CTImageStorage
-    meta.MediaStorageSOPInstanceUID = sop
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID = CTImageStorage, sop
-    ds.Modality, ds.Manufacturer, ds.KVP, ds.ConvolutionKernel = modality, "SIEMENS", 120, "B30f"
-    ds.PatientID, ds.PatientName = patient, patient
-    ds.StudyInstanceUID = generate_uid(entropy_srcs=[patient])
-    ds.SeriesInstanceUID = generate_uid(entropy_srcs=[patient, series])
-    ds.InstanceNumber = instance
-    ds.ImagePositionPatient = [-(SIZE - 1) / 2 * spacing, -(SIZE - 1) / 2 * spacing, z]
-    ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
-    ds.SliceLocation, ds.SliceThickness = z, 1.0
-    ds.PixelSpacing = [spacing, spacing]
-    ds.Rows, ds.Columns = hu.shape
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
-    ds.RescaleIntercept, ds.RescaleSlope, ds.RescaleType = intercept, 1, "HU"
-    ds.PixelData = np.clip(np.round(hu - intercept), 0, 4095).astype(np.uint16).tobytes()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    ds.save_as(path, enforce_file_format=True)
+def write_ct(path: Path, hu: np.ndarray, z: float, *, spacing: float = SPACING, **kw) -> None:
+    """:func:`dicom_trees.write_ct` at this file's pixel spacing (12-bit unsigned, intercept −1024)."""
+    dicom_trees.write_ct(path, hu, z, spacing=spacing, **kw)
 
 
 def make_mayo_tree(root: Path, rng: np.random.Generator, patients=("L067", "L109", "L506"), n_slices: int = 5,

@@ -208,7 +208,9 @@ def test_ndct_noise_baseline_is_the_nps_of_the_ndct_noise(tmp_path, monkeypatch)
     from analysis.scoring import load_eval_set, noise_region_metrics, score_ndct_noise
 
     # 256² slices: the 96² ones are too coarse for the uniform ROI squares
-    ds = _build(tmp_path, monkeypatch, "ndct", target="ndct", size="small", slices_per_patient=1)
+    # two test patients: a uniform ROI square must fit on at least one slice (it depends on the anatomy)
+    ds = _build(tmp_path, monkeypatch, "ndct", target="ndct", size="small", slices_per_patient=1, patients=4,
+                val_patients=1, test_patients=2)
     ev = load_eval_set(ds, "test", "25_360", "abdomen", None)
     assert ev.target_noise_free is not None and ev.roi is not None
     names = noise_region_metrics(["psnr", "nps_noise_hu", "nps_favg", "nps_fpeak", "rmse_hu"])

@@ -33,6 +33,7 @@ def runner_matrix(tmp_path_factory) -> str:
     data["dataset"]["options"] = {"size": "tiny", "patients": 14, "val_patients": 2, "test_patients": 6}
     data["training"]["patches_per_epoch"] = 64
     data["training"]["scheduler"]["warmup"] = 4
+    data["reproducibility"] = {"kernels": "native"}  # trained in this (natively loaded) process
     path = tmp_path_factory.mktemp("runner_matrix") / "runner.yaml"
     path.write_text(dump_yaml(data))
     return str(path)

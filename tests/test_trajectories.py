@@ -26,7 +26,7 @@ from analysis.scoring import (
     select_images,
 )
 from benchmark.cells import cell_config, expand_cells
-from benchmark.checkpoint import load_model, save_checkpoint
+from benchmark.checkpoint import FORMAT_VERSION, load_model, save_checkpoint
 from benchmark.config import parse_matrix
 from benchmark.core.conventions import window_to_unit
 from benchmark.core.errors import UserError
@@ -87,7 +87,7 @@ def make_run(out: Path, monkeypatch, *, losses=("mse", "l1"), doses=("25_360",),
             with torch.no_grad():
                 model.body[-1].weight.mul_(0.5)  # the residual shrinks: outputs change every epoch
             save_checkpoint(layout.checkpoint_path(cell.cell_id, e),
-                            {"format_version": 1, "epoch": e, "cell": cfg, "model": model.state_dict()})  # fmt: skip
+                            {"format_version": FORMAT_VERSION, "epoch": e, "cell": cfg, "model": model.state_dict()})  # fmt: skip
             layout.append_timing(cell.cell_id, e, 1.0)
             rows.append({"epoch": e, "train_loss": 1 / e + k, "val_loss": 1.1 / e + k, "lr": 1e-4})
         layout.write_history(cell.cell_id, rows)

@@ -5,6 +5,7 @@
 * :mod:`~benchmark.core.conventions` — HU windows and the network normalisation;
 * :mod:`~benchmark.core.io` — atomic file writes;
 * :mod:`~benchmark.core.device` — ``"auto"``/``"cpu"``/``"cuda[:N]"`` device resolution;
+* :mod:`~benchmark.core.kernels` — portable CPU kernels (the same bytes on every x86-64 host);
 * :mod:`~benchmark.core.paths` — where the caches live;
 * :mod:`~benchmark.core.compat` — importing torchvision next to a CPU-only torch;
 * :mod:`~benchmark.core.weights` — the pretrained weight-file store;

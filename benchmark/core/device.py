@@ -10,7 +10,7 @@ from typing import TypeVar
 
 import torch
 
-from benchmark.core.errors import UserError
+from benchmark.core.errors import MissingResource, UserError
 
 
 def resolve_device(spec: str | torch.device, *, field: str = "device") -> torch.device:
@@ -29,7 +29,7 @@ def resolve_device(spec: str | torch.device, *, field: str = "device") -> torch.
         except (RuntimeError, TypeError):
             raise UserError(f"{spec!r}: use auto, cpu, cuda or cuda:N", field=field) from None
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise UserError("CUDA was asked for but torch sees no CUDA device; use 'auto' or 'cpu'", field=field)
+        raise MissingResource("CUDA was asked for but torch sees no CUDA device; use 'auto' or 'cpu'", field=field)
     return dev
 
 

@@ -29,3 +29,16 @@ class UnknownNameError(UserError):
         self.name = name
         self.valid = valid
         self.close = close
+
+
+class MissingResource(UserError):
+    """Something this machine lacks rather than something the input gets wrong: a weight file, a GPU, a
+    data folder. ``ldct-bench validate`` reports it as a warning with the fix (``--strict``: an error),
+    so a matrix can be checked before the weights are fetched or on another machine than the one that
+    trains it; ``run`` refuses it like any :class:`UserError` (exit 2)."""
+
+
+class SkippedWarning(UserWarning):
+    """A file of a run folder that cannot be used and is skipped, where skipping loses nothing (a cell's
+    ``config.yaml`` that is not a cell config, say): ``status`` and ``analyze`` go on without it. The
+    CLI prints it as ``warning: <message>`` (:func:`benchmark.cli.main`)."""

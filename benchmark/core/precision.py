@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from benchmark.core.io import atomic_write_text
+from benchmark.core.kernels import describe as kernel_facts
 
 PRECISIONS = ("fp32", "tf32", "bf16")
 ENVIRONMENT = "environment.json"  # in a cell's folder: the environment of each training run
@@ -111,7 +112,7 @@ def device_name(device: torch.device) -> str:
 
 def environment(device: torch.device, precision: str, channels_last: bool) -> dict[str, Any]:
     """The facts that decide a cell's numerics beyond its config: device, precision, memory format,
-    torch / CUDA / cuDNN versions. No timestamps or process ids: the same machine gives the same dict."""
+    torch / CUDA / cuDNN versions, the CPU kernels (:func:`benchmark.core.kernels.describe`). No timestamps or process ids: the same machine gives the same dict."""
     cudnn = torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None
     return {
         "device": str(device),
@@ -121,6 +122,7 @@ def environment(device: torch.device, precision: str, channels_last: bool) -> di
         "torch": torch.__version__,
         "cuda": torch.version.cuda,
         "cudnn": cudnn,
+        **kernel_facts(),
     }
 
 

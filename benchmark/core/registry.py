@@ -26,9 +26,10 @@ def lookup(registry: Mapping[str, T], name: str, kind: str, *, field: str | None
 
 
 def construct(cls: type[T], kwargs: Mapping[str, Any] | None, what: str, *, field: str) -> T:
-    """``cls(**kwargs)`` for a registered class; unknown kwargs, and the ``ValueError``/``TypeError``
-    a constructor raises for a bad value, become a :class:`UserError` naming ``field`` (and, for
-    unknown kwargs, listing the allowed ones)."""
+    """``cls(**kwargs)`` for a registered class; unknown kwargs, and the ``ValueError``/``TypeError``/
+    ``RuntimeError`` a constructor raises for a bad value (torch raises the last for e.g. a negative
+    channel count), become a :class:`UserError` naming ``field`` (and, for unknown kwargs, listing the
+    allowed ones)."""
     kwargs = dict(kwargs or {})
     signature = inspect.signature(cls)
     try:
@@ -38,5 +39,5 @@ def construct(cls: type[T], kwargs: Mapping[str, Any] | None, what: str, *, fiel
         raise UserError(f"{what}: {exc}; allowed kwargs: {', '.join(allowed) or '(none)'}", field=field) from None
     try:
         return cls(**kwargs)
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, RuntimeError) as exc:
         raise UserError(f"{what}: {exc}", field=field) from None

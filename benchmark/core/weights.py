@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 
 from benchmark.core.compat import ensure_torchvision
-from benchmark.core.errors import UserError
+from benchmark.core.errors import MissingResource, UserError
 from benchmark.core.io import atomic_write
 from benchmark.core.registry import lookup
 
@@ -121,7 +121,7 @@ def require(key: str) -> Path:
     """The path of weight file ``key``; :class:`UserError` naming the missing path and the fix if absent."""
     path = weight_path(key)
     if not path.is_file():
-        raise UserError(f"weight file missing: {path}; {fix_command(key)}", field=f"weights.{key}")
+        raise MissingResource(f"weight file missing: {path}; {fix_command(key)}", field=f"weights.{key}")
     return path
 
 

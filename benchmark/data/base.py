@@ -8,9 +8,12 @@ network space and to metric windows.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
+import json
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import numpy as np
@@ -53,6 +56,8 @@ class PairedSlices:
             raise ValueError("patients and slice_ids need one entry per slice")
         if self.positions_mm is not None and len(self.positions_mm) != self.inputs.shape[0]:
             raise ValueError("positions_mm needs one entry per slice")
+        for what, arr in (("inputs", self.inputs), ("targets", self.targets)):
+            check_finite(arr, what=what, split=self.split, condition=self.condition, slice_ids=self.slice_ids)
 
     def __len__(self) -> int:
         return int(self.inputs.shape[0])
@@ -60,6 +65,45 @@ class PairedSlices:
     def volumes(self) -> list[slice]:
         """The row ranges that are contiguous volumes, in order: :func:`contiguous_volumes`."""
         return contiguous_volumes(self.patients, self.positions_mm)
+
+
+_FINITE_CHECKED: set[tuple[str, int, int]] = set()  # memory-mapped files found finite in this process
+_FINITE_ROWS = 64  # slices checked per block (a block of 512² float32 slices is 64 MiB)
+
+
+def check_finite(arr: np.ndarray, *, what: str, split: str, condition: str, slice_ids: np.ndarray) -> None:
+    """Raise a :class:`UserError` naming the split, the condition (dose) and the first slice whose
+    ``what`` (inputs / targets) hold a NaN or an infinite value: bad data is reported as bad data when it
+    is loaded, not later as a diverged training loss or a metric error. A memory-mapped cache file found
+    finite is not scanned again in this process (keyed by path, size and modification time)."""
+    key = None
+    name = getattr(arr, "filename", None)
+    if name:
+        try:
+            st = Path(name).stat()
+            key = (str(name), st.st_size, st.st_mtime_ns)
+        except OSError:
+            key = None
+        if key in _FINITE_CHECKED:
+            return
+    if not np.issubdtype(arr.dtype, np.floating):
+        return
+    for start in range(0, len(arr), _FINITE_ROWS):
+        block = np.asarray(arr[start : start + _FINITE_ROWS])
+        ok = np.isfinite(block).reshape(len(block), -1).all(axis=1)
+        if not ok.all():
+            row = start + int(np.flatnonzero(~ok)[0])
+            bad = block[row - start][~np.isfinite(block[row - start])]
+            kind = "NaN" if np.isnan(bad).any() else "an infinite value"
+            where = f" ({name})" if name else ""
+            raise UserError(
+                f"the {split} split of dose {condition!r} holds {kind} in the {what} of slice "
+                f"{str(slice_ids[row])!r} (row {row}, {bad.size} non-finite pixel(s)){where}; fix or remove that "
+                "slice in the source data, or delete the dataset's cache folder to rebuild it",
+                field="dataset",
+            )
+    if key is not None:
+        _FINITE_CHECKED.add(key)
 
 
 GAP_FACTOR = 1.5  # a position step above 1.5 × the patient's usual step is a missing slice
@@ -135,6 +179,18 @@ class Dataset(ABC):
         ``epoch``/``seed`` matter only for datasets that redraw training noise per epoch; the result is
         a deterministic function of (options, split, condition, epoch, seed).
         """
+
+    def image_shape(self) -> tuple[int, int] | None:
+        """``(H, W)`` of this dataset's slices where it is known without building anything (``validate``
+        checks the training patch against it), else None."""
+        return None
+
+    def fingerprint(self) -> str:
+        """A short text that changes whenever the arrays :meth:`load` returns may change (options, source
+        files, a rebuilt cache); recorded where a cell diverges, so that a cell which diverged on other
+        data is retried (:mod:`benchmark.runner`). Default: the options' hash."""
+        text = json.dumps({"kind": self.kind, "options": self.options.model_dump(mode="json")}, sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:12]
 
     def describe(self) -> dict[str, Any]:
         """Facts for the resolved config and ``data inspect`` (sizes, geometry, cache path ...)."""

@@ -70,6 +70,17 @@ def ensure_built(folder: Path, build: Callable[[Path], dict[str, Any]]) -> dict[
     return read_meta(folder)
 
 
+def fingerprint(folder: Path) -> str:
+    """``<folder name>@<meta.json mtime in ns>``: changes with the options and generator version (the
+    name's hash) and with every rebuild of the folder (``meta.json`` is written last); ``@unbuilt``
+    before the first build."""
+    try:
+        stamp = str((folder / META).stat().st_mtime_ns)
+    except OSError:
+        stamp = "unbuilt"
+    return f"{folder.name}@{stamp}"
+
+
 def read_meta(folder: Path) -> dict[str, Any]:
     return json.loads((folder / META).read_text())
 

@@ -30,7 +30,7 @@ from pydantic import Field, field_validator
 from tqdm.auto import tqdm
 
 from benchmark.core.dicom import dcmread, read_hu
-from benchmark.core.errors import UserError
+from benchmark.core.errors import MissingResource, UserError
 from benchmark.data import cache
 from benchmark.data.base import SPLITS, Dataset, DatasetOptions, PairedSlices, Split
 
@@ -149,11 +149,8 @@ class PairedDicomOptions(DatasetOptions):
 
     @field_validator("root")
     @classmethod
-    def _exists(cls, v: Path) -> Path:
-        v = Path(v).expanduser()
-        if not v.is_dir():
-            raise ValueError(f"folder {str(v)!r} does not exist (expected <root>/<patient>/<condition>/…)")
-        return v
+    def _expand(cls, v: Path) -> Path:
+        return Path(v).expanduser()  # whether it exists is this machine's matter: PairedDicomDataset
 
 
 class PairedDicomDataset(Dataset):
@@ -161,6 +158,13 @@ class PairedDicomDataset(Dataset):
 
     options: PairedDicomOptions
     label: ClassVar[str] = "dicom"
+
+    def __init__(self, options: DatasetOptions) -> None:
+        super().__init__(options)
+        root = self.options.root
+        if not root.is_dir():  # the data is not on this machine (validate: a warning; run: exit 2)
+            raise MissingResource(f"folder {str(root)!r} does not exist (expected <root>/<patient>/<condition>/…)",
+                                  field="dataset.options.root")  # fmt: skip
 
     # --- layout -------------------------------------------------------------------------------
     def reference_folder(self) -> str:
@@ -253,6 +257,7 @@ class PairedDicomDataset(Dataset):
                 field="dataset.options.skip_unpaired",
             )
         splits = self.split_patients()
+        self._check_not_empty(index, splits)
         total = sum(len(pp.pairs) for pp in index)
         bar = tqdm(total=total, desc=f"{self.kind}: reading DICOM pairs", unit="slice", disable=not progress)
         meta_counts: dict[str, dict[str, int]] = {}
@@ -272,6 +277,22 @@ class PairedDicomDataset(Dataset):
             "slices": meta_counts,
             "unpaired": [f"{p}/{c}: {h.path}" for p, c, h in unpaired],
         }
+
+    def _check_not_empty(self, index: list[PatientPairs], splits: dict[str, list[str]]) -> None:
+        """Every split has paired slices under every real condition; otherwise a :class:`UserError` naming
+        the split, the condition and the folders that hold no DICOM file (an empty dataset would train on
+        nothing and fail far from its cause)."""
+        root = self.options.root
+        for split, members in splits.items():
+            for cond, folder in self.condition_folders().items():
+                if any(pp.pairs for pp in index if pp.condition == cond and pp.patient in members):
+                    continue
+                folders = [root / p / f for p in members for f in (self.reference_folder(), folder)]
+                empty = [str(d) for d in folders if not d.is_dir() or not dicom_files(d)]
+                what = (f"these folders hold no DICOM file: {', '.join(empty)}" if empty
+                        else f"none of the slices in {', '.join(map(str, folders))} has a partner at the same position")
+                raise UserError(f"no paired slices in the {split} split ({', '.join(members)}) for condition "
+                                f"{cond!r}: {what}", field="dataset.options.root")  # fmt: skip
 
     def _build_extra(self, tmp: Path, splits: dict[str, list[str]], progress: bool) -> None:
         """Hook for derived conditions (simulated doses); default none."""
@@ -318,6 +339,20 @@ class PairedDicomDataset(Dataset):
             extra={"pixel_spacing_mm": spacing, "reference": self.reference_folder()},
             positions_mm=np.array([float(s.rsplit("/", 1)[1]) for s in slice_ids.tolist()], dtype=np.float64),
         )
+
+    def image_shape(self) -> tuple[int, int] | None:
+        """The size of the first reference slice of the first patient (a header read; every paired series
+        must have one size, which building checks)."""
+        for patient in self.patients():
+            files = dicom_files(self.options.root / patient / self.reference_folder())
+            if files:
+                return read_header(files[0]).shape
+        return None
+
+    def fingerprint(self) -> str:
+        """The cache folder (its hash covers the options and every file's path, size and modification time)
+        and when it was built (:func:`benchmark.data.cache.fingerprint`)."""
+        return cache.fingerprint(self.cache_folder)
 
     def describe(self) -> dict[str, Any]:
         out = super().describe()

@@ -240,6 +240,14 @@ class SynthDataset(Dataset):
     def conditions(self) -> list[str]:
         return list(CONDITIONS)
 
+    def image_shape(self) -> tuple[int, int]:
+        return (self.image_size, self.image_size)
+
+    def fingerprint(self) -> str:
+        """The cache folder's name (options + generator version) and when its ``meta.json`` was written,
+        so a rebuilt cache counts as other data (:meth:`Dataset.fingerprint`)."""
+        return cache.fingerprint(self.cache_folder)
+
     def prepare(self, *, progress: bool = True) -> None:
         cache.ensure_built(self.cache_folder, lambda tmp: self._build(tmp, progress))
 

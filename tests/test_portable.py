@@ -1,0 +1,224 @@
+"""Portable CPU kernels (:mod:`benchmark.core.kernels`) and host-independent simulated data.
+
+Two instruction sets are emulated on this one machine by capping the kernels below the host's best
+(AVX2 on an AVX-512 host, SSE4.1 on an AVX2 host): oneDNN (``ONEDNN_MAX_CPU_ISA``), ATen
+(``ATEN_CPU_CAPABILITY``), MKL (``MKL_ENABLE_INSTRUCTIONS``), numpy (``NPY_DISABLE_CPU_FEATURES``) and
+glibc's libm (``GLIBC_TUNABLES``). The same tiny matrix is trained four times: native and capped, each
+with native and with portable kernels. Portable checkpoints are byte-identical; native ones are not,
+which shows that the cap changes the arithmetic and so that the test can fail.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from benchmark.config import dump_yaml, load_matrix
+from benchmark.core.errors import UserError
+from benchmark.core.kernels import GLIBC_MASK, MARKER, UNPINNED, pinned_threads, portable_env, shell_exports
+from benchmark.entry import requested_threads
+from benchmark.layout import RunLayout
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _cpu_flags() -> set[str]:
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return set()
+    line = next((x for x in text.splitlines() if x.startswith("flags")), "")
+    return set(line.split(":", 1)[-1].split())
+
+
+def host_cap() -> dict[str, str] | None:
+    """Environment capping every kernel family one level below this host's best instruction set, or
+    None where the host has neither AVX-512 nor AVX2 (nothing below to emulate)."""
+    flags = _cpu_flags()
+    if "avx512f" in flags:
+        return {"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2", "MKL_ENABLE_INSTRUCTIONS": "AVX2",
+                "NPY_DISABLE_CPU_FEATURES": "X86_V4,AVX512_ICL,AVX512_SPR",
+                "GLIBC_TUNABLES": "glibc.cpu.hwcaps=-AVX512F,-AVX512DQ,-AVX512BW,-AVX512VL,-AVX512CD"}
+    if "avx2" in flags:
+        return {"ONEDNN_MAX_CPU_ISA": "SSE41", "ATEN_CPU_CAPABILITY": "default", "MKL_ENABLE_INSTRUCTIONS": "SSE4_2",
+                "NPY_DISABLE_CPU_FEATURES": "X86_V3,X86_V4,AVX512_ICL,AVX512_SPR",
+                "GLIBC_TUNABLES": "glibc.cpu.hwcaps=-AVX2,-FMA,-AVX"}
+    return None
+
+
+def _clean_env(cache: Path, **extra: str) -> dict[str, str]:
+    drop = {MARKER, MARKER + "_EXEC", "ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "MKL_CBWR", "OMP_NUM_THREADS",
+            "MKL_NUM_THREADS", "NPY_ENABLE_CPU_FEATURES", "GLIBC_TUNABLES", *UNPINNED}
+    env = {k: v for k, v in os.environ.items() if k not in drop}
+    env.update(LDCT_BENCH_CACHE=str(cache), OMP_NUM_THREADS="2", **extra)
+    return env
+
+
+# --- the environment and the launcher ------------------------------------------------------------
+
+
+def test_portable_env_pins_every_family_and_drops_caps():
+    env = portable_env({"MKL_ENABLE_INSTRUCTIONS": "AVX2", "NPY_DISABLE_CPU_FEATURES": "X86_V4", "KEEP": "1",
+                        "GLIBC_TUNABLES": "glibc.malloc.check=3:glibc.cpu.hwcaps=-AVX2"}, 3, baseline="X86_V2")
+    assert env["ATEN_CPU_CAPABILITY"] == "default" and env["ONEDNN_MAX_CPU_ISA"] == "SSE41"
+    assert env["MKL_CBWR"] == "COMPATIBLE" and env["NPY_ENABLE_CPU_FEATURES"] == "X86_V2"
+    assert env["OMP_NUM_THREADS"] == env["MKL_NUM_THREADS"] == "3" and env[MARKER] == "portable:3"
+    assert "MKL_ENABLE_INSTRUCTIONS" not in env and "NPY_DISABLE_CPU_FEATURES" not in env and env["KEEP"] == "1"
+    assert env["GLIBC_TUNABLES"] == "glibc.malloc.check=3:glibc.cpu.hwcaps=" + ",".join(f"-{f}" for f in GLIBC_MASK)
+    assert pinned_threads(env) == 3 and pinned_threads({}) is None
+    with pytest.raises(UserError, match=r"reproducibility\.threads"):
+        portable_env({}, 0, baseline="X86_V2")
+    assert "export ATEN_CPU_CAPABILITY='default'" in shell_exports(2)
+
+
+def test_numpy_baseline_is_accepted_by_numpy(tmp_path):
+    """The pinned environment loads numpy with no dispatched feature on (the launcher's list is valid)."""
+    code = ("import numpy._core._multiarray_umath as u;"
+            "print(sum(bool(u.__cpu_features__.get(f)) for f in u.__cpu_dispatch__))")
+    out = subprocess.run([sys.executable, "-c", code], env=portable_env(_clean_env(tmp_path), 1),
+                         capture_output=True, text=True, check=True)  # fmt: skip
+    assert out.stdout.strip() == "0", out.stderr
+
+
+def test_launcher_reads_the_mode_from_the_matrix_flag_and_run_folder(tmp_path):
+    assert requested_threads(["run", "--matrix", "small.yaml", "--out", "x"]) == 2  # the shipped preset
+    data = load_matrix("small.yaml").model_dump(mode="json")
+    data["reproducibility"] = {"kernels": "native", "threads": 4}
+    (tmp_path / "m.yaml").write_text(dump_yaml(data))
+    assert requested_threads(["run", "-m", str(tmp_path / "m.yaml"), "-o", "x"]) is None
+    assert requested_threads(["run", f"--matrix={tmp_path / 'm.yaml'}", "--portable"]) == 4
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "matrix.resolved.yaml").write_text(dump_yaml({**data, "reproducibility": {"kernels": "portable"}}))
+    assert requested_threads(["report", "--out", str(tmp_path / "run")]) == 1
+    assert requested_threads(["analyze", "--out", str(tmp_path / "nowhere")]) is None  # the CLI reports it
+
+
+def test_a_natively_loaded_process_is_refused_portable_kernels():
+    from benchmark.runner import setup_process
+
+    data = load_matrix("small.yaml").model_dump(mode="json")
+    import torch
+
+    from benchmark.config import MatrixConfig
+
+    with pytest.raises(UserError, match="ldct-bench") as err:
+        setup_process(MatrixConfig.model_validate(data), torch.device("cpu"))
+    assert err.value.field == "reproducibility.kernels"
+
+
+def test_portable_cells_record_kernels_and_threads_in_their_config():
+    from benchmark.cells import cell_config, expand_cells
+
+    m = load_matrix("small.yaml")
+    assert cell_config(expand_cells(m)[0], m)["reproducibility"] == {"kernels": "portable", "threads": 2}
+    native = m.model_copy(update={"reproducibility": m.reproducibility.model_copy(update={"kernels": "native"})})
+    assert "reproducibility" not in cell_config(expand_cells(native)[0], native)  # old native cells still resume
+
+
+def test_matrix_rejects_bad_reproducibility_values(tmp_path):
+    data = load_matrix("small.yaml").model_dump(mode="json")
+    for bad in ({"kernels": "fast"}, {"threads": 0}, {"threads": True}, {"thread": 2}):
+        (tmp_path / "m.yaml").write_text(dump_yaml({**data, "reproducibility": bad}))
+        with pytest.raises(UserError, match="reproducibility"):
+            load_matrix(str(tmp_path / "m.yaml"))
+
+
+# --- data: the same bytes under every instruction set ---------------------------------------------
+
+_BUILD = """
+import hashlib, sys
+import numpy as np
+from benchmark.data import open_dataset
+ds = open_dataset("synth", {"size": "tiny", "patients": 5, "slices_per_patient": 2, "val_patients": 1,
+                            "test_patients": 1, "target": "ndct"})
+ds.prepare(progress=False)
+for f in sorted(ds.cache_folder.rglob("*.npy")):
+    print(f.relative_to(ds.cache_folder), hashlib.sha256(np.load(f).tobytes()).hexdigest())
+"""
+
+
+@pytest.mark.slow
+def test_simulated_data_is_the_same_bytes_under_a_capped_instruction_set(tmp_path):
+    cap = host_cap()
+    if cap is None:
+        pytest.skip("no AVX2 on this host: no lower instruction set to emulate")
+    runs = []
+    for name, extra in (("native", {}), ("capped", cap)):
+        out = subprocess.run([sys.executable, "-c", _BUILD], env=_clean_env(tmp_path / name, **extra),
+                             capture_output=True, text=True, cwd=ROOT)  # fmt: skip
+        assert out.returncode == 0, out.stderr
+        runs.append(dict(line.split() for line in out.stdout.splitlines()))
+    assert len(runs[0]) > 20 and "train/10_180.npy" in runs[0] and "train/ndct.npy" in runs[0]
+    assert runs[0] == runs[1], sorted(k for k in runs[0] if runs[0][k] != runs[1].get(k))
+
+
+def test_stored_hu_lies_on_the_grid(tmp_cache):
+    from benchmark.data import open_dataset
+    from benchmark.data.simulate import HU_QUANTUM
+
+    ds = open_dataset("synth", {"size": "tiny", "patients": 3, "slices_per_patient": 1})
+    pairs = ds.load("test", "25_360")
+    for arr in (pairs.inputs, pairs.targets, pairs.extra["clean_fbp"]):
+        q = np.asarray(arr, dtype=np.float64) / HU_QUANTUM
+        np.testing.assert_array_equal(q, np.round(q))
+    # the grid's own noise is far below the data's: std(input - clean) >> HU_QUANTUM / sqrt(12)
+    assert np.std(np.asarray(pairs.inputs) - np.asarray(pairs.extra["clean_fbp"])) > 50 * HU_QUANTUM / np.sqrt(12)
+
+
+# --- training: portable is the same bytes, native is not --------------------------------------------
+
+
+def _tiny_matrix(path: Path, kernels: str) -> Path:
+    data = load_matrix("small.yaml").model_dump(mode="json")
+    data["dataset"]["options"] = {"size": "tiny", "patients": 5, "val_patients": 1, "test_patients": 1}
+    data["doses"] = ["25_360"]
+    data["losses"] = ["mse"]
+    data["training"].update(epochs=1, batch_size=4, patch_size=32, patches_per_epoch=32, val_max_images=1)
+    data["training"]["scheduler"]["warmup"] = 2
+    data["reproducibility"] = {"kernels": kernels, "threads": 2}
+    path.write_text(dump_yaml(data))
+    return path
+
+
+def _train(matrix: Path, out: Path, cache: Path, extra: dict[str, str], *args: str) -> dict[str, str]:
+    proc = subprocess.run([sys.executable, "-m", "benchmark", "run", "--matrix", str(matrix), "--out", str(out),
+                           "--quiet", *args], env=_clean_env(cache, **extra), capture_output=True, text=True, cwd=ROOT)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    layout = RunLayout(out)
+    hashes = {f"{c.cell_id}/{e}": hashlib.sha256(p.read_bytes()).hexdigest()
+              for c in layout.cells() for e, p in layout.checkpoints(c.cell_id).items()}  # fmt: skip
+    assert len(hashes) == 2, proc.stderr[-2000:]
+    return hashes
+
+
+@pytest.mark.slow
+def test_portable_checkpoints_are_identical_under_a_capped_instruction_set_and_native_ones_are_not(tmp_path):
+    cap = host_cap()
+    if cap is None:
+        pytest.skip("no AVX2 on this host: no lower instruction set to emulate")
+    cache = tmp_path / "cache"  # one dataset for all four runs (its own identity is tested above)
+    portable, native = _tiny_matrix(tmp_path / "p.yaml", "portable"), _tiny_matrix(tmp_path / "n.yaml", "native")
+    p_host = _train(portable, tmp_path / "p_host", cache, {})
+    p_cap = _train(portable, tmp_path / "p_cap", cache, cap)
+    n_host = _train(native, tmp_path / "n_host", cache, {})
+    n_cap = _train(native, tmp_path / "n_cap", cache, cap)
+    assert p_host == p_cap
+    assert all(n_host[k] != n_cap[k] for k in n_host), "the cap did not change native arithmetic: the test proves nothing"
+    env = RunLayout(tmp_path / "p_cap").cell_dir(next(iter(RunLayout(tmp_path / "p_cap").cells())).cell_id)
+    facts = (env / "environment.json").read_text()
+    assert '"kernels": "portable"' in facts and '"cpu_capability": "DEFAULT"' in facts
+
+
+@pytest.mark.slow
+def test_portable_jobs_2_equals_jobs_1(tmp_path):
+    cache = tmp_path / "cache"
+    matrix = _tiny_matrix(tmp_path / "p.yaml", "portable")
+    one = _train(matrix, tmp_path / "one", cache, {})
+    two = _train(matrix, tmp_path / "two", cache, {}, "--jobs", "2")
+    assert one == two
