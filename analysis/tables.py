@@ -9,6 +9,8 @@
 * ``rmse_hu_per_dose``: the RED-CNN-study layout (Chen et al., IEEE TMI 2017, Table I): rows = loss ×
   architecture, columns = dose/view conditions, RMSE in HU (mean ± sd), best per column bold. The metric
   is the one whose metadata says ``unit == "HU"``.
+* ``seed_spread`` (runs with two or more seeds per cell): rows = loss × architecture, columns = metric ×
+  dose, each seed's mean over the images, then mean ± sd over the seeds and the coefficient of variation.
 * ``correlation_spearman``: rows = loss, columns = metric × {train, val} loss, the mean ± sd over cells of
   the per-cell Spearman ρ between the loss and the metric over epochs; ``correlation_rmcorr``: the
   repeated-measures r over all cells of a loss with its 95 % CI. Arrows give each metric's direction
@@ -149,6 +151,45 @@ def summary_stats(traj: pd.DataFrame, epoch: str = "final") -> pd.DataFrame:
     per_image = image_means(traj, epoch)
     g = per_image.groupby(["metric", "loss", "architecture", "dose"], observed=True, sort=False)["value"]
     return g.agg(mean="mean", sd="std", n="count").reset_index()
+
+
+def seed_stats(traj: pd.DataFrame, epoch: str = "final") -> pd.DataFrame:
+    """``metric, loss, architecture, dose, mean, sd, n_seeds, cv``: each seed's mean over the evaluation
+    images at the selected epoch, then the mean and sample sd of those over the seeds (``cv`` = sd / |mean|).
+    The seed-to-seed spread of a cell: how far a result moves when only the seed changes."""
+    rows = select_epoch(metric_rows(traj), epoch, history=traj)
+    keys = ["metric", "loss", "architecture", "dose"]
+    per_seed = rows.groupby([*keys, "seed"], observed=True, sort=False)["value"].mean().reset_index()
+    g = per_seed.groupby(keys, observed=True, sort=False)["value"]
+    out = g.agg(mean="mean", sd="std", n_seeds="count").reset_index()
+    return out.assign(cv=out["sd"] / out["mean"].abs())
+
+
+def seed_spread_table(traj: pd.DataFrame, orders: Orders, epoch: str = "final") -> Table | None:
+    """``seed_spread``: rows loss · architecture, columns metric · dose, ``mean ± sd (cv %)`` over seeds
+    (:func:`seed_stats`); None unless some cell has two or more seeds."""
+    s = seed_stats(traj, epoch)
+    if s.empty or int(s["n_seeds"].max()) < 2:
+        return None
+    metrics = list(dict.fromkeys(s["metric"].astype(str)))
+    rows = list(_idx([orders.losses, orders.architectures]))
+    cols = list(_idx([metrics, orders.doses]))
+    text = pd.DataFrame("–", index=pd.MultiIndex.from_tuples(rows, names=["loss", "architecture"]),
+                        columns=pd.MultiIndex.from_tuples(cols))  # fmt: skip
+    dec = {m: decimals_for(s.loc[s["metric"] == m, "sd"].to_numpy()) for m in metrics}
+    for r in s.itertuples():
+        if (r.loss, r.architecture) in text.index and (r.metric, r.dose) in text.columns:
+            d = dec[str(r.metric)]
+            text.loc[(r.loss, r.architecture), (r.metric, r.dose)] = f"{r.mean:.{d}f} ± {r.sd:.{d}f} ({100 * r.cv:.1f} %)"
+    text.columns = pd.MultiIndex.from_tuples([(arrow(m), d) for m, d in text.columns])
+    return Table(
+        "seed_spread", text, pd.DataFrame(False, index=text.index, columns=text.columns),
+        pd.DataFrame("", index=text.index, columns=text.columns),
+        caption="Seed-to-seed spread: each seed's mean over the evaluation images, then mean ± sample sd over "
+                "the seeds, and the coefficient of variation sd / |mean|.",
+        note=f"{int(s['n_seeds'].min())}-{int(s['n_seeds'].max())} seeds per cell; epoch: {epoch}.",
+        numbers=s,
+    )  # fmt: skip
 
 
 def input_stats(inputs: pd.DataFrame | None) -> pd.DataFrame:
@@ -370,6 +411,9 @@ def build_tables(
         tables.append(rmse_per_dose_table(stats, orders, hu, ref))
     if corr is not None and len(corr):
         tables += correlation_tables(corr, orders, metrics)
+    spread = seed_spread_table(traj, orders, epoch)
+    if spread is not None:
+        tables.append(spread)
     return tables
 
 

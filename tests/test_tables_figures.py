@@ -24,6 +24,7 @@ from analysis.tables import (
     build_tables,
     decimals_for,
     latex_escape,
+    seed_stats,
     summary_stats,
     write_tables,
 )
@@ -241,3 +242,25 @@ def test_figure_metric_choice_uses_metadata(sim, tmp_path):
     out = comparison_figure({"a": {"input": target, "output": target, "target": target, "image": "P/1", "epoch": 1}},
                             orders, tmp_path, "cmp", window="-160,240")  # fmt: skip
     assert [p.name for p in out] == ["cmp.png", "cmp.pdf"]
+
+
+def test_seed_spread_is_the_sd_over_seeds_of_each_seeds_image_mean():
+    """``seed_stats`` against a hand loop: per seed, the mean over images at the last epoch; then the sample
+    sd over seeds. The table appears with several seeds and not with one."""
+    traj = simulate_trajectories(losses=("mse", "l1"), architectures=("redcnn",), doses=("25_360",), seeds=(0, 1, 2),
+                                 patients=4, slices_per_patient=2, epochs=3, metrics=METRICS, noise_sd=0.5, rng=3)  # fmt: skip
+    orders = Orders(["mse", "l1"], ["redcnn"], ["25_360"])
+    got = seed_stats(traj).set_index(["metric", "loss", "architecture", "dose"])
+    metric_rows = traj[traj["source"] == "metric"]
+    for (metric, loss), rows in metric_rows.groupby(["metric", "loss"]):
+        last = rows[rows["epoch"] == rows["epoch"].max()]
+        per_seed = [float(np.mean(last.loc[last["seed"] == s, "value"])) for s in sorted(last["seed"].unique())]
+        row = got.loc[(metric, loss, "redcnn", "25_360")]
+        assert row["n_seeds"] == 3
+        assert row["mean"] == pytest.approx(np.mean(per_seed), rel=1e-12)
+        assert row["sd"] == pytest.approx(np.std(per_seed, ddof=1), rel=1e-9)
+        assert row["cv"] == pytest.approx(np.std(per_seed, ddof=1) / abs(np.mean(per_seed)), rel=1e-9)
+    names = [t.name for t in build_tables(traj, None, None, orders=orders)]
+    assert "seed_spread" in names
+    one = traj[traj["seed"].astype(str) == "0"]
+    assert "seed_spread" not in [t.name for t in build_tables(one, None, None, orders=orders)]
