@@ -56,7 +56,7 @@ def run(
     slurm_param: Annotated[list[str] | None, typer.Option(help="extra #SBATCH option key=value (repeatable)")] = None,
     slurm_setup: Annotated[list[str] | None, typer.Option(help="shell line run before each job, e.g. 'module load cuda' (repeatable)")] = None,
     cells_per_job: Annotated[int, typer.Option(help="cells per Slurm job, one task and one GPU each")] = 1,
-    portable: Annotated[bool, typer.Option("--portable", help="portable CPU kernels: byte-identical results on every x86-64 host and with any --jobs (sets the matrix's reproducibility.kernels; ~3-5x slower on the CPU)")] = False,
+    portable: Annotated[bool, typer.Option("--portable", help="portable CPU kernels: byte-identical results on every x86-64 host and with any --jobs (sets the matrix's reproducibility.kernels; ~4-6x slower on the CPU)")] = False,
     retry_diverged: Annotated[bool, typer.Option("--retry-diverged", help="train DIVERGED cells again (their earlier attempt is kept under the cell's attempts/); a cell whose config or data changed since it diverged is retried anyway")] = False,
 ) -> None:
     """Train every cell of MATRIX into OUT; finished cells are skipped, unfinished ones resume."""

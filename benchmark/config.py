@@ -340,7 +340,7 @@ class ReproducibilityConfig(Strict):
     CPU: results are reproducible on the same CPU kind, not across kinds. ``kernels: portable`` pins every
     kernel family to a path that every x86-64 CPU runs the same way, and ``threads`` intra-op threads per
     cell (training and scoring, in every worker of ``--jobs N``), so the same matrix writes byte-identical
-    checkpoints and tables on any x86-64 host and with any ``--jobs``; ~3-5x slower on the CPU. A GPU's
+    checkpoints and tables on any x86-64 host and with any ``--jobs``; ~4-6x slower on the CPU. A GPU's
     own arithmetic is not covered (``deterministic: true`` makes it reproducible per device model). The
     ``ldct-bench`` command applies the pins before torch loads; a Python process that already loaded
     torch is refused. Portable cells record ``kernels`` and ``threads`` in their config, so a native

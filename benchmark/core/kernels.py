@@ -33,7 +33,7 @@ itself with :func:`portable_env`. Worker processes (``run --jobs``, ``analyze --
 jobs get it through their set-up lines. A process that loaded torch natively and is then asked for
 portable kernels is refused by :func:`apply_portable` (it cannot be converted after the fact).
 
-Costs and limits: on the CPU, portable training is ~3-5x slower than native (``benchmarks/bench_portable.py``
+Costs and limits: on the CPU, portable training is ~4-6x slower than native (``benchmarks/bench_portable.py``
 prints the ratio). On a GPU it changes only CPU-side work; a GPU result is deterministic per device model
 (``deterministic: true``), not across models. Only x86-64 is covered (on other CPUs the switches do
 nothing and :func:`apply_portable` says so). Identity across hosts is shown on one machine by capping the
