@@ -14,8 +14,9 @@ checkpoint holds nothing else: RNG states are tensors and plain tuples (:func:`p
 versions are strings, and :func:`save_checkpoint` refuses a state that ``weights_only`` loading would
 refuse. Checkpoints of format 1 (ldct-bench before this format) held numpy arrays and ``TorchVersion``;
 they are reported by name (:class:`CheckpointError`, reason ``legacy``) with the one-time conversion
-command :data:`CONVERT_COMMAND` (``benchmark.cli_checkpoints``), the only place that unpickles fully,
-and only when told that the folder is trusted.
+command :data:`CONVERT_COMMAND` (``benchmark.cli_checkpoints``), which loads them with ``weights_only=True``
+as well, allowing exactly the numpy array/dtype and ``TorchVersion`` globals they hold
+(:func:`load_legacy_state`): no load in the suite unpickles anything else.
 
 **A wrong checkpoint is never used.** :func:`load_checkpoint` with the expected cell (its id and
 config) refuses a checkpoint of another cell, or of this cell trained with other settings (reason
@@ -62,12 +63,19 @@ WEIGHTS_ONLY = "weights_only"  # the flag of a checkpoint thinned to the model (
 IDENTITY = "identity"  # {"cell_id": ..., "config_sha256": ...}, set by save_checkpoint from ``cell``
 CONVERT_COMMAND = "ldct-bench checkpoints convert --out {out} --trust"
 
-# What a format-1 checkpoint holds beyond weights_only's allow-list: numpy's RNG state (ndarray, dtype,
-# _reconstruct; numpy 1.x and 2.x spell the module differently) and torch.__version__ (TorchVersion).
-_LEGACY_GLOBALS = frozenset({
-    "numpy.core.multiarray._reconstruct", "numpy._core.multiarray._reconstruct", "numpy.ndarray", "numpy.dtype",
-    "numpy.dtypes.UInt32DType", "torch.torch_version.TorchVersion",
-})
+# What a format-1 checkpoint holds beyond weights_only's allow-list, as (object, name in the pickle):
+# numpy's RNG state (ndarray, dtype, _reconstruct; numpy 1.x and 2.x spell the module differently) and
+# torch.__version__ (TorchVersion). Each only rebuilds an array, a dtype or a version string; allowing
+# exactly these lets a format-1 file load with weights_only=True (:func:`load_legacy_state`).
+_LEGACY_ALLOWED: tuple[tuple[Any, str], ...] = (
+    (np._core.multiarray._reconstruct, "numpy.core.multiarray._reconstruct"),
+    (np._core.multiarray._reconstruct, "numpy._core.multiarray._reconstruct"),
+    (np.ndarray, "numpy.ndarray"),
+    (np.dtype, "numpy.dtype"),
+    (np.dtypes.UInt32DType, "numpy.dtypes.UInt32DType"),
+    (torch.torch_version.TorchVersion, "torch.torch_version.TorchVersion"),
+)
+_LEGACY_GLOBALS = frozenset(name for _, name in _LEGACY_ALLOWED)
 
 Reason = Literal["unreadable", "missing", "unsafe", "legacy", "foreign", "newer"]
 
@@ -278,8 +286,19 @@ def weights_only_state(state: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def load_legacy_state(path: Path) -> dict[str, Any]:
+    """A format-1 checkpoint's content, loaded with ``weights_only=True`` and exactly the globals such a
+    file holds besides tensors (``_LEGACY_ALLOWED``): nothing else is unpickled, so no code in the file
+    runs (anything else is refused by torch's restricted unpickler)."""
+    with torch.serialization.safe_globals(list(_LEGACY_ALLOWED)):
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(state, dict):
+        raise ValueError("not a format-1 ldct-bench checkpoint")
+    return state
+
+
 def upgrade_legacy_state(state: dict[str, Any]) -> dict[str, Any]:
-    """A format-1 checkpoint's content (already unpickled, by the caller's trust) as this format: numpy
+    """A format-1 checkpoint's content (:func:`load_legacy_state`) as this format: numpy
     RNG state packed (:func:`pack_numpy_rng`), version stamps as strings, ``format_version`` set; the
     identity is added by :func:`save_checkpoint`. Key order is kept, so a converted file is byte for
     byte what this version writes for the same content. ``ValueError`` if it is not a format-1 state."""

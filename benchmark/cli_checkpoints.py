@@ -3,10 +3,10 @@
 Every other command reads checkpoints with ``torch.load(weights_only=True)``, so nothing in a run
 folder can run code (:mod:`benchmark.checkpoint`). Checkpoints written before format 2 hold numpy
 arrays (the RNG state) and a ``TorchVersion``, which that loader refuses; those commands then stop,
-naming the file and this command. Converting loads each such file with full unpickling, which runs
-whatever code the file holds: this module is the only place that does, and only with ``--trust``,
-for a folder the user or someone they trust wrote. Without ``--trust`` it lists what it would convert
-and exits 2. Each converted file is rewritten atomically in the current format (numpy RNG state as a
+naming the file and this command. Converting loads each such file with ``weights_only=True`` as well,
+allowing exactly the numpy array/dtype and ``TorchVersion`` globals a format-1 file holds
+(:func:`benchmark.checkpoint.load_legacy_state`), so no code stored in a file runs. It rewrites files in
+place, so it asks for ``--trust``: without it, it lists what it would convert and exits 2. Each converted file is rewritten atomically in the current format (numpy RNG state as a
 tensor, versions as strings, the cell's identity added), then read back the safe way and checked
 against its cell folder.
 
@@ -34,13 +34,12 @@ def convert(
 ) -> None:
     """Convert OUT's format-1 checkpoints (ldct-bench before safe loading) to the current format, once.
 
-    Loading a format-1 checkpoint unpickles it fully, which runs any code stored in it: give --trust
-    only for a run folder you, or someone you trust, wrote. Without --trust, lists the files."""
-    import torch  # lazy: CLI start-up
-
+    Each file is rewritten in place; it is loaded with weights_only=True and only the numpy and
+    version globals a format-1 file holds, so nothing stored in it runs. Without --trust, lists the files."""
     from benchmark.checkpoint import (  # lazy: CLI start-up
         CheckpointError,
         load_checkpoint,
+        load_legacy_state,
         save_checkpoint,
         upgrade_legacy_state,
     )
@@ -68,17 +67,15 @@ def convert(
     if not trust:
         shown = "\n  ".join(str(p) for p in legacy[:5]) + ("\n  ..." if len(legacy) > 5 else "")
         raise UserError(
-            f"{len(legacy)} format-1 checkpoint(s), e.g.\n  {shown}\nConverting loads each with full unpickling, which "
-            f"runs any code stored in it. Only if you trust this folder's author, run: "
+            f"{len(legacy)} format-1 checkpoint(s), e.g.\n  {shown}\nConverting rewrites each in place (loaded "
+            f"with weights_only=True: only numpy arrays and version strings besides tensors). To do so, run: "
             f"ldct-bench checkpoints convert --out {out} --trust",
             field=str(out),
         )
     failed: list[str] = []
     for path in legacy:
         try:
-            # the one full unpickling of the suite, on the user's explicit --trust (see the module docstring)
-            state = torch.load(path, map_location="cpu", weights_only=False)
-            save_checkpoint(path, upgrade_legacy_state(state))
+            save_checkpoint(path, upgrade_legacy_state(load_legacy_state(path)))
         except Exception as exc:
             failed.append(f"{path}: {type(exc).__name__}: {exc}")
             continue
