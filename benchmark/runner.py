@@ -28,7 +28,7 @@ import os
 import socket
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -210,6 +210,9 @@ class Runner:
         # exceptions that end the process without marking the cell FAILED (a Slurm job adds
         # submitit's UncompletedJobError: a timeout or preemption, not an error of the cell)
         self.interruptions: tuple[type[BaseException], ...] = ()
+        # called at the loop's safe points (every ``check_every`` steps and after each epoch's files are
+        # written); it may raise one of ``interruptions`` to stop there (a Slurm job's deferred signal)
+        self.safe_point: Callable[[], None] | None = None
         # the pool worker's index (``run --jobs N``), shown by ``ldct-bench status``; None in-process
         self.worker_index: int | None = None
         self._set_up = False
@@ -406,6 +409,8 @@ class Runner:
             def progress(step: int, total: int, loss: float, bar: Any = bar) -> None:  # every training.check_every steps
                 bar.update(step - bar.n)
                 bar.set_postfix(loss=f"{loss:.4g}", refresh=False)
+                if self.safe_point is not None:
+                    self.safe_point()
 
             try:
                 train_logs = train_epoch(state, train, self.device, tr.grad_clip, progress)
@@ -446,6 +451,8 @@ class Runner:
                 self.log(f"{cell.cell_id}: early stop after epoch {epoch} (no val_loss improvement for "
                          f"{tr.early_stopping.patience} epochs)")
                 break
+            if self.safe_point is not None:
+                self.safe_point()
         layout.write_marker(cid, DONE, {"epochs": state.epoch, "finished": time.strftime("%Y-%m-%dT%H:%M:%S")})
 
     def _early_stop(self, state: TrainState, val_loss: float) -> bool:

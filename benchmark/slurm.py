@@ -11,6 +11,12 @@ limit or on preemption Slurm signals it, submitit calls :meth:`CellJob.checkpoin
 same job, which resumes every cell from its last finished epoch (the last checkpoint). Only real
 errors mark a cell ``FAILED``.
 
+The signal is *deferred* (:class:`DeferredSignal`): its handler only records it, and the runner acts
+on it at its next safe point (every ``check_every`` steps, after each epoch's files). submitit's own
+handler ends the process by raising ``SystemExit`` from wherever the main thread happens to be; code
+that swallows exceptions there (pandas 3 does, inside an index lookup) then leaves the job training
+as if nothing had happened, and the requeue is lost.
+
 **Time request.** Without ``timeout_min``, :func:`default_timeout_min` sizes it from the measured
 seconds per epoch in the ``timing.csv`` files of the same ``--out`` (the slowest cell's mean) ×
 epochs × ``SAFETY_FACTOR`` + ``STARTUP_MIN``; with nothing measured yet, ``FALLBACK_TIMEOUT_MIN``.
@@ -22,8 +28,11 @@ from __future__ import annotations
 
 import math
 import os
+import signal
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import pandas as pd
@@ -91,6 +100,44 @@ def default_timeout_min(layout: RunLayout, epochs: int) -> int:
     return min(minutes, MAX_TIMEOUT_MIN)
 
 
+class Interrupted(Exception):
+    """A deferred time-limit or preemption signal, raised at a runner's safe point."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(f"signal {signal.Signals(signum).name}")
+        self.signum = signum
+
+
+class DeferredSignal:
+    """Record ``signum`` instead of handling it at once; :meth:`poll` (the runner's safe point)
+    raises :class:`Interrupted` once it came, and :meth:`deliver` then calls the handler that was
+    installed before (submitit's checkpoint-and-requeue), from ordinary code.
+
+    Why: a handler that raises (``sys.exit``) does so wherever the main thread is, and a library
+    that catches broad exceptions there loses it silently. A recorded signal cannot be lost. Only the
+    main thread can install it (Python's rule for signal handlers)."""
+
+    def __init__(self, signum: int) -> None:
+        self.signum = signum
+        self.pending: int | None = None
+        self.previous: Callable[[int, FrameType | None], Any] | int | None = signal.getsignal(signum)
+        signal.signal(signum, self._record)
+
+    def _record(self, signum: int, frame: FrameType | None) -> None:
+        if self.pending is None:
+            self.pending = signum
+
+    def poll(self) -> None:
+        if self.pending is not None:
+            raise Interrupted(self.pending)
+
+    def deliver(self) -> None:
+        """Hand the recorded signal to the previous handler (it normally ends the process)."""
+        signal.signal(self.signum, self.previous)  # type: ignore[arg-type]
+        if callable(self.previous) and self.pending is not None:
+            self.previous(self.pending, None)
+
+
 class CellJob:
     """One Slurm job: task ``i`` trains ``cell_ids[i]`` on ``cuda:<local rank>`` (or the matrix's CPU).
 
@@ -113,10 +160,17 @@ class CellJob:
         matrix = MatrixConfig.model_validate(self.matrix_dump)
         cell = next(c for c in expand_cells(matrix) if c.cell_id == cell_id)
         runner = Runner(matrix, Path(self.out), quiet=True, device=task_device(matrix.device, rank))
-        runner.interruptions = (submitit.core.utils.UncompletedJobError,)
-        runner.setup()
-        runner.dataset.prepare(progress=False)
-        return f"{cell_id}: {runner.run_cell(cell)}"
+        runner.interruptions = (submitit.core.utils.UncompletedJobError, Interrupted)
+        deferred = DeferredSignal(getattr(signal, "SIG" + env.USR_SIG))  # the time-limit/preemption signal
+        runner.safe_point = deferred.poll
+        try:
+            runner.setup()
+            runner.dataset.prepare(progress=False)
+            deferred.poll()
+            return f"{cell_id}: {runner.run_cell(cell)}"
+        except Interrupted:
+            deferred.deliver()  # submitit checkpoints, requeues and exits
+            raise
 
     def checkpoint(self, *args: Any, **kwargs: Any) -> Any:
         """Requeue this job unchanged: every cell resumes from its last checkpoint."""

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import signal
+import sys
 import time
 
 import psutil
@@ -11,7 +13,7 @@ import pytest
 from benchmark.config import parse_matrix
 from benchmark.layout import FAILED, RunLayout
 from benchmark.runner import Runner
-from benchmark.slurm import SlurmOptions, submit
+from benchmark.slurm import DeferredSignal, Interrupted, SlurmOptions, submit
 
 pytestmark = pytest.mark.slow
 
@@ -71,3 +73,40 @@ def test_timeout_signal_requeues_and_resumes_to_the_same_checkpoints(tmp_path):
     a, b = _checkpoints(out), _checkpoints(ref)
     assert sorted(a) == sorted(b) and len(a) == 5
     assert [k for k in a if a[k] != b[k]] == []
+
+
+def _swallowing_library() -> None:
+    """What pandas 3 does inside an index lookup: an exception raised there (by a signal handler's
+    ``sys.exit``) is caught and dropped."""
+    try:
+        os.kill(os.getpid(), signal.SIGUSR2)
+        for _ in range(1000):  # the handler runs between these bytecodes
+            pass
+    except BaseException:
+        pass
+
+
+def test_a_deferred_time_limit_signal_survives_code_that_swallows_exceptions():
+    calls: list[int] = []
+
+    def submitit_handler(signum, frame):  # checkpoint, requeue, exit
+        calls.append(signum)
+        sys.exit(3)
+
+    old = signal.signal(signal.SIGUSR2, submitit_handler)
+    try:
+        _swallowing_library()  # without deferral the exit is lost: the job would train on
+        assert calls == [signal.SIGUSR2]
+        calls.clear()
+        deferred = DeferredSignal(signal.SIGUSR2)
+        deferred.poll()  # nothing came yet
+        _swallowing_library()
+        assert calls == []
+        with pytest.raises(Interrupted):
+            deferred.poll()  # the runner's safe point
+        with pytest.raises(SystemExit):
+            deferred.deliver()
+        assert calls == [signal.SIGUSR2]
+        assert signal.getsignal(signal.SIGUSR2) is submitit_handler
+    finally:
+        signal.signal(signal.SIGUSR2, old)
