@@ -126,7 +126,8 @@ def check_claims(out: Path | str, traj: pd.DataFrame, stats: StatsOptions, matri
     traj = sort_levels(traj, Orders.from_traj(traj, matrix))  # conditions in the matrix's order
     ndct = load_input_baseline(out, name=NDCT_BASELINE)
     table = claims_mod.evaluate_claims(matrix.claims, traj, inputs=load_input_baseline(out), ndct=ndct,
-                                       unit=stats.unit, epoch=stats.epoch, n_resamples=stats.n_resamples, seed=stats.seed)  # type: ignore[arg-type]  # fmt: skip
+                                       unit=stats.unit, epoch=stats.epoch,  # type: ignore[arg-type]
+                                       n_resamples=stats.n_resamples, seed=stats.seed, gate=matrix.gate)  # fmt: skip
     claims_mod.write_claims(RunLayout(out, must_exist=False), table)
     return table
 

@@ -90,13 +90,19 @@ def claims_section(claims: pd.DataFrame) -> str:
     table = pd.DataFrame({
         "claim": summary["id"], "statement": summary["statement"], "numbers": summary["numbers"],
         "test": summary["test"], "p (Holm)": summary["p_holm"].map(lambda p: f"{p:.3g}" if pd.notna(p) else "–"),
-        "verdict": summary["verdict"].map(lambda v: f"**{v}**"),
+        "learning gate": summary["gate"], "verdict": summary["verdict"].map(lambda v: f"**{v}**"),
+        "seeds": summary["stability"],
     })  # fmt: skip
     return "\n".join([
         "## Claims\n",
         "The matrix's claims (`claims:`), checked on this run. Verdict rule: **holds** when the claimed direction "
         "is significant in every condition (architecture × dose, × feature for texture), **does not hold** when the "
-        "reverse is significant in at least one, **inconclusive** otherwise (not enough evidence). Significant: "
+        "reverse is significant in at least one, **inconclusive** otherwise (not enough evidence), and **not "
+        "tested** when an arm it compares did not pass the learning gate (see the conventions) in one of its "
+        "conditions, whatever its p-values: the learning gate column names the arm, the condition and the number "
+        "that failed, or each arm's ratio to the LDCT input when all passed. The seeds column says whether each seed "
+        "alone gives the same verdict (stable / seed-dependent), or that the run has one seed, whose verdict "
+        "cannot show how much it depends on the seed. Significant: "
         "Holm-corrected p < α over the claim's conditions (Holm 1979); for `agrees`, the 95 % CI of the agreement "
         "lies wholly on one side of the threshold (p (Holm) then shows –); for `equivalent`, the claimed direction "
         "is equivalence within the margin (Wilcoxon TOST) and the reverse a two-sided significant difference "
@@ -140,6 +146,8 @@ def _conventions(settings: dict[str, Any], matrix: MatrixConfig | None, with_inp
             "figures, is the low-dose input itself scored against the reference (no denoising): same metrics, window "
             "and images (`input_baseline.parquet`). It repeats in every architecture column, is never bold, carries "
             "no significance marker and is left out of the tests and correlations.")
+    if matrix is not None and matrix.claims:
+        lines.append(matrix.gate.conventions())
     if matrix is not None:
         lines.insert(0, f"- **Matrix**: `{matrix.name}` — {matrix.description or 'no description'}; dataset "
                         f"`{matrix.dataset.kind}` {json.dumps(matrix.dataset.options)}.")  # fmt: skip

@@ -8,7 +8,9 @@ reverse direction. The verdict rule is the same for every kind:
 
 * **holds**: the claimed direction is significant in *every* condition;
 * **does not hold**: the reverse direction is significant in *at least one* condition;
-* **inconclusive**: otherwise (including conditions without data).
+* **inconclusive**: otherwise (including conditions without data);
+* **not tested**: an arm the claim compares did not pass the learning gate (:class:`GateConfig`) in one
+  of its conditions; the tests are still run and shown, but they decide nothing.
 
 (For ``equivalent`` the "claimed direction" is equivalence within the margin and the "reverse" a
 significant difference larger than the margin; see below.)
@@ -85,7 +87,8 @@ _DEFAULT_FEATURES: tuple[NPSFeature, ...] = ("nps_favg", "nps_noise_hu")
 INPUT_REFERENCE = "input"  # closer_texture's default reference: the LDCT input's own value
 NDCT_REFERENCE = "ndct"  # closer_texture's reference: the NDCT scan's own noise (synth target: ndct)
 BASELINE_REFERENCES = (INPUT_REFERENCE, NDCT_REFERENCE)
-VERDICTS = ("holds", "does not hold", "inconclusive")
+NOT_TESTED = "not tested"  # the verdict of a claim whose arms did not pass the learning gate
+VERDICTS = ("holds", "does not hold", "inconclusive", NOT_TESTED)
 
 
 class Strict(BaseModel):
@@ -192,6 +195,52 @@ class CloserTextureClaim(_Tested):
         return self
 
 
+class GateConfig(Strict):
+    """The learning gate (a matrix's ``gate:`` section): what every arm a claim compares must show before
+    the claim may decide. A claim with one arm below the gate in one of its conditions is **not tested**,
+    whatever its p-values, and the report names the arm, the condition and the number that failed.
+
+    * every compared arm (loss) ends (at the compared epoch) at a mean ``rmse_hu`` ≤ ``rmse_ratio`` × the
+      LDCT input's at that dose, on the same images: an arm that did not remove a fifth of the input's
+      error has not learned to denoise, and comparing it says nothing about its loss;
+    * ``closer_texture`` claims also need each compared arm's residual noise (``nps_noise_hu``) ≤
+      ``noise_ratio`` × the input's: an output that keeps the input's noise matches the input's texture
+      by construction;
+    * ``agrees`` claims also need ≥ ``min_epochs`` scored epochs per cell and a loss (``against``) that
+      has flattened: over the last third of the cell's epochs it moves by less than ``plateau`` × its
+      whole range over training. Otherwise only the steep start of training is correlated, where any two
+      monotone curves agree.
+
+    The pseudo-arms (the LDCT input, the NDCT noise) are references, not arms. ``enabled: false`` turns
+    the gate off (the report then says so)."""
+
+    enabled: bool = Field(True, description="check the gate before every verdict")
+    rmse_ratio: float = Field(0.8, gt=0, allow_inf_nan=False,
+                              description="each compared arm's rmse_hu <= rmse_ratio x the LDCT input's")  # fmt: skip
+    noise_ratio: float = Field(0.8, gt=0, allow_inf_nan=False,
+                               description="closer_texture: each arm's nps_noise_hu <= noise_ratio x the input's")  # fmt: skip
+    min_epochs: int = Field(10, ge=3, description="agrees: scored epochs per cell at least")
+    plateau: float = Field(0.1, gt=0, le=1, allow_inf_nan=False,
+                           description="agrees: the loss moves by < plateau x its range over the last third of epochs")  # fmt: skip
+
+    def conventions(self) -> str:
+        """One line for the report's conventions."""
+        if not self.enabled:
+            return "- **Learning gate**: off (`gate: {enabled: false}`): verdicts do not check that the arms learned."
+        return (f"- **Learning gate** (before every verdict; `gate:`): each compared arm ends at `rmse_hu` ≤ "
+                f"{self.rmse_ratio:g} × the LDCT input's at that dose; texture claims also need each arm's residual "
+                f"noise `nps_noise_hu` ≤ {self.noise_ratio:g} × the input's; agreement claims need ≥ {self.min_epochs} "
+                f"scored epochs per cell and a loss that moved by < {self.plateau:g} × its range over the last third "
+                "of its epochs. A claim with an arm below the gate is **not tested**.")  # fmt: skip
+
+
+def gate_metrics(claims: Sequence[AnyClaim], gate: GateConfig) -> list[str]:
+    """The metrics the gate reads for ``claims``."""
+    if not gate.enabled or not claims:
+        return []
+    return ["rmse_hu"] + (["nps_noise_hu"] if any(isinstance(c, CloserTextureClaim) for c in claims) else [])
+
+
 AnyClaim = BetterClaim | RanksFirstClaim | AgreesClaim | CloserTextureClaim | EquivalentClaim
 Claim = Annotated[AnyClaim, Field(discriminator="kind")]
 
@@ -226,12 +275,18 @@ RM_CORR_MIN_CELLS = 3
 
 
 def reference_errors(claims: Sequence[AnyClaim], *, losses: Sequence[str], architectures: Sequence[str],
-                     doses: Sequence[str], metrics: Sequence[str], seeds: int) -> list[str]:  # fmt: skip
+                     doses: Sequence[str], metrics: Sequence[str], seeds: int,
+                     gate: GateConfig | None = None) -> list[str]:  # fmt: skip
     """One message per claim field naming something the matrix does not have (``claims[i].a: ...``),
     with the valid values; duplicate ids too; and an ``agrees`` claim whose ``method: rm_corr`` would pool
     fewer than :data:`RM_CORR_MIN_CELLS` cells per loss (architectures × doses × ``seeds`` it covers, before
-    ``exclude``), which could only ever be "no data"."""
+    ``exclude``), which could only ever be "no data"; and a metric the learning ``gate`` reads
+    (:func:`gate_metrics`) that ``evaluation.metrics`` lacks."""
     errors: list[str] = []
+    for m in gate_metrics(claims, gate or GateConfig()):
+        if m not in metrics:
+            errors.append(f"gate: the learning gate reads {m}, which evaluation.metrics lacks (add it, or set "
+                          "gate: {enabled: false})")
     ids = [c.id for c in claims]
     dup = sorted({x for x in ids if ids.count(x) > 1})
     if dup:

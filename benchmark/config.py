@@ -38,7 +38,7 @@ from pydantic import (
     model_validator,
 )
 
-from benchmark.claims import Claim, reference_errors
+from benchmark.claims import Claim, GateConfig, reference_errors
 from benchmark.core.errors import UnknownNameError, UserError
 from benchmark.core.registry import lookup
 from benchmark.optim import OPTIMIZERS, SCHEDULERS
@@ -434,6 +434,10 @@ class MatrixConfig(Strict):
         default_factory=list,
         description="the study's findings as testable statements, checked by `ldct-bench report` (benchmark.claims)",
     )
+    gate: GateConfig = Field(
+        default_factory=lambda: GateConfig(),
+        description="the learning gate every claim checks before it decides (benchmark.claims.GateConfig)",
+    )
 
     @field_validator("doses", mode="before")
     @classmethod
@@ -473,7 +477,7 @@ class MatrixConfig(Strict):
     def _claims_refer_to_the_matrix(self) -> MatrixConfig:
         errors = reference_errors(self.claims, losses=[x.label for x in self.losses],
                                   architectures=[a.label for a in self.architectures], doses=self.doses,
-                                  metrics=self.evaluation.metrics, seeds=len(self.seeds))  # fmt: skip
+                                  metrics=self.evaluation.metrics, seeds=len(self.seeds), gate=self.gate)  # fmt: skip
         if errors:
             raise ValueError("; ".join(errors))
         return self

@@ -5,6 +5,8 @@ Claims section end to end."""
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -19,6 +21,7 @@ from benchmark.claims import (
     BetterClaim,
     CloserTextureClaim,
     EquivalentClaim,
+    GateConfig,
     RanksFirstClaim,
     describe,
 )
@@ -36,8 +39,16 @@ def _traj(effects: dict[str, float], *, seed: int = 0, patients: int = 10, seeds
                                  metrics=metrics or METRICS, effects=effects, noise_sd=noise_sd, rng=seed)  # fmt: skip
 
 
+OFF = GateConfig(enabled=False)
+
+
+def _evaluate(claims, traj, **kw) -> pd.DataFrame:
+    """The statistics alone: the learning gate off (its own tests switch it on, below)."""
+    return evaluate_claims(claims, traj, **{"gate": OFF, **kw})
+
+
 def _verdict(claim, traj, **kw) -> str:
-    df = evaluate_claims([claim], traj, n_resamples=300, **kw)
+    df = _evaluate([claim], traj, n_resamples=300, **kw)
     assert list(df.columns) == CLAIM_COLUMNS and df["verdict"].nunique() == 1
     return str(df["verdict"].iloc[0])
 
@@ -68,7 +79,7 @@ def test_better_planted_reversed_null(metric):
 def test_better_p_values_match_scipy_and_statsmodels():
     traj = _traj({"a": 0.4, "b": 0.0}, seeds=(0, 1), noise_sd=1.0, seed=3)
     claim = BetterClaim(id="c", kind="better", a="a", b="b", metric="rmse_hu")
-    got = evaluate_claims([claim], traj).set_index("condition")
+    got = _evaluate([claim], traj).set_index("condition")
     last = traj[(traj["source"] == "metric") & (traj["metric"] == "rmse_hu") & (traj["epoch"] == traj["epoch"].max())]
     per_patient = (last.groupby(["dose", "loss", "patient", "image"])["value"].mean()  # seeds per image first
                    .groupby(["dose", "loss", "patient"]).mean().unstack("loss"))  # fmt: skip
@@ -88,7 +99,7 @@ def test_better_p_values_match_scipy_and_statsmodels():
 def test_missing_condition_is_inconclusive_not_dropped():
     traj = _traj({"a": 2.0, "b": 0.0})
     traj = traj[~((traj["dose"] == "d2") & (traj["loss"] == "b"))]
-    df = evaluate_claims([BetterClaim(id="c", kind="better", a="a", b="b", metric="psnr")], traj)
+    df = _evaluate([BetterClaim(id="c", kind="better", a="a", b="b", metric="psnr")], traj)
     assert set(df["result"]) == {"holds", "unclear"} and set(df["verdict"]) == {"inconclusive"}
     assert df["numbers"].str.contains("no data").sum() == 1
 
@@ -107,7 +118,7 @@ def test_ranks_first_p_combines_friedman_and_nemenyi():
     import scikit_posthocs as sp
 
     traj = _traj({"a": 3.0, "b": 0.0, "c": 0.5}, patients=12, seed=5)
-    got = evaluate_claims([RanksFirstClaim(id="r", kind="ranks_first", a="a", metric="psnr")], traj)
+    got = _evaluate([RanksFirstClaim(id="r", kind="ranks_first", a="a", metric="psnr")], traj)
     last = traj[(traj["source"] == "metric") & (traj["metric"] == "psnr") & (traj["epoch"] == traj["epoch"].max())]
     raw = []
     for dose in DOSES:
@@ -131,10 +142,17 @@ def test_agrees_planted_reversed_null(method):
     # true agreement ≈ ±0.9: clearly on one side of the threshold 0.3
     tracks = _traj({"a": 4.0}, seeds=(0, 1, 2), epochs=8, noise_sd=0.2)  # the metric improves as the loss falls
     opposes = _traj({"a": -4.0}, seeds=(0, 1, 2), epochs=8, noise_sd=0.2)  # it worsens as the loss falls
-    assert _verdict(claim("agree", 0.3), tracks) == "holds"
-    assert _verdict(claim("weak", 0.3), tracks) == "does not hold"
+    if method == "rm_corr":
+        assert _verdict(claim("agree", 0.3), tracks) == "holds"
+        assert _verdict(claim("weak", 0.3), tracks) == "does not hold"
+        assert _verdict(claim("weak", 0.3), opposes) == "holds"
+    else:  # per cell, 8 epochs: a perfectly monotone cell's bootstrap interval is [1, 1], which decides nothing
+        df = _evaluate([claim("agree", 0.3)], tracks, n_resamples=300)
+        degenerate = df["numbers"].str.contains("degenerate bootstrap interval")
+        assert degenerate.any() and (~degenerate).any()
+        assert set(df.loc[degenerate, "result"]) == {"unclear"} and set(df.loc[~degenerate, "result"]) == {"holds"}
+        assert df["verdict"].iloc[0] == "inconclusive"
     assert _verdict(claim("agree", 0.3), opposes) == "does not hold"
-    assert _verdict(claim("weak", 0.3), opposes) == "holds"
     # no relation: the true agreement 0 is the threshold
     _mostly_inconclusive(claim("agree", 0.0), lambda seed: _traj({"a": 0.0}, seeds=(0, 1, 2), epochs=8, seed=seed))
 
@@ -143,7 +161,7 @@ def test_agrees_uses_the_correlation_module():
     from analysis.correlations import correlations
 
     traj = _traj({"a": 2.0, "b": 0.5}, seeds=(0, 1, 2), epochs=6)
-    got = evaluate_claims([AgreesClaim(id="g", kind="agrees", metric="psnr")], traj).set_index("condition")
+    got = _evaluate([AgreesClaim(id="g", kind="agrees", metric="psnr")], traj).set_index("condition")
     ref = correlations(traj, n_resamples=0)
     ref = ref[(ref["scope"] == "pooled") & (ref["metric"] == "psnr") & (ref["against"] == "train_loss")]
     np.testing.assert_allclose(got.loc[["a", "b"], "estimate"], ref.set_index("loss").loc[["a", "b"], "agreement"])
@@ -185,7 +203,7 @@ def test_closer_texture_against_the_ndct_noise():
     traj, ndct = _texture_data({"a": -3.0, "b": 0.0})
     assert _verdict(claim, traj, ndct=ndct) == "does not hold"
     assert _verdict(claim, traj, inputs=ndct) == "inconclusive"  # the input baseline is not the NDCT's
-    got = evaluate_claims([claim], traj, ndct=ndct, n_resamples=10)
+    got = _evaluate([claim], traj, ndct=ndct, n_resamples=10)
     assert got["numbers"].str.contains("NDCT noise").all()
     assert "NDCT scan's own noise" in describe(claim)
 
@@ -193,7 +211,7 @@ def test_closer_texture_against_the_ndct_noise():
 def test_closer_texture_against_a_loss_and_p_values():
     traj = _traj({"a": 0.3, "b": 1.0, "ref": 0.0}, metrics=TEXTURE, seed=4)
     claim = CloserTextureClaim(id="t", kind="closer_texture", a="a", b="b", reference="ref", features=["nps_favg"])
-    got = evaluate_claims([claim], traj)
+    got = _evaluate([claim], traj)
     last = traj[(traj["metric"] == "nps_favg") & (traj["epoch"] == traj["epoch"].max())]
     raw = []
     for dose in DOSES:
@@ -216,7 +234,7 @@ def test_equivalent_planted_equivalence_difference_and_null(metric):
     # identical distributions, small noise, many patients: every pair × dose inside ±0.5
     assert _verdict(claim, _traj({"a": 1.0, "b": 1.0, "c": 1.0}, patients=30, noise_sd=0.2)) == "holds"
     # c is ≈ 1.8 units off a and b: significant and beyond the margin
-    df = evaluate_claims([claim], _traj({"a": 1.0, "b": 1.0, "c": 3.0}, patients=30, noise_sd=0.2))
+    df = _evaluate([claim], _traj({"a": 1.0, "b": 1.0, "c": 3.0}, patients=30, noise_sd=0.2))
     assert set(df["verdict"]) == {"does not hold"}
     assert set(df.loc[df["result"] == "reversed", "condition"].str[:6]) == {"a vs c", "b vs c"}
     assert (df.loc[df["condition"].str.startswith("a vs b"), "result"] == "holds").all()
@@ -231,7 +249,7 @@ def test_equivalent_significant_difference_inside_the_margin_still_holds():
     """A real but small difference (≈ 0.18 dB, margin 0.5 dB) is significant two-sided, yet inside the
     margin: the losses are equivalent, the rule never calls it a reversal."""
     traj = _traj({"a": 1.0, "b": 1.2}, patients=40, noise_sd=0.1)
-    df = evaluate_claims([_equivalent(losses=("a", "b"))], traj)
+    df = _evaluate([_equivalent(losses=("a", "b"))], traj)
     assert (df["p_holm_reverse"] < 1e-6).all() and (df["estimate"].abs() < 0.5).all()
     assert set(df["result"]) == {"holds"} and set(df["verdict"]) == {"holds"}
     # with a margin below the difference, the same data do not hold
@@ -258,7 +276,7 @@ def _exact_signed_rank(x: np.ndarray) -> tuple[float, float]:
 def test_equivalent_p_values_against_an_independent_computation():
     margin = 0.5
     traj = _traj({"a": 0.0, "b": 0.3}, patients=12, seeds=(0, 1), noise_sd=0.6, seed=7)
-    got = evaluate_claims([_equivalent(losses=("a", "b"), margin=margin)], traj).set_index("condition")
+    got = _evaluate([_equivalent(losses=("a", "b"), margin=margin)], traj).set_index("condition")
     last = traj[(traj["source"] == "metric") & (traj["metric"] == "psnr") & (traj["epoch"] == traj["epoch"].max())]
     per_patient = (last.groupby(["dose", "loss", "patient", "image"])["value"].mean()  # seeds per image first
                    .groupby(["dose", "loss", "patient"]).mean().unstack("loss"))  # fmt: skip
@@ -289,7 +307,7 @@ def test_equivalent_p_values_against_an_independent_computation():
 
 def test_equivalent_summary_and_description():
     claim = _equivalent()
-    df = evaluate_claims([claim], _traj({"a": 1.0, "b": 1.0, "c": 3.0}, patients=30, noise_sd=0.2))
+    df = _evaluate([claim], _traj({"a": 1.0, "b": 1.0, "c": 3.0}, patients=30, noise_sd=0.2))
     s = summarise_claims(df).iloc[0]
     assert s["verdict"] == "does not hold"
     assert s["p_holm"] == df.loc[df["result"] == "reversed", "p_holm_reverse"].min()
@@ -305,7 +323,7 @@ def test_summary_one_row_per_claim_with_the_deciding_p():
     traj = _traj({"a": 2.0, "b": 0.0})
     claims = [BetterClaim(id="yes", kind="better", a="a", b="b", metric="psnr"),
               BetterClaim(id="no", kind="better", a="b", b="a", metric="psnr", statement="b wins")]  # fmt: skip
-    df = evaluate_claims(claims, traj)
+    df = _evaluate(claims, traj)
     s = summarise_claims(df).set_index("id")
     assert list(s.index) == ["yes", "no"] and s.loc["no", "statement"] == "b wins"
     assert s.loc["yes", "p_holm"] == df.loc[df["id"] == "yes", "p_holm"].max()
@@ -316,7 +334,7 @@ def test_summary_one_row_per_claim_with_the_deciding_p():
 # ------------------------------------------------------------------------------------------ schema
 
 BASE = {"losses": ["mse", "l1"], "architectures": ["dncnn"], "doses": ["25_360"],
-        "evaluation": {"metrics": ["psnr", "nps_favg", "nps_noise_hu"]}}  # fmt: skip
+        "evaluation": {"metrics": ["psnr", "nps_favg", "nps_noise_hu", "rmse_hu"]}}  # fmt: skip
 
 
 def test_schema_accepts_every_kind():
@@ -395,7 +413,7 @@ def test_report_writes_claims_csv_and_section(tmp_path, tmp_cache, monkeypatch):
     from analysis.report import write_report
     from benchmark.layout import CLAIMS_CSV, REPORT
 
-    layout = make_run(tmp_path / "run", monkeypatch, losses=("mse", "l1"), epochs=2, metrics=("psnr", "rmse_hu"))
+    layout = make_run(tmp_path / "run", monkeypatch, losses=("mse", "l1"), epochs=3, metrics=("psnr", "rmse_hu"))
     data = layout.matrix().model_dump(mode="json")
     data["claims"] = [{"id": "mse_psnr", "kind": "better", "a": "mse", "b": "l1", "metric": "psnr"},
                       {"id": "agree", "kind": "agrees", "metric": "rmse_hu", "method": "spearman",
@@ -404,17 +422,21 @@ def test_report_writes_claims_csv_and_section(tmp_path, tmp_cache, monkeypatch):
     path = write_report(layout.out, stats=StatsOptions(n_resamples=50))
     csv = pd.read_csv(layout.analysis_file(CLAIMS_CSV))
     assert list(csv.columns) == CLAIM_COLUMNS and list(dict.fromkeys(csv["id"])) == ["mse_psnr", "agree"]
-    assert set(csv["verdict"]) <= {"holds", "does not hold", "inconclusive"}
+    assert set(csv["verdict"]) <= {"holds", "does not hold", "inconclusive", "not tested"}
+    # three epochs of a tiny run: the agreement claim cannot pass the gate (>= 10 scored epochs)
+    agree = csv[csv["id"] == "agree"]
+    assert set(agree["verdict"]) == {"not tested"} and agree["gate"].str.contains("3 scored epochs of rmse_hu").all()
+
     report = path.read_text()
     assert path == layout.analysis_file(REPORT) and "## Claims" in report and "loss tracks RMSE" in report
     for v in csv.drop_duplicates("id")["verdict"]:
         assert f"**{v}**" in report
+    assert "**Learning gate**" in report and re.search(r"\| learning gate +\|", report)
+    assert re.search(r"\| one seed +\|", report)
 
 
 def test_report_tables_escape_pipes_inside_cells():
     """A claim's numbers contain ``|Δ to ref|``: in the Markdown table every row keeps the header's columns."""
-    import re
-
     from analysis.report import _md_table
 
     df = pd.DataFrame({"claim": ["t"], "numbers": ["mean |Δ to ref| 0.004 vs 0.006"], "test": ["|b − ref| − |a − ref|"]})
@@ -422,3 +444,89 @@ def test_report_tables_escape_pipes_inside_cells():
     unescaped = [len(re.findall(r"(?<!\\)\|", line)) for line in lines]
     assert len(set(unescaped)) == 1 and unescaped[0] == 4, lines
     assert "\\|Δ to ref\\|" in lines[-1]
+
+
+# ------------------------------------------------------------------------------------------ the learning gate
+
+
+def _rmse_inputs(traj: pd.DataFrame, value: float) -> pd.DataFrame:
+    """An LDCT-input baseline of ``rmse_hu`` = ``value`` HU on every image and dose of ``traj``."""
+    images = traj.loc[traj["source"] == "metric", ["dose", "patient", "image"]].drop_duplicates()
+    return images.assign(metric="rmse_hu", value=value)[BASELINE_COLUMNS].reset_index(drop=True)
+
+
+def test_a_claim_with_an_arm_that_did_not_learn_is_not_tested_whatever_its_p():
+    """The arms end near 20 HU (b) and 18 HU (a, 2 HU better): against an input at 40 HU both learned
+    (0.5×) and the planted effect holds; against an input at 23.5 HU b is at 0.85× (> 0.8×, a at 0.77×)
+    and the same data, p-values unchanged, decide nothing. The gate names the failing arm, the condition
+    and its ratio."""
+    claim = BetterClaim(id="c", kind="better", a="a", b="b", metric="psnr")
+    traj = _traj({"a": 2.0, "b": 0.0})
+    learned = evaluate_claims([claim], traj, inputs=_rmse_inputs(traj, 40.0))
+    stuck = evaluate_claims([claim], traj, inputs=_rmse_inputs(traj, 23.5))
+    assert set(learned["verdict"]) == {"holds"} and learned["gate"].str.startswith("passed").all()
+    assert set(stuck["verdict"]) == {"not tested"} and set(stuck["result"]) == {"not tested"}
+    np.testing.assert_array_equal(stuck["p_holm"], learned["p_holm"])  # the tests still ran
+    b_mean = traj[(traj["loss"] == "b") & (traj["metric"] == "rmse_hu") & (traj["epoch"] == 5)]
+    for dose, row in zip(DOSES, stuck.itertuples()):
+        ratio = b_mean.loc[b_mean["dose"] == dose, "value"].mean() / 23.5
+        assert ratio > 0.8 and f"b · redcnn · {dose}: rmse_hu" in row.gate and f"{ratio:.2f}×" in row.gate
+        assert "a · redcnn" not in row.gate  # only the failing arm is named
+    # no input baseline: learning cannot be confirmed, so nothing is decided either
+    assert set(evaluate_claims([claim], traj)["verdict"]) == {"not tested"}
+    assert set(evaluate_claims([claim], traj, gate=GateConfig(enabled=False))["verdict"]) == {"holds"}
+
+
+def test_texture_claims_also_gate_the_residual_noise():
+    claim = CloserTextureClaim(id="t", kind="closer_texture", a="a", b="b", features=["nps_favg"])
+    traj, inputs = _texture_data({"a": 0.0, "b": 3.0})  # nps_noise_hu of a, b and the input ≈ 8 HU
+    base = pd.concat([inputs, _rmse_inputs(traj, 1000.0)], ignore_index=True)  # every arm passes on RMSE
+    traj = pd.concat([traj, traj[traj["metric"] == "nps_favg"].assign(metric="rmse_hu", value=1.0)], ignore_index=True)
+    got = evaluate_claims([claim], traj, inputs=base)
+    assert set(got["verdict"]) == {"not tested"}
+    assert got["gate"].str.contains(r"a · redcnn · d\d: nps_noise_hu .* the LDCT input's .* \(gate ≤ 0.8×\)").all()
+    quiet = base.assign(value=np.where(base["metric"] == "nps_noise_hu", base["value"] * 2.0, base["value"]))
+    assert set(evaluate_claims([claim], traj, inputs=quiet)["verdict"]) == {"holds"}  # each arm at ~0.5×
+
+
+def test_plateau_fraction_closed_form():
+    from analysis.claims import plateau_fraction
+
+    # 9 epochs, the last third (3 epochs): |L9 − L6| / (max − min)
+    v = np.exp(-np.arange(1, 10) / 2)
+    assert plateau_fraction(v) == pytest.approx(abs(v[8] - v[5]) / (v[0] - v[8]), rel=1e-12)
+    assert plateau_fraction(np.linspace(1, 0, 12)) == pytest.approx(4 / 11)  # a straight line never flattens
+    assert plateau_fraction(np.ones(5)) == 0.0 and np.isnan(plateau_fraction([1.0, 0.5]))
+
+
+def test_agreement_gate_needs_epochs_and_a_flattened_loss():
+    """The simulated loss is e^{−epoch/2} (+ noise 0.01): after 6 epochs it still moves
+    (e^{−2} − e^{−3}) / (e^{−1/2} − e^{−3}) = 0.15 of its range over the last third (not flat, and < 10
+    epochs); after 16, ~0.01 (flat). The arms learned (input 40 HU)."""
+    claim = AgreesClaim(id="g", kind="agrees", metric="psnr", losses=["a"], method="spearman", expect="agree",
+                        threshold=0.0)  # fmt: skip
+    short = _traj({"a": 4.0}, epochs=6)
+    got = evaluate_claims([claim], short, inputs=_rmse_inputs(short, 40.0), n_resamples=50)
+    assert set(got["verdict"]) == {"not tested"}
+    assert got["gate"].str.contains("6 scored epochs of psnr \\(gate ≥ 10\\)").all()
+    assert got["gate"].str.contains("train_loss moved 0.1\\d × its range over the last third of its 6 epochs").all()
+    long = _traj({"a": 4.0}, epochs=16)
+    got = evaluate_claims([claim], long, inputs=_rmse_inputs(long, 40.0), n_resamples=50)
+    assert got["gate"].str.startswith("passed").all() and "not tested" not in set(got["verdict"])
+
+
+def test_several_seeds_say_whether_each_seed_alone_gives_the_verdict():
+    claim = BetterClaim(id="c", kind="better", a="a", b="b", metric="psnr")
+    strong = _traj({"a": 3.0, "b": 0.0}, seeds=(0, 1, 2), patients=12)
+    got = evaluate_claims([claim], strong, inputs=_rmse_inputs(strong, 40.0))
+    assert set(got["verdict"]) == {"holds"} and set(got["stability"]) == {"stable"}
+    assert set(got["seed_verdicts"]) == {"seed 0: holds; seed 1: holds; seed 2: holds"}
+    # the seeds' own verdicts come from the seed's cells alone: seed 2's arm b cannot learn
+    worse = strong.copy()
+    stuck = (worse["seed"] == 2) & (worse["loss"] == "b") & (worse["metric"] == "rmse_hu")
+    worse.loc[stuck, "value"] = 39.0
+    got = evaluate_claims([claim], worse, inputs=_rmse_inputs(worse, 40.0))
+    assert set(got["verdict"]) == {"holds"} and set(got["stability"]) == {"seed-dependent"}
+    assert set(got["seed_verdicts"]) == {"seed 0: holds; seed 1: holds; seed 2: not tested"}
+    one = evaluate_claims([claim], _traj({"a": 3.0, "b": 0.0}), inputs=_rmse_inputs(strong, 40.0))
+    assert set(one["stability"]) == {"one seed"} and summarise_claims(one)["stability"].iloc[0] == "one seed"
