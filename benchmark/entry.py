@@ -6,7 +6,7 @@ command asks for them:
 
 * ``run --portable`` (it sets the matrix's ``reproducibility.kernels``);
 * ``run``/``validate``: the matrix's ``reproducibility: {kernels: portable}`` (``--matrix`` path or preset);
-* ``analyze``/``report``/``status`` on a run folder: its ``matrix.resolved.yaml``, so a run is scored
+* ``analyze``/``report`` on a run folder: its ``matrix.resolved.yaml``, so a run is scored
   with the kernels it was trained with.
 
 If so, and this process is not pinned yet, it re-executes ``python -m benchmark`` with the pinned
@@ -24,7 +24,7 @@ from typing import Any
 from benchmark.core.kernels import MARKER, pinned_threads, portable_env
 
 PRESETS = Path(__file__).resolve().parent / "presets"
-_RUN_DIR_COMMANDS = ("analyze", "report", "status")
+_RUN_DIR_COMMANDS = ("analyze", "report")  # `status` computes nothing: no pins needed
 
 
 def _option(argv: list[str], *names: str) -> str | None:

@@ -18,17 +18,29 @@ through :meth:`models.mamba.Mamba.forward_batched` with the pixels innermost, so
 Mamba layers are :class:`models.mamba.Mamba` (d_state 16, d_conv 4, expand 2), whose selective scan runs
 in pure PyTorch on a CPU (:mod:`models.selective_scan`) and in ``mamba_ssm``'s kernel on CUDA.
 
-Departures, so that the model is well defined: the authors' code wraps each Mamba in a second, redundant
-LayerNorm (omitted here), and its "transpose" flag is not reachable on its fused CUDA path (both SSMs end
-up spatial there); this module follows the paper's description instead. The gated convolution network
-acts on the channel SSM's output before the fusion (the paper's "channel SSM module equipped with a
-secondary gated convolution network"), not after it.
-
 Defaults: dim 48, blocks [4, 6, 6, 8], 2 refinement blocks (Restormer's width and depth), d_state 16,
 d_conv 4, expand 2 — 100,644,564 trainable parameters with 1 input/output channel, 70.1 M of them in the
-fusion modules (39·C² per block: two 3×3 convolutions and a 1×1, C up to 384). The authors' released
-code defaults to dim 16, blocks [1, 2, 2, 3]: 4,450,698 parameters here. Input/output ``(N, in_channels, H, W)`` in network
-normalisation, any H, W (padded to a multiple of 8 and cropped back), ``output = input + conv(features)``.
+fusion modules (39·C² per block: two 3×3 convolutions and a 1×1, C up to 384). These are the released
+code's sizes too (icon-lab/DenoMamba): its ``DenoMamba`` class defaults to dim 16 and blocks
+[1, 2, 2, 3], but its training and test options (``options.py``), through which the released model is
+built, default to dim 48, blocks [4, 6, 6, 8] and 2 refinement blocks.
+
+Differences from the released code, and which we follow:
+
+* each released ``MambaLayer`` adds its own LayerNorm after the block's LayerNorm — omitted (the paper
+  has one normalisation per SSM path; the second only re-normalises a normalised input);
+* its second SSM runs spatially: the ``transpose`` flag is ignored on the fused CUDA path it takes, so
+  both SSMs scan the pixels — we follow the paper's channel SSM, since a second spatial SSM is not the
+  model the paper describes or evaluates;
+* each released FuseSSM holds a 1×1 ``project_out`` (3C → C) that its forward never uses — omitted;
+* it has 118.1 M parameters against our 100.6 M: the unused ``project_out``, the extra LayerNorms and a
+  channel SSM with ``d_model = C`` (ours has ``d_model = 1``, the same weights at every pixel) account for
+  the difference.
+
+The gated convolution network acts on the channel SSM's output before the fusion (the paper's "channel
+SSM module equipped with a secondary gated convolution network", and the released code), not after it.
+
+Input/output ``(N, in_channels, H, W)`` in network normalisation, any H, W (padded to a multiple of 8 and cropped back), ``output = input + conv(features)``.
 """
 
 from __future__ import annotations
