@@ -38,6 +38,7 @@ Every file is written atomically (:mod:`benchmark.core.io`).
 from __future__ import annotations
 
 import hashlib
+import json
 import time
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -187,8 +188,16 @@ def load_eval_set(dataset: Dataset, split: Split, dose: str, window: str, max_im
     )
 
 
-def read_cache(path: Path, settings: str, checkpoint: str) -> pd.DataFrame | None:
-    """The cached per-image values of one checkpoint, or None if absent, unreadable or stale."""
+def _version(metric: str) -> int:
+    """The registry's implementation version of ``metric`` (0 for a name it no longer has)."""
+    info = metrics_pkg.METRICS.get(metric)
+    return info.version if info is not None else 0
+
+
+def read_cache(path: Path, settings: str, checkpoint: str) -> tuple[pd.DataFrame, dict[str, int]] | None:
+    """The cached per-image values of one checkpoint and the implementation version each metric was
+    computed with (:attr:`analysis.metrics.MetricInfo.version`; 1 for caches written before versions
+    were stamped), or None if absent, unreadable or stale."""
     if not path.is_file():
         return None
     try:
@@ -198,13 +207,20 @@ def read_cache(path: Path, settings: str, checkpoint: str) -> pd.DataFrame | Non
     meta = table.schema.metadata or {}
     if meta.get(b"settings", b"").decode() != settings or meta.get(b"checkpoint", b"").decode() != checkpoint:
         return None
-    return table.to_pandas()
+    try:
+        versions = {str(k): int(v) for k, v in json.loads(meta.get(b"versions", b"{}").decode()).items()}
+    except (ValueError, TypeError, AttributeError):
+        versions = {}
+    return table.to_pandas(), versions
 
 
 def write_cache(path: Path, values: pd.DataFrame, settings: str, checkpoint: str) -> None:
-    """Write one checkpoint's values with their stamps, atomically (:mod:`benchmark.core.io`)."""
+    """Write one checkpoint's values with their stamps and each metric's implementation version,
+    atomically (:mod:`benchmark.core.io`)."""
     table = pa.Table.from_pandas(values[CACHE_COLUMNS].reset_index(drop=True), preserve_index=False)
-    table = table.replace_schema_metadata({"settings": settings, "checkpoint": checkpoint})
+    versions = {str(m): _version(str(m)) for m in dict.fromkeys(values["metric"])}
+    table = table.replace_schema_metadata({"settings": settings, "checkpoint": checkpoint,
+                                           "versions": json.dumps(versions, sort_keys=True)})  # fmt: skip
     atomic_write(path, lambda tmp: pq.write_table(table, tmp))
 
 
@@ -290,7 +306,12 @@ def cached_values(path: Path, settings: str, identity: str, metrics: Sequence[st
     """The values of ``metrics`` from the cache file ``path`` (stamped ``settings``/``identity``),
     computing and caching only the missing metrics with ``compute(todo)``. Returns the rows of
     ``metrics`` and the number of metrics computed."""
-    cached = read_cache(path, settings, identity)
+    found = read_cache(path, settings, identity)
+    cached = None
+    if found is not None:  # values of an older implementation of a metric are recomputed
+        table, versions = found
+        current = {m for m in dict.fromkeys(table["metric"]) if versions.get(str(m), 1) == _version(str(m))}
+        cached = table[table["metric"].isin(current)]
     have = set(cached["metric"]) if cached is not None else set()
     todo = [m for m in metrics if m not in have]
     if todo:

@@ -1,20 +1,28 @@
-"""The noise power spectrum (analysis.metrics.nps): white and linearly filtered noise of known spectrum,
+"""The noise power spectrum (analysis.metrics.nps): white and linearly filtered noise of known spectrum
+(closed forms and the exact expectation at each ROI size), the smallest ROI with a spectrum summary,
 pixel-spacing scaling, the registered metrics, the NPS figure and the ``synth`` ``target: ndct``."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import matplotlib.image as mpimg
 import numpy as np
 import pandas as pd
 import pytest
-from scipy import ndimage
+from scipy import integrate, ndimage
 
 from analysis.figures import nps_figures
 from analysis.metrics import METRICS, compute_metrics
 from analysis.metrics.nps import (
+    SPECTRUM_MIN_PX,
+    average_frequency,
+    dc_estimate,
     estimate_nps,
     extract_rois,
     image_nps,
+    peak_frequency,
+    radial_average,
     reference_mask,
     roi_corners,
     roi_side_px,
@@ -40,21 +48,41 @@ def transfer_sq(kernel: np.ndarray, fy: np.ndarray, fx: np.ndarray, d: float) ->
 
 
 def test_white_noise_is_flat_at_sigma2_dx_dy(rng: np.random.Generator) -> None:
-    """K = 400 independent ROIs: each 2-D NPS bin is a mean of 400 exponential variables (relative sd
-    1/√400 = 5 %), so every bin lies within 5 sd (25 %), the mean over bins within 1 %; each radial bin
-    averages ≥ 4 bins (≤ 2.5 % sd): within 12 %."""
-    sigma, d, k, n = 20.0, 0.5, 400, 32
+    """K = 1600 independent 32² ROIs: each 2-D NPS bin is a mean of 1600 exponential variables (relative sd
+    1/√1600 = 2.5 %), so every bin lies within 5 sd (12.5 %), the mean over bins within 1 %; each radial
+    bin k ≥ 1 averages ≥ 4 independent bins (≤ 1.25 % sd): within 6 %; the DC estimate 2·N(Δf) − N(2Δf)
+    over two axes has sd √(5/2)·2.5 % ≈ 4 %: within 16 %. f_avg of the flat 1-D radial NPS on [0, f_Nyq]
+    is ∫f df / ∫df = f_Nyq / 2 (sd ≈ 0.15 %): within 2 %. Before issue #20 §2 the zeroed DC bin made it
+    f_Nyq/2 + Δf/2 (+6.25 % here), which this test encoded as ``f[1:].mean()``."""
+    sigma, d, k, n = 20.0, 0.5, 1600, 32
     res = estimate_nps(rng.normal(0.0, sigma, (k, n, n)), d)
     expected = sigma**2 * d * d
     centre = (res.fy == 0)[:, None] & (res.fx == 0)[None, :]
     rel = res.nps[~centre] / expected
     assert abs(rel.mean() - 1) < 0.01 and np.abs(rel - 1).max() < 5 / np.sqrt(k)
     assert res.nps[centre].item() < 1e-9 * expected  # the mean is removed
-    np.testing.assert_allclose(res.radial[1:] / expected, 1.0, atol=0.12)
+    np.testing.assert_allclose(res.radial[1:] / expected, 1.0, atol=0.06)
+    assert res.radial[0] == pytest.approx(expected, rel=0.16)  # DC estimated from its neighbours
     assert res.noise_hu == pytest.approx(sigma, rel=0.01)
     assert res.noise_hu == pytest.approx(res.roi_std_hu, rel=1e-9)  # Parseval self-check
-    assert res.f[-1] == pytest.approx(1 / (2 * d)) and res.f[1] == pytest.approx(1 / (n * d))
-    assert res.f_avg == pytest.approx(res.f[1:].mean(), rel=0.03)  # flat: the mean of the radial grid
+    f_nyq = 1 / (2 * d)
+    assert res.f[0] == 0 and res.f[-1] == pytest.approx(f_nyq) and res.f[1] == pytest.approx(1 / (n * d))
+    assert res.f_avg == pytest.approx(f_nyq / 2, rel=0.02)
+    # the quadrature itself: exact for a flat spectrum at every ROI size
+    for m in (8, 16, 32, 64):
+        f = np.arange(m // 2 + 1) / (m * d)
+        assert average_frequency(f, np.ones_like(f)) == pytest.approx(f_nyq / 2, rel=1e-12)
+
+
+def test_dc_estimate_is_the_linear_extrapolation_along_the_axes() -> None:
+    """``2·N(Δf) − N(2Δf)``: exact for ``a + c·|f|`` (white noise plus the ramp of FBP noise), ``a − 2bΔf²``
+    for an even quadratic ``a + b·f²``, never negative."""
+    f = np.fft.fftshift(np.fft.fftfreq(16, d=0.8))
+    radius = np.hypot(f[:, None], f[None, :])
+    df = f[1] - f[0]
+    assert dc_estimate(3.0 + 5.0 * radius) == pytest.approx(3.0, rel=1e-12)
+    assert dc_estimate(3.0 - 5.0 * radius**2) == pytest.approx(3.0 + 10.0 * df**2, rel=1e-12)
+    assert dc_estimate(radius**3) == 0.0  # clipped: a steep rise extrapolates below 0
 
 
 def test_filtered_noise_has_the_filter_shape(rng: np.random.Generator) -> None:
@@ -75,6 +103,118 @@ def test_filtered_noise_has_the_filter_shape(rng: np.random.Generator) -> None:
     f_peak = f[np.argmax(radial)]
     assert res.f_avg == pytest.approx(f_avg, rel=0.04)
     assert abs(res.f_peak - f_peak) <= 1 / (n * d)  # within one frequency bin
+
+
+# Isotropic radial spectra (cycles/px) for the closed-form comparisons: white; Gaussian-filtered white
+# noise, NPS ∝ |FT of a Gaussian of σ px|² = exp(−4π²σ²f²) (low-pass, f_peak 0); white plus that
+# low-pass; FBP-like noise, the ramp |f| times a Hann apodisation squared (band-pass, peak 0.153 cycles/px).
+Spectrum = Callable[[np.ndarray], np.ndarray]
+SPECTRA: dict[str, Spectrum] = {
+    "white": lambda f: np.ones_like(f),
+    "gauss_1.5": lambda f: np.exp(-4 * np.pi**2 * 1.5**2 * f**2),
+    "gauss_2": lambda f: np.exp(-4 * np.pi**2 * 2.0**2 * f**2),
+    "white_plus_lowpass": lambda f: 0.2 + np.exp(-4 * np.pi**2 * 1.5**2 * f**2),
+    "fbp_ramp": lambda f: np.abs(f) * np.where(np.abs(f) <= 0.5, np.cos(np.pi * f) ** 4, 0.0),
+}
+# f_avg error (%) of the estimator's expectation against the continuous spectrum at 8 / 16 / 32 / 64 px:
+# the table of the module docstring (finite-ROI leakage plus the sampling of the radial grid).
+ROI_SIZES = (8, 16, 32, 64)
+FAVG_ERROR_PERCENT = {
+    "white": (0.0, 0.0, 0.0, 0.0),
+    "gauss_1.5": (11.51, -1.01, 2.31, 2.24),
+    "gauss_2": (40.05, -0.96, 1.92, 2.60),
+    "white_plus_lowpass": (19.25, 4.92, 2.82, 1.67),
+    "fbp_ramp": (-18.28, -4.53, -1.60, -0.84),
+}
+
+
+def continuous_radial(spectrum: Spectrum) -> tuple[float, float]:
+    """``(f_avg, f_peak)`` of a continuous 1-D radial spectrum on ``[0, f_Nyq = ½]`` cycles/px:
+    ``∫ f·S df / ∫ S df`` by ``scipy.integrate.quad``, the peak on a 10⁻⁵ grid."""
+    num = integrate.quad(lambda f: f * spectrum(f), 0.0, 0.5)[0]
+    fine = np.linspace(0.0, 0.5, 50001)
+    return num / integrate.quad(spectrum, 0.0, 0.5)[0], float(fine[np.argmax(spectrum(fine))])
+
+
+def expected_periodogram(spectrum: Spectrum, n: int, grid: int = 512) -> tuple[np.ndarray, np.ndarray]:
+    """The exact expectation of the estimator's 2-D NPS (pixel units, zero frequency centred, DC bin 0 as
+    after the mean removal) for stationary noise of isotropic NPS ``spectrum(|f|)`` seen through ``n × n``
+    ROIs: the autocovariance (inverse DFT of the NPS on a ``grid``-periodic lattice) times the lag window
+    ``(1 − |τy|/n)·(1 − |τx|/n)`` of an ``n``-px ROI, transformed back on the ROI's frequencies (bins
+    k ≠ 0 are unchanged by the mean removal)."""
+    fg = np.fft.fftfreq(grid)
+    cov = np.fft.ifft2(spectrum(np.hypot(fg[:, None], fg[None, :]))).real
+    tau = np.arange(-(n - 1), n)
+    window = 1 - np.abs(tau) / n
+    lagged = cov[np.ix_(tau % grid, tau % grid)] * np.outer(window, window)
+    f = np.fft.fftshift(np.fft.fftfreq(n))
+    dft = np.exp(-2j * np.pi * np.outer(f, tau))
+    nps = (dft @ lagged @ dft.T).real
+    nps[n // 2, n // 2] = 0.0
+    return nps, f
+
+
+def test_gaussian_filtered_noise_matches_the_continuous_spectrum(rng: np.random.Generator) -> None:
+    """White noise through ``gaussian_filter`` (σ 1.5 px), 4096 independent 64² ROIs, 0.5 mm pixels:
+    f_avg within 3 % of the continuous radial spectrum exp(−4π²σ²f²) integrated over [0, f_Nyq], and
+    f_peak = 0. The estimator's exact expectation at 64 px is +2.24 % (the ROI's lag window, module
+    docstring); the sample is within 1 % of that expectation (its sd at K = 4096 is ≈ 0.2 %). Before
+    issue #20 §2 this f_avg was +12 % off and f_peak was Δf."""
+    sigma_px, d, n, side = 1.5, 0.5, 64, 4096
+    field = ndimage.gaussian_filter(rng.standard_normal((side, side), dtype=np.float32), sigma_px, mode="wrap")
+    rois = field.reshape(side // n, n, side // n, n).swapaxes(1, 2).reshape(-1, n, n)
+    res = estimate_nps(rois, d)
+    favg_px, _ = continuous_radial(SPECTRA["gauss_1.5"])
+    assert res.f_avg == pytest.approx(favg_px / d, rel=0.03)
+    assert res.f_peak == 0.0
+    nps, f = expected_periodogram(SPECTRA["gauss_1.5"], n)
+    expected = average_frequency(*radial_average(nps, f, f))
+    assert expected / favg_px - 1 == pytest.approx(0.0224, abs=5e-4)
+    assert res.f_avg == pytest.approx(expected / d, rel=0.01)
+
+
+def expected_radial(spectrum: Spectrum, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(f, radial NPS)`` in cycles/px of :func:`expected_periodogram` through the estimator's radial
+    average (DC estimate included)."""
+    nps, f = expected_periodogram(spectrum, n)
+    return radial_average(nps, f, f)
+
+
+@pytest.mark.parametrize("name", list(SPECTRA))
+def test_roi_size_bias_and_the_smallest_trustworthy_roi(name: str) -> None:
+    """The estimator's exact expectation against the continuous spectrum at 8 / 16 / 32 / 64 px (the
+    module docstring's table, to 0.05 points). From ``SPECTRUM_MIN_PX`` = 16 px on, f_avg is within
+    6.5 % and f_peak within one step Δf = 1/n; at 8 px the low-pass errors reach +40 % and the FBP-like
+    band-pass peak (0.153 cycles/px) collapses to 0, so 8 px ROIs give NaN."""
+    favg, fpeak = continuous_radial(SPECTRA[name])
+    for n, want in zip(ROI_SIZES, FAVG_ERROR_PERCENT[name]):
+        f, radial = expected_radial(SPECTRA[name], n)
+        error = 100 * (average_frequency(f, radial) / favg - 1)
+        assert error == pytest.approx(want, abs=0.05), n
+        peak_off = abs(peak_frequency(f, radial) - fpeak)
+        if n >= SPECTRUM_MIN_PX:
+            assert abs(error) <= 6.5 and (name == "white" or peak_off <= 1 / n), n
+    if name == "fbp_ramp":  # 8 px: the band-pass peak is lost
+        assert peak_frequency(*expected_radial(SPECTRA[name], 8)) == 0.0 and fpeak > 1 / 8
+
+
+def test_spectrum_summaries_need_16_px_rois(rng: np.random.Generator) -> None:
+    """Each synth size at its default ROI side (``roi_side_px``: 25 mm): tiny (96², 4.17 mm) 8 px, f_avg
+    and f_peak NaN (``noise_hu`` still given); small (256², 1.5625 mm, the CPU presets) 16 px and full
+    (512², 0.78 mm) 32 px, both given. The same through the registered metrics."""
+    for size, want_px in ((96, 8), (256, 16), (512, 32)):
+        pixel_mm = 400.0 / size
+        n = roi_side_px(pixel_mm)
+        assert n == want_px
+        res = image_nps(rng.normal(0.0, 10.0, (4 * n, 4 * n)), np.ones((4 * n, 4 * n), bool), pixel_mm)
+        assert res is not None and np.isfinite(res.noise_hu)
+        assert res.noise_hu == pytest.approx(res.roi_std_hu, rel=1e-9)
+        resolved = n >= SPECTRUM_MIN_PX
+        assert np.isfinite(res.f_avg) == resolved and np.isfinite(res.f_peak) == resolved
+    pred, ref, mask = ct_like_pair(rng, n=2, size=96)
+    got = compute_metrics(["nps_noise_hu", "nps_favg", "nps_fpeak"], pred, ref, pixel_spacing_mm=400 / 96, roi=mask)
+    assert np.isfinite(got["nps_noise_hu"]).all()
+    assert np.isnan(got["nps_favg"]).all() and np.isnan(got["nps_fpeak"]).all()
 
 
 def test_pixel_spacing_scales_the_frequency_axis(rng: np.random.Generator) -> None:

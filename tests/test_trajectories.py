@@ -191,6 +191,17 @@ def test_score_run_values_cache_and_incremental(tmp_path, tmp_cache, monkeypatch
     score_run(layout.out, ScoreOptions(progress=False, metrics=["psnr", "gmsd"]))
     assert spy.calls == [["psnr", "gmsd"]]
 
+    # a fixed metric (a new implementation version in the registry) is recomputed everywhere, alone
+    from dataclasses import replace
+
+    monkeypatch.setitem(metrics_pkg.METRICS, "gmsd", replace(metrics_pkg.METRICS["gmsd"], version=7))
+    spy.calls.clear()
+    score_run(layout.out, ScoreOptions(progress=False, metrics=["psnr", "gmsd"]))
+    assert spy.calls == [["gmsd"]] * 5
+    spy.calls.clear()
+    score_run(layout.out, ScoreOptions(progress=False, metrics=["psnr", "gmsd"]))
+    assert spy.calls == []
+
 
 def test_errors_name_the_problem(tmp_path, monkeypatch):
     with pytest.raises(UserError, match="no cells/"):

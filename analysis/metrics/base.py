@@ -71,7 +71,9 @@ class MetricInfo:
     show ``↕`` and critical-difference diagrams leave it out (``higher_is_better`` is then only the
     nominal orientation of signed statistics). ``regions``: the scorer is a :class:`RegionScorer` and
     needs the pixel spacing (and optionally a uniform-region mask) passed to
-    :func:`analysis.metrics.compute_metrics`.
+    :func:`analysis.metrics.compute_metrics`. ``version``: the implementation's version, stamped in
+    every score cache; bump it when a fix changes the metric's values, and cached values of an older
+    version are recomputed (never mixed with new ones).
     """
 
     name: str
@@ -88,6 +90,7 @@ class MetricInfo:
     min_size: int = 1
     ranked: bool = True
     regions: bool = False
+    version: int = 1
     build: Callable[[torch.device], Scorer] | None = field(default=None, repr=False, compare=False)
 
     @property

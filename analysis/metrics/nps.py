@@ -1,8 +1,9 @@
 """The noise power spectrum (NPS) of the residual, the CT-native noise-texture measure, and its metrics
 ``nps_noise_hu``, ``nps_favg`` and ``nps_fpeak``.
 
-Definitions (ICRU Report 87, 2012, sec. 4; AAPM TG-233, Samei et al., Med. Phys. 46(11), 2019;
-Boedeker, Cooper & McNitt-Gray, Phys. Med. Biol. 52, 2007; Solomon & Samei, Med. Phys. 39(11), 2012):
+Definitions (ICRU Report 87, 2012, sec. 4; AAPM TG-233: Samei et al., Med. Phys. 46(11), e735, 2019;
+Boedeker, Cooper & McNitt-Gray, Phys. Med. Biol. 52, 4027, 2007; Solomon, Christianson & Samei, Med. Phys.
+39(10), 6048, 2012):
 
 * **Residual**: ``r = output − reference`` in HU. With a noiseless reference (``synth`` ``target: fbp``)
   it is the noise left by the denoiser (plus any bias); with a noisy reference (``target: ndct``,
@@ -17,24 +18,64 @@ Boedeker, Cooper & McNitt-Gray, Phys. Med. Biol. 52, 2007; Solomon & Samei, Med.
   muscle and fat regions, where 64 px (50 mm at 0.78 mm) squares mostly do not.
 * **Detrending**: each ROI minus its own mean (``detrend="mean"``, the default: the residual has no
   low-frequency background to remove, output and reference share it); ``detrend="poly2"`` also removes a
-  least-squares 2-D second-order polynomial (ICRU 87 / TG-233 for raw images with cupping). No window.
+  least-squares 2-D second-order polynomial (ICRU 87 / TG-233 for raw images with cupping; it also
+  suppresses the bins next to DC, so the DC estimate below is then low). No window.
 * **2-D NPS**: ``NPS(fx, fy) = (Δx·Δy / (Nx·Ny)) · ⟨|DFT(ROI)|²⟩_ROIs`` in HU²·mm², frequencies in mm⁻¹
-  (``numpy.fft.fftfreq`` / Δ, zero frequency centred). By Parseval ``∫∫ NPS dfx dfy`` = the mean ROI
-  variance, so ``noise_hu = sqrt(Σ NPS · Δfx·Δfy)`` equals the pooled ROI standard deviation (a built-in
-  self-check, :attr:`NPSResult.roi_std_hu`).
-* **Radial NPS** (1-D): the mean of the 2-D NPS over annuli ``|f| ∈ [(k − ½)·Δf, (k + ½)·Δf)``,
-  ``k = 0 … n/2`` (up to the Nyquist frequency 1 / (2Δx)), ``Δf = 1 / (n·Δx)`` (the coarser axis when
-  the pixels are not square).
-* **f_avg** = ``Σ_k f_k·NPS(f_k) / Σ_k NPS(f_k)`` over the radial NPS (Solomon & Samei 2012's average
-  frequency), **f_peak** = ``argmax_k NPS(f_k)``, both in mm⁻¹.
+  (``numpy.fft.fftfreq`` / Δ, zero frequency centred). The mean removal zeroes exactly the DC bin (the
+  power of the ROI means) and no other. By Parseval ``∫∫ NPS dfx dfy`` = the mean ROI variance, so
+  ``noise_hu = sqrt(Σ NPS · Δfx·Δfy)`` equals the pooled ROI standard deviation (a built-in self-check,
+  :attr:`NPSResult.roi_std_hu`): the noise within ROIs, without the ROI means' power (1/n² of the
+  variance for white noise, more for low-pass noise).
+* **Radial NPS** (1-D), on the grid ``f_k = k·Δf``, ``k = 0 … M``, ``Δf = 1 / (n·Δx)`` (the coarser axis
+  when the pixels or ROIs are not square), ``M = ⌊f_Nyq / Δf⌋`` with ``f_Nyq`` = 1 / (2Δx) of the axis
+  with the lower Nyquist frequency; for an even square ROI ``M = n/2`` and ``f_M = f_Nyq`` exactly. For
+  ``k ≥ 1``, ``NPS_r(f_k)`` is the mean of the 2-D bins of the annulus ``|f| ∈ [(k − ½)·Δf, (k + ½)·Δf)``,
+  assigned to its centre ``f_k``; the corners beyond ``(M + ½)·Δf`` are left out (the 1-D NPS ends at
+  Nyquist). For ``k = 0`` the annulus is the DC bin alone, zeroed by the detrending, an artefact of the
+  estimator, not a property of the noise; it is estimated from its neighbours (:func:`dc_estimate`):
+  ``NPS_r(0) = 2·N(Δf) − N(2Δf)``, the linear extrapolation along each frequency axis (``N`` = the mean
+  of the axis's bins at ``±Δf``, ``±2Δf``), averaged over the two axes and clipped at 0. It is exact for
+  white noise and for the ``∝ |f|`` (ramp) rise of FBP noise at low frequency; for a smooth low-pass
+  spectrum ``N₀ + b·f²`` it is ``2|b|·Δf²`` high. The mean of the adjacent bins (``N(Δf)``) and the
+  even-quadratic extrapolation ``(4·N(Δf) − N(2Δf)) / 3`` gave larger f_avg errors against the closed
+  forms below (at 16 px, Gaussian noise of σ 1.5 px: +14.7 % and +8.9 % against −1.0 %; FBP-like noise:
+  −7.7 % and −6.7 % against −4.5 %; at 64 px all three agree within about 1 point).
+* **f_avg** = ``∫₀^{f_M} f·NPS_r(f) df / ∫₀^{f_M} NPS_r(f) df`` (:func:`average_frequency`), the average
+  frequency of the **1-D radial** NPS as TG-233 defines it (after Solomon et al.), not the 2-D mean
+  ``∫∫ |f|·NPS d²f / ∫∫ NPS d²f``, which weights each radius by its circumference (white noise:
+  ``2/3·f_Nyq`` over the Nyquist disc instead of ``f_Nyq / 2``). Both integrals by the trapezoid rule on
+  ``f_k`` (weights ½ at ``k = 0`` and ``k = M``), exact for a linear integrand: white noise gives
+  ``f_Nyq / 2`` exactly. **f_peak** = the ``f_k`` of the largest ``NPS_r(f_k)``, ``k = 0`` included
+  (low-pass noise: 0), resolution ``Δf`` (:func:`peak_frequency`). Both in mm⁻¹.
+* **Smallest ROI** (``SPECTRUM_MIN_PX`` = 16 px): an ``n``-pixel ROI sees the NPS through the lag window
+  ``(1 − |τx|/n)·(1 − |τy|/n)`` (the expected periodogram is the NPS convolved with the Fejér kernel),
+  which moves power out of peaks into dips, a bias of the order of the noise correlation length over
+  ``n`` that no DC handling removes. Errors of f_avg against the continuous radial spectra (exact
+  expectations, ``tests/test_nps.py``) at 8 / 16 / 32 / 64 px: white noise 0 / 0 / 0 / 0 %; Gaussian-
+  filtered, σ 1.5 px: +11.5 / −1.0 / +2.3 / +2.2 %, σ 2 px: +40 / −1.0 / +1.9 / +2.6 %; white + low-pass
+  (0.2 + the σ 1.5 px spectrum): +19 / +4.9 / +2.8 / +1.7 %; FBP-like (``|f|·cos⁴(πf·Δx)``): −18 / −4.5 / −1.6 / −0.8 %, and at 8 px its
+  peak (0.15 cycles/px) comes out 0. From 16 px on, f_avg is within 6.5 % and f_peak within one step
+  ``Δf``; below, f_avg and f_peak are NaN (``noise_hu`` is still given: Parseval holds at any size). So,
+  per data set: ``synth`` full (512², 0.78 mm) and Mayo data: 32 px, within 3 %; ``synth`` small (256²,
+  1.56 mm: ``small.yaml`` and the ``*-cpu`` presets): 16 px, within 6.5 % (on the simulator's own FBP
+  noise, input − noiseless FBP, within 1 % of 32 and 64 px ROIs); ``synth`` tiny (96², 4.17 mm): 8 px,
+  NaN (there 8 px ROIs put f_avg of the FBP noise 9 % below 32 px ROIs and f_peak at 0 instead of
+  0.04–0.05 mm⁻¹; 16 px squares, 67 mm, fit on few of its slices). With the 4–15 ROIs of one 256² slice
+  the statistical error of one image's f_avg (about 5–13 % at 16 px) exceeds these biases; patient
+  means average it down.
+* **Before issue #20 §2** the zeroed DC bin was the radial NPS at ``k = 0`` and f_avg a plain sum
+  ``Σ f_k·NPS_r / Σ NPS_r``; f_peak skipped ``k = 0``. White noise gave ``f_Nyq/2 + Δf/2`` (+25 / +12.5 /
+  +6.2 / +3.1 % at 8 / 16 / 32 / 64 px), Gaussian-filtered noise of σ 1.5 px +147 / +58 / +25 / +12 %,
+  and f_peak was never 0.
 
 Why by hand (numpy): no maintained Python library computes a CT NPS with ROI placement from a region
 mask and these normalisations (scikit-image, scipy.signal and pyiqa have periodograms of whole signals,
-not ICRU 87 multi-ROI estimates in HU²·mm²); the estimator is about forty lines of numpy FFT and is
-checked in ``tests/test_nps.py`` against white and linearly filtered noise of known spectrum.
+not ICRU 87 multi-ROI estimates in HU²·mm²); the estimator is about sixty lines of numpy FFT and is
+checked in ``tests/test_nps.py`` against white and linearly filtered noise of known spectrum (closed
+forms, ``scipy.integrate.quad``, and the exact expected periodogram of the ROI size).
 
 An image with no uniform square of side ``n`` gives NaN (no estimate), never a value from non-uniform
-regions.
+regions; f_avg and f_peak are also NaN for ROIs below ``SPECTRUM_MIN_PX``.
 """
 
 from __future__ import annotations
@@ -52,6 +93,7 @@ ROI_MM = 25.0  # physical ROI side the pixel side is derived from (roi_side_px)
 REF_SMOOTH_MM = 2.0  # Gaussian σ applied to the reference before the uniform-region threshold
 Detrend = Literal["mean", "poly2"]
 Quantity = Literal["noise_hu", "favg", "fpeak"]
+SPECTRUM_MIN_PX = 16  # smallest ROI side whose f_avg / f_peak are reported (module docstring)
 
 
 def roi_side_px(pixel_mm: float) -> int:
@@ -115,6 +157,8 @@ def nps_2d(rois: np.ndarray, pixel_mm: float | tuple[float, float], *, detrend: 
     if not len(rois):
         raise ValueError("no ROI to estimate the NPS from")
     ny, nx = rois.shape[-2:]
+    if min(ny, nx) < 4:
+        raise ValueError(f"ROIs of {ny} × {nx} pixels: the NPS needs a side of at least 4")
     power = (np.abs(np.fft.fft2(rois)) ** 2).mean(axis=0)
     nps = np.fft.fftshift(power) * (dx * dy) / (nx * ny)
     fy = np.fft.fftshift(np.fft.fftfreq(ny, d=dy))
@@ -122,19 +166,53 @@ def nps_2d(rois: np.ndarray, pixel_mm: float | tuple[float, float], *, detrend: 
     return nps, fy, fx
 
 
+def dc_estimate(nps: np.ndarray) -> float:
+    """``NPS(0)`` of a centred 2-D NPS from its neighbours along the two axes: ``2·N₁ − N₂``, the linear
+    extrapolation to 0 of ``N₁`` and ``N₂``, the means of an axis's bins at ``±Δf`` and ``±2Δf``; the mean
+    over the two axes, clipped at 0 (module docstring)."""
+    estimates = []
+    for line in (nps[nps.shape[0] // 2, :], nps[:, nps.shape[1] // 2]):
+        c, size = len(line) // 2, len(line)
+        n1 = (line[(c + 1) % size] + line[c - 1]) / 2
+        n2 = (line[(c + 2) % size] + line[c - 2]) / 2
+        estimates.append(2 * n1 - n2)
+    return max(0.0, float(np.mean(estimates)))
+
+
 def radial_average(nps: np.ndarray, fy: np.ndarray, fx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Radial (1-D) NPS of a centred 2-D NPS: ``(f (B,) mm⁻¹, nps (B,) HU²·mm²)``, the mean over annuli of
-    width ``Δf`` (the coarser axis's frequency step) centred on ``k·Δf``, ``k = 0 … ⌊f_nyq / Δf⌋``
-    (``f_nyq`` the smaller axis's Nyquist frequency)."""
-    df = max(abs(fy[1] - fy[0]) if len(fy) > 1 else 0.0, abs(fx[1] - fx[0]) if len(fx) > 1 else 0.0)
+    """Radial (1-D) NPS of a centred 2-D NPS: ``(f (M+1,) mm⁻¹, nps (M+1,) HU²·mm²)`` on ``f_k = k·Δf``,
+    ``k = 0 … M = ⌊f_nyq / Δf⌋`` (``Δf`` the coarser axis's frequency step, ``f_nyq`` the lower of the two
+    axes' Nyquist frequencies): for ``k ≥ 1`` the mean over the annulus ``|f| ∈ [(k − ½)·Δf, (k + ½)·Δf)``, for
+    ``k = 0`` :func:`dc_estimate` (the DC bin itself is the removed ROI mean)."""
+    df = max(abs(fy[1] - fy[0]), abs(fx[1] - fx[0]))
     nyq = min(np.abs(fy).max(), np.abs(fx).max())
-    radius = np.hypot(fy[:, None], fx[None, :])
-    k = np.rint(radius / df).astype(int).ravel()
+    k = np.rint(np.hypot(fy[:, None], fx[None, :]) / df).astype(int).ravel()
     nb = int(np.floor(nyq / df + 1e-9)) + 1
     keep = k < nb
     sums = np.bincount(k[keep], weights=nps.ravel()[keep], minlength=nb)
-    counts = np.bincount(k[keep], minlength=nb)
-    return np.arange(nb) * df, sums / np.maximum(counts, 1)
+    radial = sums / np.maximum(np.bincount(k[keep], minlength=nb), 1)
+    radial[0] = dc_estimate(nps)
+    return np.arange(nb) * df, radial
+
+
+def trapezoid_weights(nb: int) -> np.ndarray:
+    """Trapezoid-rule weights (in units of the step) of ``nb ≥ 2`` equally spaced samples."""
+    w = np.ones(nb)
+    w[[0, -1]] = 0.5
+    return w
+
+
+def average_frequency(f: np.ndarray, radial: np.ndarray) -> float:
+    """``f_avg = ∫ f·NPS_r(f) df / ∫ NPS_r(f) df`` over ``[0, f[-1]]`` by the trapezoid rule on the
+    equally spaced radial grid ``f`` (NaN when the integral is 0)."""
+    w = trapezoid_weights(len(f)) * radial
+    total = float(w.sum())
+    return float((w * f).sum() / total) if total > 0 else float("nan")
+
+
+def peak_frequency(f: np.ndarray, radial: np.ndarray) -> float:
+    """``f_peak``: the radial frequency of the largest radial NPS value, 0 included."""
+    return float(f[int(np.argmax(radial))])
 
 
 @dataclass(frozen=True)
@@ -145,12 +223,12 @@ class NPSResult:
     nps: np.ndarray  # (Ny, Nx) HU²·mm², zero frequency centred
     fy: np.ndarray  # (Ny,) mm⁻¹
     fx: np.ndarray  # (Nx,) mm⁻¹
-    f: np.ndarray  # (B,) radial frequency, mm⁻¹
-    radial: np.ndarray  # (B,) radial NPS, HU²·mm²
+    f: np.ndarray  # (M+1,) radial frequency k·Δf, mm⁻¹
+    radial: np.ndarray  # (M+1,) radial NPS, HU²·mm² ([0]: the DC estimate)
     noise_hu: float  # sqrt(∫∫ NPS df), HU
     roi_std_hu: float  # pooled std of the detrended ROIs, HU (equals noise_hu by Parseval)
-    f_avg: float  # mm⁻¹
-    f_peak: float  # mm⁻¹
+    f_avg: float  # mm⁻¹; NaN for ROIs smaller than SPECTRUM_MIN_PX
+    f_peak: float  # mm⁻¹; NaN for ROIs smaller than SPECTRUM_MIN_PX
     n_rois: int
 
     def quantity(self, name: Quantity) -> float:
@@ -158,18 +236,18 @@ class NPSResult:
 
 
 def estimate_nps(rois: np.ndarray, pixel_mm: float | tuple[float, float], *, detrend: Detrend = "mean") -> NPSResult:
-    """The NPS of ``(K, Ny, Nx)`` ROIs (HU) and its summary numbers (module docstring)."""
+    """The NPS of ``(K, Ny, Nx)`` ROIs (HU) and its summary numbers (module docstring); ``f_avg`` and
+    ``f_peak`` are NaN when the ROI side is below ``SPECTRUM_MIN_PX``."""
     nps, fy, fx = nps_2d(rois, pixel_mm, detrend=detrend)
     f, radial = radial_average(nps, fy, fx)
-    dfy, dfx = abs(fy[1] - fy[0]), abs(fx[1] - fx[0])
-    total = float(radial.sum())
+    resolved = min(nps.shape) >= SPECTRUM_MIN_PX
     resid = detrend_rois(rois, detrend)
     return NPSResult(
         nps=nps, fy=fy, fx=fx, f=f, radial=radial,
-        noise_hu=float(np.sqrt(nps.sum() * dfy * dfx)),
+        noise_hu=float(np.sqrt(nps.sum() * abs(fy[1] - fy[0]) * abs(fx[1] - fx[0]))),
         roi_std_hu=float(np.sqrt((resid**2).mean())),
-        f_avg=float((f * radial).sum() / total) if total > 0 else float("nan"),
-        f_peak=float(f[1:][np.argmax(radial[1:])]) if len(f) > 1 else float("nan"),
+        f_avg=average_frequency(f, radial) if resolved else float("nan"),
+        f_peak=peak_frequency(f, radial) if resolved else float("nan"),
         n_rois=len(rois),
     )  # fmt: skip
 
@@ -194,7 +272,8 @@ def image_nps(residual_hu: np.ndarray, mask: np.ndarray, pixel_mm: float, *, roi
 
 class NPSMetric(RegionScorer):
     """One NPS summary (``quantity``: ``noise_hu``, ``favg`` or ``fpeak``) of ``pred − ref`` per image, in
-    HU or mm⁻¹; NaN for an image without a uniform ROI. Input space ``"hu"``. The reference side
+    HU or mm⁻¹; NaN for an image without a uniform ROI (``favg``, ``fpeak``: also for ROI sides below
+    ``SPECTRUM_MIN_PX``, e.g. the 8 px of 96² images). Input space ``"hu"``. The reference side
     (:meth:`prepare_region_ref`) holds the reference and each image's ROI corners."""
 
     def __init__(self, quantity: Quantity, device: torch.device | None = None) -> None:

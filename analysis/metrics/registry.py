@@ -225,10 +225,11 @@ METRICS: dict[str, MetricInfo] = {
             unit="mm⁻¹",
             summary="NPS-weighted mean radial frequency of the residual's NPS in uniform ROIs (texture; "
             "compare with the reference's/input's, no better direction)",
-            paper="Solomon & Samei, Med. Phys. 2012; ICRU Report 87; AAPM TG-233",
+            paper="Solomon, Christianson & Samei, Med. Phys. 39(10), 2012; ICRU Report 87; AAPM TG-233",
             space="hu",
             min_size=8,
             regions=True,
+            version=2,  # 2: DC bin estimated from its neighbours, trapezoid integral (#20)
             build=partial(nps.NPSMetric, "favg"),
         ),
         MetricInfo(
@@ -246,6 +247,7 @@ METRICS: dict[str, MetricInfo] = {
             space="hu",
             min_size=8,
             regions=True,
+            version=2,  # 2: DC bin estimated from its neighbours, trapezoid integral (#20)
             build=partial(nps.NPSMetric, "fpeak"),
         ),
         MetricInfo(
