@@ -33,6 +33,21 @@ image count (no wrap-around, no zero padding).
     asm         = Σ_ij P_ij²                                (angular second moment)
     correlation = Σ_ij P_ij (i − μ_i)(j − μ_j) / (σ_i σ_j)  (1 where σ_i σ_j = 0, as scikit-image)
 
+**Reference scale** (``reference_levels = R``, default ``None`` = bin units as above). In bin units a
+gray-level difference i − j depends on L: the same two pixel values are ``(L − 1)·|x − y|/(hi − lo)``
+bins apart, so contrast grows like (L − 1)² (a weight tuned at 256 levels is 16× weaker at 64). With
+``reference_levels = R`` every gray-level difference is expressed in normalised gray levels (divided by
+L − 1) and rescaled to R levels (multiplied by R − 1), i.e. ``i − j`` becomes ``s·(i − j)`` with
+``s = (R − 1)/(L − 1)``::
+
+    contrast    = s² Σ_ij P_ij (i − j)²                     (bin² units of an R-level GLCM)
+    homogeneity = Σ_ij P_ij / (1 + s²(i − j)²)
+
+so an L-level GLCM estimates the same statistic as an R-level one (exactly the same value when L = R).
+Correlation is invariant to the scale of the gray levels and needs none; ASM (Σ P²) has no such
+rescaling (for a GLCM spread over many bins it falls like 1/L², for a peaked one it does not depend on L)
+and is left as it is.
+
 **Speed** (:func:`glcm_features`, hand-written because no library computes differentiable GLCM
 features): no H×W×L×L tensor is ever built, and only ASM needs any L×L matrix. With per-pixel
 moments ``S_k(x) = Σ_i i^k a_i(x)`` (k = 0, 1, 2; computed with indices shifted by a per-image
@@ -158,17 +173,30 @@ def soft_glcm(
     return torch.stack([_symmetric_normalised(_cooccurrence(a, o)) for o in offs], dim=1)
 
 
-def haralick_features(glcm: torch.Tensor, eps: float = CORRELATION_EPS) -> dict[str, torch.Tensor]:
+def level_scale(levels: int, reference_levels: int | None) -> float:
+    """``s = (R − 1)/(L − 1)``: one bin of an L-level GLCM in bins of an R-level one (1 when R is None)."""
+    if reference_levels is None:
+        return 1.0
+    if reference_levels < 2:
+        raise ValueError(f"reference_levels must be >= 2, got {reference_levels}")
+    return (reference_levels - 1) / (levels - 1)
+
+
+def haralick_features(glcm: torch.Tensor, eps: float = CORRELATION_EPS, *,
+                      reference_levels: int | None = None) -> dict[str, torch.Tensor]:
     """The four Haralick features of normalised GLCMs ``(N, n, L, L)`` → dict of ``(N, n)`` tensors.
 
     Keys ``contrast``, ``homogeneity``, ``correlation``, ``asm``, with scikit-image's ``graycoprops``
     definitions (module docstring). Correlation is ``(cov + ε)/√(σ_i²σ_j² + ε²)``: equal to
     scikit-image's value up to O(ε) and exactly 1 for a constant image, with finite gradients.
+    ``reference_levels = R`` puts contrast and homogeneity on the R-level scale (module docstring:
+    gray-level differences times ``(R − 1)/(L − 1)``); ``None`` keeps bin units.
     """
     levels = glcm.shape[-1]
+    scale = level_scale(levels, reference_levels)
     idx = torch.arange(levels, dtype=glcm.dtype, device=glcm.device)
     i, j = idx[:, None], idx[None, :]
-    d2 = (i - j) ** 2
+    d2 = (scale * (i - j)) ** 2
     mu_i = (glcm * i).sum(dim=(-1, -2), keepdim=True)
     mu_j = (glcm * j).sum(dim=(-1, -2), keepdim=True)
     di, dj = i - mu_i, j - mu_j
@@ -201,10 +229,13 @@ def glcm_features(
     *,
     normalize: bool = True,
     eps: float = CORRELATION_EPS,
+    reference_levels: int | None = None,
 ) -> dict[str, torch.Tensor]:
-    """``haralick_features(soft_glcm(x, ...))`` for the requested features, without the L×L matrices
-    where they are not needed (module docstring). ``x`` (N, 1, H, W) → dict of ``(N, len(offsets))``."""
+    """``haralick_features(soft_glcm(x, ...), reference_levels=...)`` for the requested features, without
+    the L×L matrices where they are not needed (module docstring). ``x`` (N, 1, H, W) → dict of
+    ``(N, len(offsets))``; ``reference_levels = R`` gives contrast and homogeneity on the R-level scale."""
     feats = _check_features(features)
+    scale = level_scale(levels, reference_levels)
     offsets = list(offsets)
     _check_image(x, offsets)
     out: dict[str, list[torch.Tensor]] = {f: [] for f in feats}
@@ -212,13 +243,13 @@ def glcm_features(
     if any(f in feats for f in ("contrast", "correlation", "homogeneity")):
         moments = _shifted_moments(x, levels, sigma, value_range, normalize).permute(0, 3, 1, 2).contiguous()
     a = soft_assign(x, levels, sigma, value_range, normalize) if {"homogeneity", "asm"} & set(feats) else None
-    smoothed = a @ _homogeneity_kernel(levels, a) if a is not None and "homogeneity" in feats else None
+    smoothed = a @ _homogeneity_kernel(levels, a, scale) if a is not None and "homogeneity" in feats else None
     for off in offsets:
         if moments is not None:
             sums = _moment_pair_sums(moments, off)
             z = sums["00"]
             if "contrast" in feats:
-                out["contrast"].append((sums["20"] - 2.0 * sums["11"] + sums["02"]) / z)
+                out["contrast"].append((scale * scale) * (sums["20"] - 2.0 * sums["11"] + sums["02"]) / z)
             if "correlation" in feats:
                 mu = (sums["10"] + sums["01"]) / (2.0 * z)
                 var = (sums["20"] + sums["02"]) / (2.0 * z) - mu * mu
@@ -234,9 +265,9 @@ def glcm_features(
     return {f: torch.stack(v, dim=1) for f, v in out.items()}
 
 
-def _homogeneity_kernel(levels: int, like: torch.Tensor) -> torch.Tensor:
+def _homogeneity_kernel(levels: int, like: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
     idx = torch.arange(levels, dtype=like.dtype, device=like.device)
-    return 1.0 / (1.0 + (idx[:, None] - idx[None, :]) ** 2)
+    return 1.0 / (1.0 + (scale * (idx[:, None] - idx[None, :])) ** 2)
 
 
 TRUNCATE = 9.0  # soft weights beyond 9σ from a pixel's value (relative size < e^-40) are skipped
@@ -245,15 +276,20 @@ TRUNCATE = 9.0  # soft weights beyond 9σ from a pixel's value (relative size < 
 def _window_weights(x: torch.Tensor, levels: int, sigma: float, lo: float, hi: float, normalize: bool
                     ) -> tuple[torch.Tensor, torch.Tensor]:
     """Soft weights of the bins within ``TRUNCATE·σ`` of each pixel's nearest bin: (N, 1, H, W) →
-    (weights, bin indices), both (N, H, W, 2w+1); bins outside [0, L) get weight 0. Equal to
-    :func:`soft_assign` restricted to those bins (renormalised over them when ``normalize``)."""
+    (weights, bin indices), both (N, H, W, 2w+1) (or (N, H, W, L), all bins, when that window would
+    cover them all, e.g. the paper's σ of a quarter of the range); bins outside [0, L) get weight 0.
+    Equal to :func:`soft_assign` restricted to those bins (renormalised over them when ``normalize``)."""
     step = (hi - lo) / (levels - 1)
-    half = min(levels - 1, math.ceil(TRUNCATE * sigma / step) + 1)
+    half = math.ceil(TRUNCATE * sigma / step) + 1
     u = (x[:, 0] - lo) / step  # continuous bin coordinate, (N, H, W)
-    nearest = torch.round(u.detach()).clamp(0, levels - 1)
-    idx = nearest[..., None] + torch.arange(-half, half + 1, dtype=x.dtype, device=x.device)
-    logits = (u[..., None] - idx) ** 2 * (-(step * step) / (2.0 * sigma * sigma))
-    logits = logits.masked_fill((idx < 0) | (idx > levels - 1), -math.inf)
+    if 2 * half + 1 >= levels:
+        idx = torch.arange(levels, dtype=x.dtype, device=x.device).expand(*u.shape, levels)
+        logits = (u[..., None] - idx) ** 2 * (-(step * step) / (2.0 * sigma * sigma))
+    else:
+        nearest = torch.round(u.detach()).clamp(0, levels - 1)
+        idx = nearest[..., None] + torch.arange(-half, half + 1, dtype=x.dtype, device=x.device)
+        logits = (u[..., None] - idx) ** 2 * (-(step * step) / (2.0 * sigma * sigma))
+        logits = logits.masked_fill((idx < 0) | (idx > levels - 1), -math.inf)
     weights = torch.softmax(logits, dim=-1) if normalize else torch.exp(logits)
     return weights, idx
 
@@ -325,6 +361,7 @@ __all__ = [
     "glcm_features",
     "glcm_offsets",
     "haralick_features",
+    "level_scale",
     "soft_assign",
     "soft_glcm",
 ]

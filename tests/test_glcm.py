@@ -12,6 +12,7 @@ from losses.glcm import (
     glcm_features,
     glcm_offsets,
     haralick_features,
+    level_scale,
     soft_glcm,
 )
 
@@ -78,6 +79,47 @@ def test_features_equal_graycoprops_in_the_hard_limit(rng, dtype, atol):
             np.testing.assert_allclose(fast[name][n].double().numpy(), ref, rtol=0, atol=atol * scale, err_msg=name)
 
 
+@pytest.mark.parametrize("levels", [16, 64, 256])
+def test_reference_levels_in_the_hard_limit(rng, levels):
+    # Gray-level differences in bins of a 256-level GLCM: contrast = s² × graycoprops' contrast and
+    # homogeneity = Σ P / (1 + s²(i − j)²) with s = 255/(L − 1), from scikit-image's hard GLCM; correlation
+    # and ASM are unchanged. At L = 256 (s = 1) all four are graycoprops' values.
+    img, x = _quantised(rng, levels, (2, 20, 17))
+    sigma = 1e-3 / (levels - 1)
+    offsets = glcm_offsets(DISTANCES, ANGLES)
+    fast = glcm_features(x, offsets, FEATURES, levels, sigma, reference_levels=256)
+    s = 255 / (levels - 1)
+    assert level_scale(levels, 256) == pytest.approx(s) and level_scale(levels, None) == 1.0
+    i = np.arange(levels)
+    for n in range(2):
+        ref_glcm = _skimage(img[n], levels)  # (L, L, n_d, n_a)
+        p = ref_glcm.reshape(levels, levels, -1)
+        expected = {
+            "contrast": s * s * graycoprops(ref_glcm, "contrast").reshape(-1),
+            "homogeneity": (p / (1.0 + (s * (i[:, None] - i[None, :])) ** 2)[..., None]).sum(axis=(0, 1)),
+            "correlation": graycoprops(ref_glcm, "correlation").reshape(-1),
+            "asm": graycoprops(ref_glcm, "ASM").reshape(-1),
+        }
+        if levels == 256:
+            assert np.allclose(expected["homogeneity"], graycoprops(ref_glcm, "homogeneity").reshape(-1))
+        for name in FEATURES:
+            np.testing.assert_allclose(fast[name][n].numpy(), expected[name], rtol=1e-9, atol=1e-9, err_msg=name)
+
+
+def test_reference_scale_contrast_hardly_depends_on_the_level_count():
+    # A smooth image at 32, 64 and 256 levels with σ fixed in gray levels (the same smoothing): contrast on the
+    # 256-level scale agrees within 1 %; in bin units it would scale like (L − 1)².
+    gen = torch.Generator().manual_seed(5)
+    base = torch.nn.functional.avg_pool2d(torch.rand(1, 1, 40, 40, generator=gen, dtype=torch.float64), 3, 1)
+    offsets = glcm_offsets([1, 3], ANGLES)
+    ref = glcm_features(base, offsets, ["contrast"], 256, 0.05, reference_levels=256)["contrast"]
+    for levels in (32, 64):
+        got = glcm_features(base, offsets, ["contrast"], levels, 0.05, reference_levels=256)["contrast"]
+        torch.testing.assert_close(got, ref, rtol=0.01, atol=0)
+        bins = glcm_features(base, offsets, ["contrast"], levels, 0.05)["contrast"]
+        torch.testing.assert_close(bins * (255 / (levels - 1)) ** 2, got)
+
+
 def test_constant_image_correlation_is_one_like_skimage():
     img = np.full((9, 9), 5)
     x = torch.tensor(img / 7.0, dtype=torch.float64)[None, None]
@@ -88,14 +130,16 @@ def test_constant_image_correlation_is_one_like_skimage():
     assert feats["contrast"].item() == 0.0
 
 
+@pytest.mark.parametrize("reference_levels", [None, 256])
 @pytest.mark.parametrize("normalize", [True, False])
-@pytest.mark.parametrize("sigma", [0.02, 0.1, 0.5])
-def test_moment_path_equals_full_glcm_for_soft_weights(normalize, sigma):
+@pytest.mark.parametrize("sigma", [0.02, 0.1, 0.5])  # 0.02: windowed soft weights; 0.1, 0.5: the window covers all bins
+def test_moment_path_equals_full_glcm_for_soft_weights(normalize, sigma, reference_levels):
     gen = torch.Generator().manual_seed(7)
     x = torch.rand(2, 1, 15, 12, generator=gen, dtype=torch.float64) * 1.2 - 0.1  # some values outside the range
     offsets = glcm_offsets([1, 3], ANGLES)
-    full = haralick_features(soft_glcm(x, 32, sigma=sigma, offsets=offsets, normalize=normalize))
-    fast = glcm_features(x, offsets, FEATURES, 32, sigma, normalize=normalize)
+    glcm = soft_glcm(x, 32, sigma=sigma, offsets=offsets, normalize=normalize)
+    full = haralick_features(glcm, reference_levels=reference_levels)
+    fast = glcm_features(x, offsets, FEATURES, 32, sigma, normalize=normalize, reference_levels=reference_levels)
     for name in FEATURES:
         torch.testing.assert_close(fast[name], full[name], rtol=1e-10, atol=1e-12, msg=name)
 
@@ -111,13 +155,14 @@ def test_float32_moments_stay_accurate_at_256_levels():
 
 
 @pytest.mark.parametrize("normalize", [True, False])
-def test_gradcheck_float64(normalize):
+@pytest.mark.parametrize("levels,sigma", [(6, 0.12), (40, None)])  # all bins; windowed (σ = one of 39 bins)
+def test_gradcheck_float64(normalize, levels, sigma):
     gen = torch.Generator().manual_seed(0)
     x = (torch.rand(1, 1, 6, 5, generator=gen, dtype=torch.float64) * 0.9 + 0.05).requires_grad_()
     offsets = glcm_offsets([1, 2], [0, 45, 135])
 
     def fast(inp: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        f = glcm_features(inp, offsets, FEATURES, 6, 0.12, normalize=normalize)
+        f = glcm_features(inp, offsets, FEATURES, levels, sigma, normalize=normalize, reference_levels=256)
         return tuple(f[k] for k in FEATURES)
 
     assert torch.autograd.gradcheck(fast, (x,))
@@ -145,3 +190,5 @@ def test_bad_inputs_raise_clear_errors():
         glcm_features(x, [(0, 1)], ["energy"])
     with pytest.raises(ValueError, match="hi > lo"):
         soft_glcm(x, value_range=(1.0, 1.0))
+    with pytest.raises(ValueError, match="reference_levels"):
+        glcm_features(x, [(0, 1)], levels=8, reference_levels=1)
