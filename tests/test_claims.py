@@ -530,3 +530,16 @@ def test_several_seeds_say_whether_each_seed_alone_gives_the_verdict():
     assert set(got["seed_verdicts"]) == {"seed 0: holds; seed 1: holds; seed 2: not tested"}
     one = evaluate_claims([claim], _traj({"a": 3.0, "b": 0.0}), inputs=_rmse_inputs(strong, 40.0))
     assert set(one["stability"]) == {"one seed"} and summarise_claims(one)["stability"].iloc[0] == "one seed"
+
+
+@pytest.mark.parametrize(("arm_hu", "passes"), [(16.0, True), (16.04, False)])
+def test_rmse_gate_at_its_threshold(arm_hu, passes):
+    """0.8 × 20 HU = 16 HU: an arm exactly at the limit passes (≤), 0.2 % above it fails."""
+    from analysis.claims import GATE_FAILED, GATE_PASSED
+
+    claim = BetterClaim(id="c", kind="better", a="a", b="b", metric="psnr")
+    traj = _traj({"a": 2.0, "b": 0.0})
+    traj.loc[traj["metric"] == "rmse_hu", "value"] = arm_hu
+    got = evaluate_claims([claim], traj, inputs=_rmse_inputs(traj, 20.0))
+    assert got["gate"].str.startswith(GATE_PASSED if passes else GATE_FAILED).all()
+    assert set(got["verdict"]) == ({"holds"} if passes else {"not tested"})
