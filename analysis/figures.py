@@ -26,6 +26,9 @@
 * ``cd_<metric>``: critical-difference diagrams (Demšar 2006) per architecture · dose: mean ranks
   (1 = best) of the losses over the units; losses joined by a bar are not significantly different
   (Nemenyi, α = 0.05); the CD of Demšar's formula is given in each title.
+
+A warm start's shared start (``init_from``: the L1 pre-training of an adversarial fine-tune, say) is drawn
+as its own loss, labelled ``<label> (shared start of <dependents>)`` (:meth:`analysis.tables.Orders.loss_label`).
 """
 
 from __future__ import annotations
@@ -104,7 +107,7 @@ def training_loss_figure(traj: pd.DataFrame, orders: Orders, folder: Path) -> li
         sns.lineplot(data=sub, x="epoch", y="value", hue="condition", hue_order=conditions, style="split",
                      style_order=["training", "validation"], errorbar="sd", marker="o", markersize=4, ax=ax)  # fmt: skip
         ax.set_yscale("log")
-        ax.set_title(f"loss: {loss}")
+        ax.set_title(f"loss: {orders.loss_label(loss)}", fontsize=10)
         ax.set_xlabel("epoch")
         ax.set_ylabel("loss value (network units, log scale)" if ax is axes[0, 0] or ncol == 1 else "")
         ax.xaxis.get_major_locator().set_params(integer=True)
@@ -162,18 +165,19 @@ def trajectory_figure(traj: pd.DataFrame, orders: Orders, folder: Path, kind: st
             ax.set_xlabel("epoch" if i == len(metrics) - 1 else "")
             ax.xaxis.get_major_locator().set_params(integer=True)
     if axes[0, -1].get_legend() is not None:
-        _legend_with_input(axes[0, -1], drawn)
+        _legend_with_input(axes[0, -1], drawn, orders)
     label = kind.replace("_", "-")
     fig.suptitle(f"{label.capitalize()} metrics over epochs (mean; band: ±1 sd over images and seeds)")
     fig.tight_layout()
     return save(fig, folder, f"trajectories_{kind}")
 
 
-def _legend_with_input(ax, with_input: bool) -> None:
-    """Seaborn's loss legend moved right of the panel, plus the LDCT-input line's entry."""
+def _legend_with_input(ax, with_input: bool, orders: Orders) -> None:
+    """Seaborn's loss legend moved right of the panel (shared starts labelled), plus the LDCT-input line's entry."""
 
     legend = ax.get_legend()
-    handles, labels = list(legend.legend_handles), [t.get_text() for t in legend.get_texts()]
+    handles = list(legend.legend_handles)
+    labels = [orders.loss_label(t.get_text()).replace(" (", "\n(") for t in legend.get_texts()]  # a shared start: 2 lines
     if with_input:
         handles.append(Line2D([], [], color=INPUT_COLOR, linestyle=INPUT_STYLE, linewidth=INPUT_WIDTH))
         labels.append(INPUT_LABEL + " (mean)")
@@ -192,6 +196,7 @@ def correlation_heatmap(corr: pd.DataFrame, orders: Orders, folder: Path) -> lis
     for ax, against in zip(axes[0], ["train_loss", "val_loss"]):
         mat = cell[cell["against"] == against].pivot_table(index="loss", columns="metric", values="rho", aggfunc="mean")
         mat = mat.reindex(index=losses, columns=metrics)
+        mat.index = [orders.loss_label(x) for x in mat.index]
         mat.columns = [axis_label(m) for m in mat.columns]
         sns.heatmap(mat, ax=ax, vmin=-1, vmax=1, center=0, cmap="vlag", annot=True, fmt=".2f", cbar=ax is axes[0, -1],
                     cbar_kws={"label": "Spearman ρ (mean over cells)"}, linewidths=0.5)  # fmt: skip
@@ -240,7 +245,7 @@ def perception_distortion_figure(traj: pd.DataFrame, orders: Orders, folder: Pat
                 continue
             x, xs, y, ys = point[[(d, "mean"), (d, "std"), (p, "mean"), (p, "std")]].to_numpy().ravel()
             ax.errorbar(x, y, xerr=xs, yerr=ys, fmt=markers.get(arch, "o"), color=palette[loss], ms=7, capsize=2,
-                        label=f"{loss} · {arch}")  # fmt: skip
+                        label=f"{orders.loss_label(loss)} · {orders.architecture_label(arch)}")  # fmt: skip
         ax.set_xlabel(axis_label(d))
         ax.set_ylabel(axis_label(p))
         ax.set_title(f"dose {dose}")
@@ -285,7 +290,8 @@ def comparison_figure(examples: dict[str, dict[str, np.ndarray]], orders: Orders
         return []
     first = examples[losses[0]]
     target = np.asarray(first["target"], dtype=np.float32)
-    panels = [("LDCT input", np.asarray(first["input"]))] + [(loss, np.asarray(examples[loss]["output"])) for loss in losses]
+    panels = [("LDCT input", np.asarray(first["input"]))] + [
+        (orders.loss_label(loss).replace(" (", "\n("), np.asarray(examples[loss]["output"])) for loss in losses]
     panels.append(("NDCT reference", target))
     top, left, size = zoom_region(window_to_unit(target, win))
     n = len(panels)
@@ -365,7 +371,7 @@ def nps_figures(examples: pd.DataFrame, orders: Orders, folder: Path) -> list[Pa
             first = next(iter(by_loss.values()))
             unit = "mm" if "pixel_mm" in first else "px"
             target = np.asarray(first["target"], np.float64)
-            curves = [(loss, by_loss[loss]["output"] - target, {"color": palette[loss]})
+            curves = [(orders.loss_label(loss), by_loss[loss]["output"] - target, {"color": palette[loss]})
                       for loss in orders.losses if loss in by_loss]  # fmt: skip
             curves.append((INPUT_LABEL, first["input"] - target,
                            {"color": INPUT_COLOR, "linestyle": INPUT_STYLE, "linewidth": INPUT_WIDTH}))  # fmt: skip
@@ -410,6 +416,7 @@ def cd_figures(ranks: pd.DataFrame, orders: Orders, folder: Path, alpha: float =
             sub = g[(g["architecture"] == arch) & (g["dose"] == dose)].set_index("loss")
             sub = sub.loc[[x for x in orders.losses if x in sub.index]]
             sig = pd.DataFrame({a: sub.loc[a, "nemenyi"] for a in sub.index}).loc[sub.index, sub.index]
+            sub.index = sig.index = sig.columns = [orders.loss_label(x) for x in sub.index]
             sp.critical_difference_diagram(sub["mean_rank"], sig, ax=ax, alpha=alpha,
                                            label_fmt_left="{label} ({rank:.2f})", label_fmt_right="({rank:.2f}) {label}")  # fmt: skip
             first = sub.iloc[0]

@@ -26,6 +26,11 @@ carries a significance marker (the tests compare trained losses only). In the CS
 ``loss == "LDCT input"`` and ``architecture ==`` :data:`NO_ARCHITECTURE` (``"—"``), one per dose, with
 ``best`` False and an empty ``p_holm_vs_baseline``; the columns are unchanged.
 
+A warm start's shared start (``init_from``, :func:`benchmark.cells.shared_starts`: the L1 pre-training of
+an adversarial fine-tune, say) is a cell like any other and keeps its own row, labelled as such in the
+Markdown and LaTeX tables: ``l1_pretrain (shared start of 0.95mse+0.05wgan_gp)`` (an architecture
+likewise in the columns); the CSV numbers keep the plain labels.
+
 The CSV files hold the numbers (long format); Markdown uses ``DataFrame.to_markdown`` (tabulate), LaTeX
 ``DataFrame.to_latex`` (booktabs rules — ``\\usepackage{booktabs}`` — underscores and other specials escaped,
 Unicode symbols written as math).
@@ -35,7 +40,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -49,6 +54,7 @@ from analysis.schema import (
     metric_rows,
     select_epoch,
 )
+from benchmark.cells import shared_start_label, shared_starts
 from benchmark.config import MatrixConfig
 from benchmark.core.errors import UserError
 from benchmark.core.io import atomic_write_text
@@ -182,6 +188,7 @@ def seed_spread_table(traj: pd.DataFrame, orders: Orders, epoch: str = "final") 
             d = dec[str(r.metric)]
             text.loc[(r.loss, r.architecture), (r.metric, r.dose)] = f"{r.mean:.{d}f} ± {r.sd:.{d}f} ({100 * r.cv:.1f} %)"
     text.columns = pd.MultiIndex.from_tuples([(arrow(m), d) for m, d in text.columns])
+    text.index = pd.MultiIndex.from_tuples(orders.row_labels(text.index), names=["loss", "architecture"])
     return Table(
         "seed_spread", text, pd.DataFrame(False, index=text.index, columns=text.columns),
         pd.DataFrame("", index=text.index, columns=text.columns),
@@ -227,13 +234,29 @@ class Orders:
     losses: list[str]
     architectures: list[str]
     doses: list[str]
+    # warm starts: {"loss" | "architecture": {label of a shared start: [labels starting from it]}}
+    starts: dict[str, dict[str, list[str]]] = field(default_factory=dict)
 
     @classmethod
     def from_traj(cls, traj: pd.DataFrame, matrix: MatrixConfig | None = None) -> Orders:
         pref = ([x.label for x in matrix.losses], [a.label for a in matrix.architectures], list(matrix.doses)) \
             if matrix is not None else (None, None, None)  # fmt: skip
         return cls(level_order(traj, "loss", pref[0]), level_order(traj, "architecture", pref[1]),
-                   level_order(traj, "dose", pref[2]))  # fmt: skip
+                   level_order(traj, "dose", pref[2]), shared_starts(matrix) if matrix is not None else {})  # fmt: skip
+
+    def loss_label(self, loss: str) -> str:
+        """How tables and figures show a loss: a shared start says so (:func:`benchmark.cells.shared_start_label`)."""
+        dependents = self.starts.get("loss", {}).get(loss)
+        return shared_start_label(loss, dependents) if dependents else loss
+
+    def architecture_label(self, architecture: str) -> str:
+        dependents = self.starts.get("architecture", {}).get(architecture)
+        return shared_start_label(architecture, dependents) if dependents else architecture
+
+    def row_labels(self, index: pd.Index) -> list[object]:
+        """A table's row labels shown: a loss, or ``(loss, architecture)``, with its shared starts labelled."""
+        return [(self.loss_label(x[0]), self.architecture_label(x[1])) if isinstance(x, tuple) else self.loss_label(x)
+                for x in index]  # fmt: skip
 
 
 def _mean_sd_table(stats: pd.DataFrame, rows: list[str], cols: list[str], row_order: list, col_order: list,
@@ -306,7 +329,7 @@ def metric_table(
     for loss in orders.losses:  # the LDCT-input row is never tested
         for arch, dose in text.columns:
             marker.loc[loss, (arch, dose)] = _marker(pvals.get((loss, arch, dose), np.nan))
-    text.index = [f"{x} (baseline)" if x == base else x for x in text.index]
+    text.index = [f"{orders.loss_label(x)} (baseline)" if x == base else orders.loss_label(x) for x in text.index]
     bold.index = marker.index = text.index
     info = metric_info(metric)
     unit = f" [{info.unit}]" if info.unit else ""
@@ -316,6 +339,8 @@ def metric_table(
                        baseline=base)  # fmt: skip
     if inputs is not None:
         numbers = _input_numbers(inputs, metric, numbers, best=False, p_holm_vs_baseline=np.nan, baseline=base)
+    text.columns = bold.columns = marker.columns = pd.MultiIndex.from_tuples(
+        [(orders.architecture_label(a), d) for a, d in text.columns], names=text.columns.names)
     return Table(
         name=f"metric_{metric}",
         text=text, bold=bold, marker=marker,
@@ -342,6 +367,7 @@ def rmse_per_dose_table(stats: pd.DataFrame, orders: Orders, metric: str, inputs
     _, _, text, bold = _mean_sd_table(s, ["loss", "architecture"], ["dose"], rows, orders.doses,
                                       higher_is_better_map([metric])[metric],
                                       None if ref is None else ((INPUT_LABEL, NO_ARCHITECTURE), ref))  # fmt: skip
+    text.index = bold.index = pd.MultiIndex.from_tuples(orders.row_labels(text.index), names=text.index.names)
     marker = pd.DataFrame("", index=text.index, columns=text.columns)
     text.columns.name = bold.columns.name = marker.columns.name = "dose"
     return Table(
@@ -368,6 +394,7 @@ def correlation_tables(corr: pd.DataFrame, orders: Orders, metrics: Sequence[str
         if (r.metric, r.against) in text.columns and r.loss in text.index:
             text.loc[r.loss, (r.metric, r.against)] = f"{r.mean:.2f}" + (f" ± {r.sd:.2f}" if np.isfinite(r.sd) else "")
     text.columns = pd.MultiIndex.from_tuples([(arrow(m), a) for m, a in text.columns])
+    text.index = orders.row_labels(text.index)
     false = pd.DataFrame(False, index=text.index, columns=text.columns)
     empty = pd.DataFrame("", index=text.index, columns=text.columns)
     tables.append(Table(
@@ -382,6 +409,7 @@ def correlation_tables(corr: pd.DataFrame, orders: Orders, metrics: Sequence[str
         if (r.metric, r.against) in text.columns and r.loss in text.index and np.isfinite(r.rho):
             text.loc[r.loss, (r.metric, r.against)] = f"{r.rho:.2f} [{r.ci_low:.2f}, {r.ci_high:.2f}]"
     text.columns = pd.MultiIndex.from_tuples([(arrow(m), a) for m, a in text.columns])
+    text.index = orders.row_labels(text.index)
     tables.append(Table(
         "correlation_rmcorr", text, false.reindex_like(text).fillna(False), empty.reindex_like(text).fillna(""),
         caption="Repeated-measures correlation (Bakdash & Marusich 2017) between the loss and the metric over "

@@ -335,3 +335,65 @@ def load_model(path: Path | str, device: str | torch.device = "cpu", *, cell_id:
     ``cell_id`` and ``config``, only if the checkpoint is that cell's. A checkpoint that cannot be used
     is a :class:`CheckpointError` (a :class:`UserError` naming the file and why)."""
     return model_from_state(load_checkpoint(Path(path), cell_id=cell_id, config=config), device)
+
+
+# --- warm starts (``init_from``)
+
+
+def file_sha256(path: Path | str) -> str:
+    """The sha256 of a file's bytes (hex), as ``sha256sum`` prints it."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def read_start_weights(path: Path | str, sha256: str) -> tuple[dict[str, torch.Tensor], dict[str, Any] | None]:
+    """The generator weights a warm start copies from ``path``, read safely, and the architecture
+    recorded with them (``{"name", "kwargs", ...}`` of an ldct-bench checkpoint; None for a plain state
+    dict). The file is read once: its bytes are hashed and, only when they match ``sha256``, loaded from
+    those same bytes with ``torch.load(weights_only=True)`` (nothing in the file can run). An
+    ldct-bench checkpoint gives its ``model``; a mapping of names to tensors is taken as it is. Anything
+    else, or another hash, is a :class:`CheckpointError` naming the file."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise CheckpointError(path, "missing", f"cannot read the warm start ({exc.strerror or exc})") from None
+    got = hashlib.sha256(data).hexdigest()
+    if got != sha256:
+        raise CheckpointError(path, "foreign", f"has sha256 {got}, not the {sha256} the warm start records; not used "
+                                               "(replaced or retrained since?)")  # fmt: skip
+    try:
+        state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise _refused(path, exc) from None
+    if isinstance(state, dict) and all(k in state for k in _REQUIRED):
+        if state["format_version"] != FORMAT_VERSION:
+            raise _legacy(path) if isinstance(state["format_version"], int) and state["format_version"] < FORMAT_VERSION \
+                else CheckpointError(path, "newer", f"checkpoint format {state['format_version']!r}; this ldct-bench "
+                                                    f"reads format {FORMAT_VERSION}")  # fmt: skip
+        cell = state.get("cell")
+        arch = cell.get("architecture") if isinstance(cell, Mapping) else None
+        return dict(state["model"]), dict(arch) if isinstance(arch, Mapping) else None
+    if isinstance(state, dict) and state and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
+        return state, None
+    raise CheckpointError(path, "unreadable", "neither an ldct-bench checkpoint nor a state dict of tensors; "
+                                              "cannot start a cell from it")  # fmt: skip
+
+
+def load_start_weights(model: nn.Module, weights: Mapping[str, torch.Tensor], *, architecture: Mapping[str, Any] | None,
+                       name: str, kwargs: Mapping[str, Any], source: str) -> None:  # fmt: skip
+    """Copy a warm start's ``weights`` into ``model`` (architecture ``name`` with ``kwargs``), exactly
+    (``load_state_dict(strict=True)``: every parameter and buffer, nothing missing or extra). A start
+    recorded with another architecture, or weights that do not fit, are a :class:`UserError` naming
+    ``source``."""
+    if architecture is not None and (architecture.get("name"), architecture.get("kwargs", {})) != (name, dict(kwargs)):
+        raise UserError(f"holds {architecture.get('name')} {architecture.get('kwargs', {})}, not {name} {dict(kwargs)}; "
+                        "a warm start needs the same architecture with the same kwargs", field=source)  # fmt: skip
+    try:
+        model.load_state_dict(weights, strict=True)
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()
+        raise UserError(f"its weights do not fit {name} {dict(kwargs)}: {' '.join(first[:3])}", field=source) from None

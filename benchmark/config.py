@@ -17,6 +17,13 @@ Loss entries take four forms, all normalised to :class:`LossConfig` (a label plu
 
 In a GAN framework (an architecture's ``scheme``: pix2pix, cyclegan, unit) a loss entry names only the
 terms *added* to the framework's own objective, e.g. ``{mstlf: 0.001}``; ``none`` is its baseline.
+
+A loss or architecture entry may start its cells from another cell's generator weights (a warm start,
+:class:`InitFrom`), e.g. adversarial fine-tuning after supervised pre-training::
+
+    losses:
+      - {name: l1, label: l1_pretrain}
+      - {mse: 0.95, wgan_gp: 0.05, init_from: {loss: l1_pretrain, epoch: final}}
 """
 
 from __future__ import annotations
@@ -79,6 +86,72 @@ def _fmt_weight(w: float) -> str:
     return f"{w:g}"
 
 
+_SHA256_RE = re.compile(r"[0-9a-f]{64}")
+
+
+def _none(value: Any) -> bool:
+    return value is None
+
+
+class InitFrom(Strict):
+    """A warm start (``init_from:`` of a loss or an architecture entry): the cell's generator starts from
+    the weights of another cell of the same matrix, or of a checkpoint file, instead of its random
+    initialisation. Either
+
+    * ``{loss: <label>}`` and/or ``{architecture: <label>}``: the parent cell's coordinates that differ
+      from the dependent cell's (dose, seed and the coordinate not named are the dependent cell's own),
+      at ``epoch: final`` (the default: the parent's last epoch) or a named epoch ``N``; or
+    * ``{checkpoint: <path>, sha256: <hex>}``: a file (an ldct-bench checkpoint, whose ``model`` is
+      taken, or a state dict of tensors), used only if its sha256 is the one given.
+
+    Only the generator's weights (its ``state_dict``: parameters and buffers) are copied. The optimizer,
+    the schedule, the history and the RNG state are not: a warm-started cell is a new training run
+    (epoch 1, its own optimizer, the same seed-driven data order as a cold start), and the scheme's
+    other networks (discriminators, critics, CycleGAN's F) start fresh. The parent's architecture must
+    be the same model with the same kwargs (its label and training scheme may differ)."""
+
+    loss: str | None = Field(None, exclude_if=_none, description="the parent cell's loss label (default: the cell's own)")
+    architecture: str | None = Field(
+        None, exclude_if=_none, description="the parent cell's architecture label (default: the cell's own)"
+    )
+    epoch: Literal["final"] | StrictPositiveInt | None = Field(
+        None, exclude_if=_none, description="the parent's epoch whose weights are copied: final (default) or N"
+    )
+    checkpoint: str | None = Field(None, exclude_if=_none, description="a weight file instead of a parent cell")
+    sha256: str | None = Field(None, exclude_if=_none, description="the checkpoint file's sha256 (hex)")
+
+    @field_validator("sha256")
+    @classmethod
+    def _hex(cls, v: str | None) -> str | None:
+        if v is not None and not _SHA256_RE.fullmatch(v.lower()):
+            raise ValueError(f"sha256 {v!r} must be 64 hexadecimal digits (sha256sum FILE)")
+        return None if v is None else v.lower()
+
+    @model_validator(mode="after")
+    def _one_form(self) -> InitFrom:
+        cell = self.loss is not None or self.architecture is not None
+        if self.checkpoint is not None or self.sha256 is not None:
+            if cell or self.epoch is not None:
+                raise ValueError("init_from names a parent cell ({loss, architecture, epoch}) or a file "
+                                 "({checkpoint, sha256}), not both")  # fmt: skip
+            if self.checkpoint is None or self.sha256 is None:
+                raise ValueError("a checkpoint file start needs both checkpoint: <path> and sha256: <hex> (sha256sum FILE)")
+            return self
+        if not cell:
+            raise ValueError("init_from needs loss: <label> and/or architecture: <label> (the parent cell), "
+                             "or checkpoint: <path> with sha256: <hex>")  # fmt: skip
+        if self.epoch is None:
+            self.epoch = "final"
+        return self
+
+    @property
+    def is_file(self) -> bool:
+        return self.checkpoint is not None
+
+
+_INIT_FROM_DOC = "a warm start: the generator starts from another cell's (or a file's) weights (InitFrom)"
+
+
 class LossTerm(Strict):
     """One registered loss with its kwargs and weight in a weighted sum."""
 
@@ -101,6 +174,7 @@ class LossConfig(Strict):
     terms: list[LossTerm] = Field(
         default_factory=list, description="empty (the entry 'none') only in a GAN framework: its own baseline objective"
     )
+    init_from: InitFrom | None = Field(None, exclude_if=_none, description=_INIT_FROM_DOC)
 
     @field_validator("label")
     @classmethod
@@ -127,9 +201,14 @@ def default_label(terms: list[dict[str, Any]]) -> str:
 
 
 def normalise_loss_entry(data: Any) -> Any:
-    """Turn any of the accepted loss forms into ``{"label": ..., "terms": [...]}``."""
+    """Turn any of the accepted loss forms into ``{"label": ..., "terms": [...]}`` (plus ``init_from``,
+    which any mapping form may carry)."""
     if isinstance(data, LossConfig):
         return data.model_dump()
+    if isinstance(data, dict) and "init_from" in data:
+        rest = {k: v for k, v in data.items() if k != "init_from"}
+        out = normalise_loss_entry(rest)
+        return {**out, "init_from": data["init_from"]} if isinstance(out, dict) else out
     if isinstance(data, str) and data.strip() in NO_EXTRA_TERMS:
         return {"label": data.strip(), "terms": []}
     if isinstance(data, str):
@@ -172,6 +251,7 @@ class ArchitectureConfig(Strict):
     label: str = ""
     scheme: str = Field("supervised", description="training framework: supervised, pix2pix, cyclegan or unit")
     scheme_kwargs: dict[str, Any] = Field(default_factory=dict, description="options of the scheme (e.g. lambda_cycle)")
+    init_from: InitFrom | None = Field(None, exclude_if=_none, description=_INIT_FROM_DOC)
 
     @model_validator(mode="before")
     @classmethod

@@ -9,6 +9,11 @@ threads, and trains each cell it takes with :meth:`Runner.run_cell` after :func:
 (through :meth:`Runner.setup`); so the per-cell lock still makes sure no cell is trained twice, by
 this pool or by another ``run`` (a pool, a single process, a Slurm job) on the same ``--out``.
 
+**Warm starts** (``init_from``): a cell is handed out only once every parent of it in this run has been
+reported (:class:`_Dispatch`), in the matrix's parents-first order; until then it waits and the workers
+take other cells. A parent that diverged or failed (or whose worker died) makes ``run_cell`` fail its
+dependents, naming it; none trains from nothing.
+
 The parent shows one progress bar over the whole matrix, forwards the workers' per-epoch log lines
 and merges their results into one :class:`RunSummary`. A failed cell is marked ``FAILED`` by
 ``run_cell`` and the others go on; a worker that dies (a segfault, the OOM killer) marks its cell
@@ -49,7 +54,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from benchmark.cells import expand_cells
+from benchmark.cells import dependencies, expand_cells
 from benchmark.config import MatrixConfig
 from benchmark.core.device import assign_devices, parse_device_list, resolve_device, worker_threads
 from benchmark.core.errors import UserError
@@ -179,6 +184,40 @@ def _worker(index: int, device: str, threads: int, matrix_dump: dict[str, Any], 
         messages.put(("crash", index, cell_id, traceback.format_exc()))
 
 
+class _Dispatch:
+    """Puts the cells on the workers' queue in order, each once every parent of it among ``todo`` has
+    been reported (:meth:`finished`), then one stop sentinel (``None``) per worker."""
+
+    def __init__(self, tasks: Any, todo: list[str], parents: dict[str, list[str]], workers: int) -> None:
+        self.tasks, self.order, self.workers = tasks, list(todo), workers
+        pending = set(todo)
+        self.blocked = {cid: {p for p in parents.get(cid, []) if p in pending} for cid in todo}
+        self.sent: set[str] = set()
+        self.stopped = False
+        self._release()
+
+    @property
+    def waiting(self) -> list[str]:
+        """Cells not handed out yet (their parents are still training)."""
+        return [cid for cid in self.order if cid not in self.sent]
+
+    def finished(self, cell_id: str) -> None:
+        """``cell_id`` was reported (any status): hand out the cells that waited only for it."""
+        for parents in self.blocked.values():
+            parents.discard(cell_id)
+        self._release()
+
+    def _release(self) -> None:
+        for cid in self.order:
+            if cid not in self.sent and not self.blocked[cid]:
+                self.tasks.put(cid)
+                self.sent.add(cid)
+        if len(self.sent) == len(self.order) and not self.stopped:
+            for _ in range(self.workers):
+                self.tasks.put(None)
+            self.stopped = True
+
+
 class WorkerPool:
     """Trains the cells of one matrix into one ``--out`` folder with ``jobs`` worker processes."""
 
@@ -214,21 +253,18 @@ class WorkerPool:
                        disable=self.quiet, position=0, dynamic_ncols=True)  # fmt: skip
             try:
                 with _stop_on_signals():
-                    self._train(todo, summary, bar)
+                    self._train(todo, dependencies(cells), summary, bar)
             finally:
                 bar.close()
-        for name in ("trained", "skipped_done", "skipped_locked", "diverged", "failed"):
+        for name in ("trained", "skipped_done", "skipped_locked", "diverged", "failed", "waiting"):
             getattr(summary, name).sort(key=order.__getitem__)
         return summary
 
-    def _train(self, todo: list[str], summary: RunSummary, bar: Any) -> None:
+    def _train(self, todo: list[str], parents: dict[str, list[str]], summary: RunSummary, bar: Any) -> None:
         ctx = mp.get_context("spawn")
         tasks, messages = ctx.Queue(), ctx.Queue()
         n = min(self.jobs, len(todo))
-        for cell_id in todo:
-            tasks.put(cell_id)
-        for _ in range(n):
-            tasks.put(None)
+        dispatch = _Dispatch(tasks, todo, parents, n)
         rep = self.matrix.reproducibility
         # portable kernels: every worker runs the cell's recorded thread count, so --jobs N == --jobs 1
         threads = rep.threads if rep.kernels == "portable" else worker_threads(self.jobs)
@@ -242,7 +278,7 @@ class WorkerPool:
         try:
             for p in procs:
                 p.start()
-            self._collect(procs, messages, set(todo), summary, bar)
+            self._collect(procs, messages, set(todo), summary, bar, dispatch)
         except BaseException:
             self._stop(procs)
             raise
@@ -251,8 +287,10 @@ class WorkerPool:
         for p in procs:
             p.join()
 
-    def _collect(self, procs: list[Any], messages: Any, remaining: set[str], summary: RunSummary, bar: Any) -> None:
-        """Handle the workers' messages until every cell in ``remaining`` is reported."""
+    def _collect(self, procs: list[Any], messages: Any, remaining: set[str], summary: RunSummary, bar: Any,
+                 dispatch: _Dispatch | None = None) -> None:  # fmt: skip
+        """Handle the workers' messages until every cell in ``remaining`` is reported; each report lets
+        ``dispatch`` hand out the cells that waited for it."""
         active: dict[int, str] = {}  # worker -> the cell it trains
         gone: set[int] = set()
 
@@ -267,6 +305,8 @@ class WorkerPool:
                 remaining.discard(msg[2])
                 getattr(summary, msg[3]).append(msg[2])
                 bar.update(1)
+                if dispatch is not None:
+                    dispatch.finished(msg[2])
             elif kind == "user_error":
                 raise UserError(msg[3], field=msg[4])
             elif kind == "crash":
@@ -299,6 +339,8 @@ class WorkerPool:
                 remaining.discard(cell_id)
                 summary.failed.append(cell_id)
                 bar.update(1)
+                if dispatch is not None:
+                    dispatch.finished(cell_id)
             if remaining and len(gone) == len(procs):
                 raise RuntimeError(f"every worker has exited with {len(remaining)} cell(s) not trained "
                                    f"({', '.join(sorted(remaining))}); run the same command again to resume")  # fmt: skip

@@ -18,6 +18,13 @@ Guarantees (tested):
   weights-only files once the next epoch's full checkpoint is written (:func:`thin_checkpoints`,
   :class:`benchmark.config.CheckpointsConfig`); the newest epoch's checkpoint is always full, so the
   resume above is unchanged.
+* **Warm starts** (``init_from``, :mod:`benchmark.cells`). Cells run parents first; a dependent cell
+  starts (under its lock) only once its parent is ``DONE``: its generator is built as a cold start's
+  and then overwritten with the parent's checkpointed weights (:func:`resolve_start`, read safely and
+  only if the file's sha256 is the one resolved); a diverged or failed parent fails it naming the
+  parent (it never trains from nothing), an unfinished one leaves it ``waiting``. The start (parent,
+  epoch, sha256) is part of its config, and a cell whose parent's checkpoint changed since it started
+  does not resume (:func:`check_start_unchanged`, a :class:`UserError` naming both cells and hashes).
 """
 
 from __future__ import annotations
@@ -41,9 +48,12 @@ from benchmark.cells import Cell, cell_config, expand_cells
 from benchmark.checkpoint import (
     FORMAT_VERSION,
     CheckpointError,
+    file_sha256,
     is_full,
     load_checkpoint,
+    load_start_weights,
     read_checkpoint,
+    read_start_weights,
     save_checkpoint,
     weights_only_state,
 )
@@ -54,6 +64,7 @@ from benchmark.core.kernels import apply_portable
 from benchmark.core.precision import ENVIRONMENT, environment, record_environment
 from benchmark.data import Dataset, open_dataset
 from benchmark.layout import (
+    CELL_CONFIG,
     DIVERGED,
     DONE,
     FAILED,
@@ -88,11 +99,13 @@ class RunSummary:
     skipped_locked: list[str] = field(default_factory=list)
     diverged: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
+    waiting: list[str] = field(default_factory=list)  # their shared start is not finished (another runner has it)
 
     def lines(self) -> list[str]:
         out = [
             f"trained {len(self.trained)} cell(s), skipped {len(self.skipped_done)} finished, "
             f"{len(self.skipped_locked)} locked by another runner, {len(self.diverged)} diverged, {len(self.failed)} failed"
+            + (f", {len(self.waiting)} waiting for their shared start" if self.waiting else "")
         ]
         if self.skipped_done and not (self.trained or self.failed or self.skipped_locked):
             out.append("nothing to train: every cell is finished (see `ldct-bench status`)")
@@ -104,6 +117,8 @@ class RunSummary:
             out.append(f"  diverged: {c}")
         for c in self.failed:
             out.append(f"  failed: {c}")
+        for c in self.waiting:
+            out.append(f"  waiting for its shared start (run again once it is finished): {c}")
         return out
 
 
@@ -195,6 +210,86 @@ def thin_checkpoints(ckpt_dir: Path, policy: CheckpointsConfig, newest: int, fin
                 save_checkpoint(path, weights_only_state(ckpt))
 
 
+class StartNotReady(Exception):
+    """A warm-started cell's parent is not ``DONE``: ``waiting`` (not trained yet, or by another runner
+    now) or not (it diverged or failed: the dependent cell fails, naming it)."""
+
+    def __init__(self, message: str, *, waiting: bool) -> None:
+        super().__init__(message)
+        self.waiting = waiting
+
+
+@dataclass(frozen=True)
+class Start:
+    """A resolved warm start: ``record`` goes into the cell's config (``init_from``: ``{"cell", "epoch",
+    "sha256"}`` of the parent's checkpoint file, or ``{"sha256"}`` of a file); ``path`` is the file."""
+
+    record: dict[str, Any]
+    path: Path
+
+    @property
+    def source(self) -> str:
+        return f"{self.record['cell']} epoch {self.record['epoch']}" if "cell" in self.record else str(self.path)
+
+
+def _final_epoch(layout: RunLayout, cell_id: str) -> int:
+    """A finished cell's last epoch: its ``DONE`` marker's ``epochs`` (early stopping may end it before
+    ``training.epochs``), else its newest checkpoint."""
+    try:
+        epochs = json.loads(layout.marker(cell_id, DONE).read_text()).get("epochs")
+    except (OSError, ValueError, AttributeError):
+        epochs = None
+    if isinstance(epochs, int) and not isinstance(epochs, bool) and epochs > 0:
+        return epochs
+    return max(layout.checkpoints(cell_id), default=0)
+
+
+def resolve_start(layout: RunLayout, cell: Cell) -> Start | None:
+    """The warm start of ``cell`` (None: a cold start): for a parent cell, its checkpoint at the named
+    or final epoch and that file's sha256 (:class:`StartNotReady` unless the parent is ``DONE`` and has
+    that checkpoint); for a file, the path and the sha256 the matrix gives (checked when it is read)."""
+    spec = cell.init_from
+    if spec is None:
+        return None
+    if spec.is_file:
+        assert spec.checkpoint is not None and spec.sha256 is not None
+        return Start({"sha256": spec.sha256}, Path(spec.checkpoint).expanduser())
+    pid = cell.parent_id
+    if pid is None:  # this cell is the shared start itself
+        return None
+    status, detail = layout.cell_status(pid)
+    if status in ("diverged", "failed"):
+        raise StartNotReady(f"its shared start {pid} {status}{f' ({detail})' if detail else ''}; it is not trained "
+                            "from scratch instead: fix or retrain the parent, then run again", waiting=False)  # fmt: skip
+    if status != "done":
+        raise StartNotReady(f"waits for its shared start {pid} ({status})", waiting=True)
+    epoch = spec.epoch if isinstance(spec.epoch, int) else _final_epoch(layout, pid)
+    path = layout.checkpoint_path(pid, epoch)
+    if not path.is_file():
+        raise StartNotReady(f"its shared start {pid} has no checkpoint of epoch {epoch} (it ended at epoch "
+                            f"{_final_epoch(layout, pid)}); not trained from scratch instead", waiting=False)  # fmt: skip
+    return Start({"cell": pid, "epoch": epoch, "sha256": file_sha256(path)}, path)
+
+
+def check_start_unchanged(layout: RunLayout, cell_id: str, start: Start | None) -> None:
+    """Refuse to go on with a cell that started from a parent checkpoint whose file has changed since
+    (the parent was retrained, or the file replaced): a :class:`UserError` naming both cells and the two
+    hashes. Any other change of the start is the config's usual difference (``init_from.<key>``)."""
+    old = layout.cell_config(cell_id)
+    was = old.get("init_from") if isinstance(old, dict) else None
+    if start is None or not isinstance(was, dict) or "cell" not in start.record:
+        return
+    now = start.record
+    if (was.get("cell"), was.get("epoch")) == (now["cell"], now["epoch"]) and was.get("sha256") != now["sha256"]:
+        raise UserError(
+            f"cell {cell_id} started from {now['cell']} epoch {now['epoch']} with sha256 {was.get('sha256')}; that "
+            f"checkpoint now has sha256 {now['sha256']} (the parent was retrained or its file replaced), so {cell_id} "
+            "does not resume from it: restore the parent's checkpoint, use a new --out, or move the cell's folder "
+            "aside to train it again from the new start",
+            field=str(layout.cell_dir(cell_id) / CELL_CONFIG),
+        )
+
+
 class Runner:
     """Trains the cells of one matrix into one ``--out`` folder."""
 
@@ -216,6 +311,7 @@ class Runner:
         # the pool worker's index (``run --jobs N``), shown by ``ldct-bench status``; None in-process
         self.worker_index: int | None = None
         self._set_up = False
+        self._starts: dict[str, Start | None] = {}  # cell id -> its resolved warm start (run_cell)
 
     def setup(self) -> None:
         """Apply :func:`setup_process` once for this runner (before anything trains)."""
@@ -247,7 +343,7 @@ class Runner:
         (``--retry-diverged``: it resumes from its last good checkpoint). A marker written before data
         fingerprints were recorded is retried only when asked."""
         layout, cid = self.layout, cell.cell_id
-        changes = layout.config_changes(cid, cell_config(cell, self.matrix))
+        changes = layout.config_changes(cid, self.config_of(cell, recorded=True))
         if changes:
             return f"its settings changed: {', '.join(changes)}"
         try:
@@ -306,6 +402,42 @@ class Runner:
             except UserError as exc:
                 raise UserError(f"{exc.message} (dose {dose})", field="training.disjoint_patients") from None
 
+    def config_of(self, cell: Cell, *, recorded: bool = False) -> dict[str, Any]:
+        """The cell's config (:func:`~benchmark.cells.cell_config`) with its resolved warm start; with
+        ``recorded``, a start that cannot be resolved now (its parent is not finished) is taken as the
+        cell's ``config.yaml`` records it."""
+        if cell.cell_id not in self._starts:
+            try:
+                start = resolve_start(self.layout, cell)
+            except StartNotReady:
+                if not recorded:
+                    raise
+                old = self.layout.cell_config(cell.cell_id)
+                was = old.get("init_from") if isinstance(old, dict) else None
+                return cell_config(cell, self.matrix, was if isinstance(was, dict) else None)
+            return cell_config(cell, self.matrix, None if start is None else start.record)
+        start = self._starts[cell.cell_id]
+        return cell_config(cell, self.matrix, None if start is None else start.record)
+
+    def _open_start(self, cell: Cell) -> str | None:
+        """Resolve the cell's warm start under its lock (:func:`resolve_start`) and check it against the
+        one it started from; returns the RunSummary field when the cell cannot train now (``waiting``, or
+        ``failed`` with its ``FAILED`` marker naming the parent), else None."""
+        cid = cell.cell_id
+        try:
+            start = resolve_start(self.layout, cell)
+        except StartNotReady as exc:
+            self.log(f"{cid}: {exc}")
+            if exc.waiting:
+                return "waiting"
+            self.layout.write_marker(cid, FAILED, {"message": str(exc)})
+            return "failed"
+        check_start_unchanged(self.layout, cid, start)
+        self._starts[cid] = start
+        if start is not None:
+            self.log(f"{cid}: warm start from {start.source} (sha256 {start.record['sha256'][:12]}…)")
+        return None
+
     def run_cell(self, cell: Cell) -> str:
         """Returns the RunSummary field the cell belongs to."""
         self.setup()
@@ -319,7 +451,10 @@ class Runner:
                 return "skipped_locked"
             if layout.marker(cid, DONE).is_file():  # finished by another runner while we waited
                 return "skipped_done"
-            layout.write_cell_config(cid, cell_config(cell, self.matrix))
+            blocked = self._open_start(cell)
+            if blocked is not None:
+                return blocked
+            layout.write_cell_config(cid, self.config_of(cell))
             layout.marker(cid, FAILED).unlink(missing_ok=True)
             try:
                 with self._running(cid):
@@ -366,6 +501,11 @@ class Runner:
             return build_model(arch.name, arch.kwargs).to(self.device)
 
         model = build_network()
+        start = self._starts.get(cell.cell_id)
+        if start is not None:  # after the cold start's draws: the other networks get the same random weights
+            weights, recorded = read_start_weights(start.path, start.record["sha256"])
+            load_start_weights(model, weights, architecture=recorded, name=arch.name, kwargs=arch.kwargs,
+                               source=f"{cell.cell_id}: init_from {start.source}")  # fmt: skip
         loss = build_loss([(t.name, t.weight, t.kwargs) for t in cell.loss.terms]).to(self.device)
         state = build_state(model, loss, self.matrix.training, generator, steps_per_epoch(self.matrix.training, n_train),
                             scheme=arch.scheme, scheme_kwargs=arch.scheme_kwargs, build_network=build_network)  # fmt: skip
@@ -384,7 +524,8 @@ class Runner:
         tr, layout, cid = self.matrix.training, self.layout, cell.cell_id
         train_slices = self.dataset.load("train", cell.dose)  # loaded once: sizes the schedule and trains
         state = self.build(cell, len(train_slices))
-        start = resume_state(state, layout.checkpoint_dir(cid), self.log, cell_id=cid, config=cell_config(cell, self.matrix))
+        config = self.config_of(cell)
+        start = resume_state(state, layout.checkpoint_dir(cid), self.log, cell_id=cid, config=config)
         # a crash between writing a checkpoint and thinning the older ones leaves them as they were
         thin_checkpoints(layout.checkpoint_dir(cid), self.matrix.checkpoints, start, tr.epochs)
         layout.write_history(cid, state.history)
@@ -431,7 +572,7 @@ class Runner:
             save_checkpoint(layout.checkpoint_path(cid, epoch), {
                 "format_version": FORMAT_VERSION,
                 "epoch": epoch,
-                "cell": cell_config(cell, self.matrix),
+                "cell": config,
                 "model": state.model.state_dict(),
                 "train_state": state.state_dict(),
                 "ldct_bench_version": __version__,

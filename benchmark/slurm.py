@@ -21,6 +21,12 @@ as if nothing had happened, and the requeue is lost.
 seconds per epoch in the ``timing.csv`` files of the same ``--out`` (the slowest cell's mean) ×
 epochs × ``SAFETY_FACTOR`` + ``STARTUP_MIN``; with nothing measured yet, ``FALLBACK_TIMEOUT_MIN``.
 
+**Warm starts** (``init_from``): cells are submitted parents first, and a job never packs a cell with
+its parent (:func:`job_plan` groups the cells by depth). On Slurm a dependent's job is submitted with
+``--dependency=afterok:<the parents' job ids>``, so it starts once they have ended (a cell that fails
+ends its job normally: the dependent then fails naming its parent, in ``run_cell``); submitit's local
+executors have no dependencies, so :func:`submit` waits for each depth's jobs before the next.
+
 ``cluster="local"`` / ``"debug"`` run the same jobs with submitit's local executors (the tests).
 """
 
@@ -38,7 +44,7 @@ from typing import Any
 import pandas as pd
 import torch
 
-from benchmark.cells import Cell, expand_cells
+from benchmark.cells import Cell, dependencies, expand_cells
 from benchmark.config import MatrixConfig
 from benchmark.core.device import resolve_device
 from benchmark.core.errors import UserError
@@ -232,6 +238,39 @@ def executor_parameters(matrix: MatrixConfig, layout: RunLayout, opts: SlurmOpti
     return params
 
 
+@dataclass(frozen=True)
+class JobSpec:
+    """One job of a submission: its cells, and the indices (in the plan) of the jobs holding their parents."""
+
+    cell_ids: list[str]
+    after: list[int]
+
+
+def job_plan(cells: list[Cell], cells_per_job: int) -> list[list[JobSpec]]:
+    """The jobs of a submission by depth (0: cells whose parents are not submitted; d: a parent at
+    d - 1), each depth's cells in ``cells``'s order packed ``cells_per_job`` to a job: jobs of one depth
+    run side by side, and each job lists the earlier jobs it must wait for."""
+    parents = dependencies(cells)
+    depth: dict[str, int] = {}
+    for c in cells:  # parents first (expand_cells' order)
+        depth[c.cell_id] = 1 + max((depth[p] for p in parents[c.cell_id] if p in depth), default=-1)
+    plan: list[list[JobSpec]] = []
+    job_of: dict[str, int] = {}
+    count = 0
+    for d in range(max(depth.values(), default=-1) + 1):
+        ids = [c.cell_id for c in cells if depth[c.cell_id] == d]
+        level = []
+        for i in range(0, len(ids), cells_per_job):
+            group = ids[i : i + cells_per_job]
+            after = sorted({job_of[p] for cid in group for p in parents[cid]})
+            level.append(JobSpec(group, after))
+            for cid in group:
+                job_of[cid] = count
+            count += 1
+        plan.append(level)
+    return plan
+
+
 def submit(matrix: MatrixConfig, out: Path, opts: SlurmOptions) -> list[Any]:
     """Write the resolved matrix, then submit one job per ``cells_per_job`` cells that are not
     finished. Returns the jobs. Slurm asked for where it is not available is a :class:`UserError`."""
@@ -251,8 +290,18 @@ def submit(matrix: MatrixConfig, out: Path, opts: SlurmOptions) -> list[Any]:
     executor = submitit.AutoExecutor(folder=str(layout.slurm_dir / "%j"), cluster=opts.cluster)
     executor.update_parameters(**params)
     dump = matrix.model_dump(mode="json")
-    n = opts.cells_per_job
-    groups = [[c.cell_id for c in cells[i : i + n]] for i in range(0, len(cells), n)]
-    with executor.batch():
-        jobs = [executor.submit(CellJob(dump, os.fspath(out), ids)) for ids in groups]
+    jobs: list[Any] = []
+    for depth, level in enumerate(job_plan(cells, opts.cells_per_job)):
+        if depth and opts.cluster != "slurm":  # local executors have no dependencies: the parents' jobs end first
+            for job in jobs:
+                job.wait()
+        if not any(spec.after for spec in level) or opts.cluster != "slurm":
+            with executor.batch():
+                jobs += [executor.submit(CellJob(dump, os.fspath(out), spec.cell_ids)) for spec in level]
+            continue
+        for spec in level:  # one submission each: every job waits for its own parents' jobs
+            after = ":".join(str(jobs[i].job_id) for i in spec.after)
+            executor.update_parameters(slurm_additional_parameters={**params.get("slurm_additional_parameters", {}),
+                                                                    "dependency": f"afterok:{after}"})  # fmt: skip
+            jobs.append(executor.submit(CellJob(dump, os.fspath(out), spec.cell_ids)))
     return jobs

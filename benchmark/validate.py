@@ -14,15 +14,17 @@ matrix can be checked before its weights are fetched or away from its data (``--
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import torch
 
 from analysis.metrics import METRICS
 from benchmark import optim
-from benchmark.cells import expand_cells
+from benchmark.cells import expand_cells, warm_start_errors
+from benchmark.checkpoint import load_start_weights, read_start_weights
 from benchmark.claims import CloserTextureClaim, EquivalentClaim
-from benchmark.config import MatrixConfig
+from benchmark.config import ArchitectureConfig, LossConfig, MatrixConfig
 from benchmark.core.device import resolve_device
 from benchmark.core.errors import MissingResource, UserError
 from benchmark.core.registry import lookup
@@ -157,6 +159,35 @@ def _maps_patch(model: Any, patch: int, where: str) -> list[str]:
     return []
 
 
+def _start_file_errors(matrix: MatrixConfig, pairs: set[tuple[str, str]], instantiate: bool) -> list[str]:
+    """The checkpoint-file warm starts (``init_from: {checkpoint, sha256}``): the file is here (else what
+    this machine lacks), has that sha256, is read safely (:func:`benchmark.checkpoint.read_start_weights`)
+    and, with ``instantiate``, its weights load into every architecture whose cells start from it."""
+    errors: list[str] = []
+    entries: list[tuple[str, LossConfig | ArchitectureConfig, list[ArchitectureConfig]]] = [
+        (f"losses[{i}]", x, [a for a in matrix.architectures if (x.label, a.label) in pairs]) for i, x in enumerate(matrix.losses)
+    ] + [(f"architectures[{i}]", a, [a]) for i, a in enumerate(matrix.architectures)]
+    for where, entry, archs in entries:
+        spec = entry.init_from
+        if spec is None or spec.checkpoint is None or spec.sha256 is None:
+            continue
+        path = Path(spec.checkpoint).expanduser()
+        if not path.is_file():
+            errors.append(_Missing(f"{where}.init_from.checkpoint: {path}: no such file (the warm start's weights; "
+                                   "copy it here or fix the path)"))  # fmt: skip
+            continue
+        loaded = _collect(errors, read_start_weights, path, spec.sha256)
+        if loaded is None:
+            errors[-1] = f"{where}.init_from: {errors[-1]}"
+            continue
+        for arch in archs if instantiate else []:
+            model = _collect(errors, build_model, arch.name, arch.kwargs, field=f"architectures ({arch.label}).kwargs")
+            if model is not None:
+                _collect(errors, load_start_weights, model, loaded[0], architecture=loaded[1], name=arch.name,
+                         kwargs=arch.kwargs, source=f"{where}.init_from.checkpoint ({path}, architecture {arch.label!r})")  # fmt: skip
+    return errors
+
+
 def check_matrix(matrix: MatrixConfig, *, instantiate: bool = True, warnings: list[str] | None = None) -> Dataset | None:
     """Raise :class:`UserError` listing every problem; return the opened dataset when all is well.
 
@@ -187,7 +218,7 @@ def check_matrix(matrix: MatrixConfig, *, instantiate: bool = True, warnings: li
             errors += _optimizer_errors(matrix, model)
 
     # every term of a loss must take the inputs of every architecture it is trained with (excluded cells aside)
-    pairs = {(c.loss.label, c.architecture.label) for c in expand_cells(matrix)}
+    pairs = {(c.loss.label, c.architecture.label) for c in expand_cells(matrix, ordered=False)}
     for i, loss in enumerate(matrix.losses):
         for j, term in enumerate(loss.terms):
             field = f"losses[{i}] ({loss.label}).terms[{j}]"
@@ -237,8 +268,10 @@ def check_matrix(matrix: MatrixConfig, *, instantiate: bool = True, warnings: li
             value = getattr(rule, key)
             if value is not None and value not in valid_set:
                 errors.append(f"exclude[{i}].{key}: {value!r} is not in the matrix ({', '.join(map(str, sorted(valid_set, key=str)))})")
-    if not errors and not expand_cells(matrix):
+    if not errors and not expand_cells(matrix, ordered=False):
         errors.append("exclude: every cell is excluded; nothing would train")
+    errors += warm_start_errors(matrix)
+    errors += _start_file_errors(matrix, pairs, instantiate)
     if warnings is not None:
         warnings += [e for e in dict.fromkeys(errors) if isinstance(e, _Missing)]
         errors = [e for e in errors if not isinstance(e, _Missing)]
