@@ -22,7 +22,8 @@
   (:mod:`analysis.metrics.nps`): one curve per loss (lowest seed, last epoch), the LDCT input
   (input − reference) dashed grey, and, when the reference is noisy (``synth`` ``target: ndct``), the
   reference's own noise (reference − its noiseless FBP) dotted black; one panel per architecture, log y
-  axis (HU²·mm²), x in mm⁻¹ up to the Nyquist frequency.
+  axis (HU²·mm²), x in mm⁻¹ from the first non-zero frequency up to the Nyquist frequency (the zero-
+  frequency value is extrapolated from its neighbours, not measured, so it is not drawn).
 * ``cd_<metric>``: critical-difference diagrams (Demšar 2006) per architecture · dose: mean ranks
   (1 = best) of the losses over the units; losses joined by a bar are not significantly different
   (Nemenyi, α = 0.05); the CD of Demšar's formula is given in each title.
