@@ -244,7 +244,6 @@ def combine_gates(gates: Sequence[str]) -> str:
     if failed:
         return f"{GATE_FAILED}: " + "; ".join(failed)
     passed = [g.removeprefix(f"{GATE_PASSED}: ") for g in gates if g.startswith(GATE_PASSED)]
-    passed = [p for p in passed if p.split(" ", 1)[-1].strip()]
     return f"{GATE_PASSED}: " + "; ".join(passed) if passed else gates[0] if gates else "off"
 
 
@@ -331,8 +330,8 @@ def _texture(claim: CloserTextureClaim, ctx: Context) -> list[dict[str, object]]
             p, p_rev = one_sided_wilcoxon((dist_b - dist_a).to_numpy())
             est = float((dist_b - dist_a).mean())
             out.append({"condition": cond, "estimate": est, "n": len(t), "p": p, "p_reverse": p_rev,
-                        "gate": combine_gates([gate_arms(ctx, arch, dose, [claim.a, claim.b], texture=True),
-                                               gate_arms(ctx, arch, dose, [ref])]),
+                        "gate": combine_gates([gate_arms(ctx, arch, dose, [claim.a, claim.b], texture=True)]
+                                              + ([] if ref in (_INPUT, _NDCT) else [gate_arms(ctx, arch, dose, [ref])])),
                         "numbers": f"{cond}: {claim.a} {_fmt(t[claim.a].mean())}, {claim.b} {_fmt(t[claim.b].mean())}, "
                                    f"{ref_name} {_fmt(t[ref].mean())}; mean |Δ to ref| {_fmt(dist_a.mean())} vs "
                                    f"{_fmt(dist_b.mean())}, n = {len(t)}"})  # fmt: skip

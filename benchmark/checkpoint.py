@@ -340,15 +340,6 @@ def load_model(path: Path | str, device: str | torch.device = "cpu", *, cell_id:
 # --- warm starts (``init_from``)
 
 
-def file_sha256(path: Path | str) -> str:
-    """The sha256 of a file's bytes (hex), as ``sha256sum`` prints it."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def read_start_weights(path: Path | str, sha256: str) -> tuple[dict[str, torch.Tensor], dict[str, Any] | None]:
     """The generator weights a warm start copies from ``path``, read safely, and the architecture
     recorded with them (``{"name", "kwargs", ...}`` of an ldct-bench checkpoint; None for a plain state

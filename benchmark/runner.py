@@ -48,7 +48,6 @@ from benchmark.cells import Cell, cell_config, expand_cells
 from benchmark.checkpoint import (
     FORMAT_VERSION,
     CheckpointError,
-    file_sha256,
     is_full,
     load_checkpoint,
     load_start_weights,
@@ -62,6 +61,7 @@ from benchmark.core.device import resolve_device
 from benchmark.core.errors import UserError
 from benchmark.core.kernels import apply_portable
 from benchmark.core.precision import ENVIRONMENT, environment, record_environment
+from benchmark.core.weights import sha256_file
 from benchmark.data import Dataset, open_dataset
 from benchmark.layout import (
     CELL_CONFIG,
@@ -268,7 +268,7 @@ def resolve_start(layout: RunLayout, cell: Cell) -> Start | None:
     if not path.is_file():
         raise StartNotReady(f"its shared start {pid} has no checkpoint of epoch {epoch} (it ended at epoch "
                             f"{_final_epoch(layout, pid)}); not trained from scratch instead", waiting=False)  # fmt: skip
-    return Start({"cell": pid, "epoch": epoch, "sha256": file_sha256(path)}, path)
+    return Start({"cell": pid, "epoch": epoch, "sha256": sha256_file(path)}, path)
 
 
 def check_start_unchanged(layout: RunLayout, cell_id: str, start: Start | None) -> None:

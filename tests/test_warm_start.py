@@ -30,13 +30,13 @@ from benchmark.cells import cell_config, dependencies, expand_cells, shared_star
 from benchmark.checkpoint import (
     CheckpointError,
     config_hash,
-    file_sha256,
     load_checkpoint,
     read_start_weights,
     save_checkpoint,
 )
 from benchmark.config import dump_yaml, load_yaml, parse_matrix
 from benchmark.core.errors import UserError
+from benchmark.core.weights import sha256_file
 from benchmark.layout import DIVERGED, DONE, FAILED, LOCK, RunLayout, cell_lock
 from benchmark.pool import _Dispatch
 from benchmark.runner import Runner, resolve_start
@@ -253,8 +253,8 @@ def test_the_dependent_starts_from_exactly_the_parents_weights(run, tmp_path):
     assert not _equal(run["first"][cid(FT)]["model"], _model(parent_1))  # so the test can fail
     # ... recorded, with the parent checkpoint's sha256, in the config and in every checkpoint's identity
     cfg = layout.cell_config(cid(FT))
-    assert cfg["init_from"] == {"cell": cid(PRE), "epoch": 2, "sha256": file_sha256(parent_final)}
-    assert layout.cell_config(cid(FT1))["init_from"]["sha256"] == file_sha256(parent_1)
+    assert cfg["init_from"] == {"cell": cid(PRE), "epoch": 2, "sha256": sha256_file(parent_final)}
+    assert layout.cell_config(cid(FT1))["init_from"]["sha256"] == sha256_file(parent_1)
     ckpt = load_checkpoint(layout.checkpoint_path(cid(FT), 1), cell_id=cid(FT), config=cfg)
     assert ckpt["identity"]["config_sha256"] == config_hash(cfg)
     # nothing else is copied: epoch 1 with an empty history, a fresh optimizer; the critic (the scheme's other
@@ -278,11 +278,11 @@ def test_a_dependent_does_not_resume_once_its_parents_checkpoint_changed(run, tm
     layout.marker(cid(FT), DONE).unlink()
     layout.checkpoint_path(cid(FT), 2).unlink()
     final = layout.checkpoint_path(cid(PRE), 2)
-    old = file_sha256(final)
+    old = sha256_file(final)
     state = load_checkpoint(final)
     state["model"] = {k: v + 1 if v.is_floating_point() else v for k, v in state["model"].items()}
     save_checkpoint(final, state)
-    new = file_sha256(final)
+    new = sha256_file(final)
     code, err = cli_main("run", "--matrix", _matrix_file(tmp_path), "--out", str(out), "--quiet")
     assert code == 2, err
     assert cid(FT) in err and cid(PRE) in err and old in err and new in err and "does not resume" in err, err
@@ -343,7 +343,7 @@ def test_jobs_2_trains_the_shared_start_before_its_dependents(tmp_path, cli_main
     layout = RunLayout(out)
     assert {c.cell_id: c.status for c in layout.cells()} == {cid(PRE): "done", cid(FT): "done", cid(FT1): "done"}
     for dep, epoch in ((FT, 2), (FT1, 1)):
-        assert layout.cell_config(cid(dep))["init_from"]["sha256"] == file_sha256(layout.checkpoint_path(cid(PRE), epoch))
+        assert layout.cell_config(cid(dep))["init_from"]["sha256"] == sha256_file(layout.checkpoint_path(cid(PRE), epoch))
 
 
 @pytest.mark.slow
@@ -360,7 +360,7 @@ def test_slurm_local_submits_parents_first_and_resubmit_is_a_no_op(tmp_path):
     results = [r for j in jobs for r in j.results() if not r.endswith(": no cell")]  # the parent's job: 1 of 2 tasks
     assert sorted(results) == sorted(f"{cid(x)}: trained" for x in (PRE, FT, FT1))
     layout = RunLayout(out)
-    assert layout.cell_config(cid(FT))["init_from"]["sha256"] == file_sha256(layout.checkpoint_path(cid(PRE), 2))
+    assert layout.cell_config(cid(FT))["init_from"]["sha256"] == sha256_file(layout.checkpoint_path(cid(PRE), 2))
     assert submit(matrix, out, SlurmOptions(cluster="local")) == []
 
 
@@ -417,7 +417,7 @@ def _state_dict_file(tmp_path: Path) -> tuple[Path, dict[str, torch.Tensor]]:
 
 def test_a_checkpoint_file_start_is_checked_by_its_sha256(tmp_path, cli_main):
     path, weights = _state_dict_file(tmp_path)
-    good = {"checkpoint": str(path), "sha256": file_sha256(path)}
+    good = {"checkpoint": str(path), "sha256": sha256_file(path)}
     wrong = {"checkpoint": str(path), "sha256": "0" * 64}
     code, err = cli_main("validate", "--matrix", _matrix_file(tmp_path, losses=[{"name": "mse", "init_from": good}]))
     assert code == 0, err
@@ -451,11 +451,11 @@ def test_a_checkpoint_file_is_never_unpickled_and_must_fit(tmp_path, cli_main):
     bad, marker = tmp_path / "planted.pt", tmp_path / "ran"
     torch.save({"weight": torch.zeros(1), "note": _Planted(marker)}, bad)
     with pytest.raises(CheckpointError, match="not loaded") as err:
-        read_start_weights(bad, file_sha256(bad))  # the right hash: the content is still refused
+        read_start_weights(bad, sha256_file(bad))  # the right hash: the content is still refused
     assert err.value.reason == "unsafe" and not marker.exists()
     other = tmp_path / "other.pt"
     torch.save({"conv.weight": torch.zeros(3)}, other)
-    spec = {"checkpoint": str(other), "sha256": file_sha256(other)}
+    spec = {"checkpoint": str(other), "sha256": sha256_file(other)}
     code, err = cli_main("validate", "--matrix", _matrix_file(tmp_path, losses=[{"name": "mse", "init_from": spec}]))
     assert code == 2 and "its weights do not fit dncnn" in err, err
 
