@@ -32,8 +32,9 @@ class Supervised(Scheme):
     name = "supervised"
 
     def __init__(self, *, model: nn.Module, loss: CompositeLoss, training: TrainingConfig, rng: torch.Generator,
-                 steps: int = 1) -> None:  # fmt: skip
+                 steps: int = 1, log_output_gradients: bool = False) -> None:  # fmt: skip
         super().__init__(model=model, loss=loss, training=training, rng=rng, steps=steps)
+        self.log_output_gradients = bool(log_output_gradients)
         self.add_optimizer("G", list(model.parameters()) + loss.generator_parameters(), training.optimizer,
                            field="training.optimizer")  # fmt: skip
         for name, term in loss.adversarial_terms.items():
@@ -78,10 +79,32 @@ class Supervised(Scheme):
                        ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:  # fmt: skip
         """One optimizer step of the denoiser (and trainable loss parameters) on the composite loss,
         the discriminators frozen (:meth:`Scheme.update`)."""
-        total, terms = self.update("G", lambda: self.loss.compute(self.model(x), y),
-                                   frozen=[t.discriminator for t in self.loss.adversarial_terms.values()],
+        outputs: list[torch.Tensor] = []
+
+        def objective() -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+            outputs.append(self.model(x))
+            return self.loss.compute(outputs[0], y)
+
+        total, terms = self.update("G", objective, frozen=[t.discriminator for t in self.loss.adversarial_terms.values()],
                                    grad_clip=grad_clip)  # fmt: skip
-        return total, {k: v.detach() for k, v in terms.items()}
+        logs = {k: v.detach() for k, v in terms.items()}
+        if self.log_output_gradients and len(self.loss.names) > 1:
+            logs.update(self.output_gradient_norms(outputs[0].detach(), y))
+        return total, logs
+
+    def output_gradient_norms(self, pred: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``gradnorm_<term>`` = ‖∂(w_k·L_k)/∂ŷ‖₂ of each weighted term on the denoiser's output ``ŷ`` (the
+        output of this step, before its update): how hard each term pulls the image, the diagnostic of an
+        adversarial weight (issue #21: ‖∇adv‖ / ‖∇pixel‖). Gradients are taken with respect to the output
+        only (``torch.autograd.grad``), so no parameter's ``.grad`` changes. On with ``scheme_kwargs:
+        {log_output_gradients: true}``; logged per step and averaged per epoch in ``history.csv``
+        (``train_gradnorm_<term>``)."""
+        out = pred.requires_grad_(True)
+        norms = {}
+        for name in self.loss.names:
+            (grad,) = torch.autograd.grad(self.loss.weights[name] * self.loss.terms[name](out, target), out)
+            norms[f"gradnorm_{name}"] = torch.linalg.vector_norm(grad).detach()
+        return norms
 
     def step(self, x: torch.Tensor, y: torch.Tensor, grad_clip: float | None
              ) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict[str, torch.Tensor]]:  # fmt: skip

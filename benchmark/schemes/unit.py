@@ -21,7 +21,14 @@ Per step on a batch ``(a, b)``, in the order of the paper's code (discriminators
 with the paper's weights λ0 = 10 (GAN), λ1 = 0.1 (KL), λ2 = 100 (reconstruction), λ3 = 0.1 (cycle KL),
 λ4 = 100 (cycle reconstruction), the LSGAN criterion of the authors' code (``gan: vanilla`` as an
 option), and the cell's loss entry on the cycle reconstructions (MSTLF study; empty = the UNIT
-baseline). Optimizers: one for the translator (with trainable loss parameters), one for both
+baseline). Not in the paper: ``lambda_identity`` (default 0) adds ``λ_idt·[‖x_ab − a‖₁ + ‖x_ba − b‖₁]``
+(logged ``idt_A``, ``idt_B``), which pulls each translation towards its own input. With ``lambda_gan: 0``
+the discriminators are not updated. Both serve the identity warm-up of issue #21: UNIT has no residual
+path, so unlike a zero-initialised residual generator an untrained UNIT is not the identity; a warm-up
+cell ``{lambda_gan: 0, lambda_cycle: 0, lambda_cycle_kl: 0, lambda_identity: 100}`` trains it to
+reconstruct its inputs through both decoders, using each domain's own images only (no pairs), and the
+adversarial cells start from it (``init_from``). Optimizers: one for the translator (with trainable loss
+parameters), one for both
 discriminators, from ``training.optimizer`` (paper: Adam 1e-4, β (0.5, 0.999)). Logged terms:
 ``G_gan_A``, ``G_gan_B``, ``kl_A``, ``kl_B``, ``rec_A``, ``rec_B``, ``cycle_kl_A``, ``cycle_kl_B``,
 ``cycle_A``, ``cycle_B``, extra terms with suffix ``_A``/``_B``, ``D_A``, ``D_B``.
@@ -52,11 +59,13 @@ class UNITScheme(Scheme):
 
     def __init__(self, *, model: nn.Module, loss: CompositeLoss, training: TrainingConfig, rng: torch.Generator,
                  steps: int = 1, lambda_gan: float = 10.0, lambda_kl: float = 0.1, lambda_rec: float = 100.0,
-                 lambda_cycle_kl: float = 0.1, lambda_cycle: float = 100.0, gan: str = "lsgan",
+                 lambda_cycle_kl: float = 0.1, lambda_cycle: float = 100.0, lambda_identity: float = 0.0,
+                 gan: str = "lsgan",
                  discriminator: str = "patchgan", discriminator_kwargs: dict[str, Any] | None = None) -> None:  # fmt: skip
         super().__init__(model=model, loss=loss, training=training, rng=rng, steps=steps)
         self.weights = {"lambda_gan": lambda_gan, "lambda_kl": lambda_kl, "lambda_rec": lambda_rec,
-                        "lambda_cycle_kl": lambda_cycle_kl, "lambda_cycle": lambda_cycle}  # fmt: skip
+                        "lambda_cycle_kl": lambda_cycle_kl, "lambda_cycle": lambda_cycle,
+                        "lambda_identity": lambda_identity}  # fmt: skip
         for key, v in self.weights.items():
             if v < 0:
                 raise ValueError(f"{key} must be >= 0, got {v}")
@@ -110,6 +119,9 @@ class UNITScheme(Scheme):
         total = (w["lambda_gan"] * (t["G_gan_A"] + t["G_gan_B"]) + w["lambda_kl"] * (t["kl_A"] + t["kl_B"])
                  + w["lambda_rec"] * (t["rec_A"] + t["rec_B"]) + w["lambda_cycle_kl"] * (t["cycle_kl_A"] + t["cycle_kl_B"])
                  + w["lambda_cycle"] * (t["cycle_A"] + t["cycle_B"]))  # fmt: skip
+        if w["lambda_identity"]:
+            t["idt_A"], t["idt_B"] = l1(x_ab, a), l1(x_ba, b)
+            total = total + w["lambda_identity"] * (t["idt_A"] + t["idt_B"])
         extra_a, terms_a = self.extra_terms(x_aba, a, "_A")
         extra_b, terms_b = self.extra_terms(x_bab, b, "_B")
         return total + extra_a + extra_b, {**t, **terms_a, **terms_b}
@@ -122,7 +134,7 @@ class UNITScheme(Scheme):
 
     def step(self, x: torch.Tensor, y: torch.Tensor, grad_clip: float | None
              ) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict[str, torch.Tensor]]:  # fmt: skip
-        d_logs = self.discriminator_step(x, y)
+        d_logs = self.discriminator_step(x, y) if self.weights["lambda_gan"] else {}
         total, terms = self.generator_step(x, y, grad_clip)
         logs = {k: v.detach() for k, v in {**terms, **d_logs}.items()}
         return total, logs, {}
