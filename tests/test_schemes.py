@@ -259,3 +259,34 @@ def test_supervised_output_gradient_norms_match_autograd_per_term():
     assert "gradnorm_mse" not in plain_logs
     for (n, p), (_, q) in zip(s.model.named_parameters(), plain.model.named_parameters(), strict=True):
         assert torch.equal(p, q), n
+
+
+def test_supervised_balanced_adversarial_weight_sets_the_gradient_share():
+    """``balance_adversarial``: the adversarial term's pull on the output is r = Σw_adv/Σw_pixel of the pixel
+    terms' (0.05/0.95 here), whatever the raw weights' scale: recomputed from autograd on the returned
+    objective; λ_t is logged; an entry without adversarial terms is unchanged, one without a pixel term refused."""
+    torch.manual_seed(0)
+    loss = build_loss([("mse", 0.95, {}), ("wgan_gp", 0.05, {"discriminator_kwargs": {"channels": 4}})])
+    s = build_scheme("supervised", {"balance_adversarial": True}, model=build_model("dncnn", {"depth": 3, "channels": 4}),
+                     loss=loss, training=TRAINING, rng=torch.Generator().manual_seed(0),
+                     build_network=lambda: build_model("dncnn", {"depth": 3, "channels": 4}))  # fmt: skip
+    x, y = _batch()
+    pred = s.model(x).detach().requires_grad_(True)
+    total, values = s.balanced_objective(pred, y)
+    lam = values["adv_balance"]
+    pixel = 0.95 * torch.nn.functional.mse_loss(pred, y)
+    adv = lam * 0.05 * loss.terms["wgan_gp"](pred, y)
+    torch.testing.assert_close(total, pixel + adv)
+    g_pix = torch.autograd.grad(pixel, pred, retain_graph=True)[0].norm()
+    g_adv = torch.autograd.grad(adv, pred)[0].norm()
+    torch.testing.assert_close(g_adv / g_pix, torch.tensor(0.05 / 0.95), rtol=1e-4, atol=0)
+    _, logs, _ = s.step(x, y, None)
+    assert "adv_balance" in logs and float(logs["adv_balance"]) > 0
+    def build(entry):
+        return build_scheme("supervised", {"balance_adversarial": True}, model=build_model("dncnn", {"depth": 3, "channels": 4}),
+                            loss=build_loss(entry), training=TRAINING, rng=torch.Generator(),
+                            build_network=lambda: build_model("dncnn", {"depth": 3, "channels": 4}))  # fmt: skip
+
+    assert not build([("mse", 1.0, {})]).balance_adversarial  # no adversarial term: the entry is unchanged
+    with pytest.raises(UserError, match=r"balance_adversarial"):
+        build([("wgan_gp", 1.0, {"discriminator_kwargs": {"channels": 4}})])
