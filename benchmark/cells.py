@@ -243,15 +243,29 @@ def warm_start_errors(matrix: MatrixConfig) -> list[str]:
 
 def shared_starts(matrix: MatrixConfig) -> dict[str, dict[str, list[str]]]:
     """``{"loss": {label: [dependent labels]}, "architecture": {...}}``: the loss and architecture labels
-    whose cells are the shared start of other labels' cells (tables and figures label them so)."""
+    whose cells are the shared start of other labels' cells (tables and figures label them so).
+
+    A label counts only when *every* one of its cells is some cell's parent, i.e. the label exists to be a
+    start: ``mse_pretrain`` in ``{loss: mse_pretrain}``, or ``pix2pix_pre`` in an architecture entry's
+    ``{architecture: pix2pix_pre, loss: none}``. There the loss ``none`` is also the parent's loss, but its
+    ``pix2pix`` cells are compared arms, so ``none`` is not labelled a start."""
+    cells = expand_cells(matrix, ordered=False)
+    parents = {p for c in cells if (p := c.parent_id) is not None}
     out: dict[str, dict[str, list[str]]] = {"loss": {}, "architecture": {}}
-    for cell in expand_cells(matrix, ordered=False):
-        labels = cell.parent_labels
-        if labels is None:
-            continue
-        for axis, parent, own in (("loss", labels[0], cell.loss.label), ("architecture", labels[1], cell.architecture.label)):
-            if parent != own and own not in out[axis].setdefault(parent, []):
-                out[axis][parent].append(own)
+    for axis in ("loss", "architecture"):
+        by_label: dict[str, list[Cell]] = {}
+        for c in cells:
+            by_label.setdefault(c.loss.label if axis == "loss" else c.architecture.label, []).append(c)
+        for label, members in by_label.items():
+            if not all(c.cell_id in parents for c in members):
+                continue
+            dependents: list[str] = []
+            for c in cells:
+                labels = c.parent_labels
+                own = c.loss.label if axis == "loss" else c.architecture.label
+                if labels is not None and labels[0 if axis == "loss" else 1] == label and own != label and own not in dependents:
+                    dependents.append(own)
+            out[axis][label] = dependents
     return out
 
 

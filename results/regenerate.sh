@@ -2,8 +2,8 @@
 # Regenerate one folder of results/ with one command (CPU; an existing run is reused: nothing retrains):
 #   bash results/regenerate.sh [STUDY] [RUN_FOLDER]
 # STUDY: small (default; the CI matrix, a few minutes) or one of the four CPU mini-studies
-# redcnn_wgan, loss_vs_iqa, upl, mstlf (presets <study>-cpu.yaml, <= 15 minutes each, upl three seeds <= 30, on 2 cores after
-# the shared 256^2 dataset is built). RUN_FOLDER defaults to runs/<study>.
+# redcnn_wgan, loss_vs_iqa, upl, mstlf (presets <study>-cpu.yaml, three seeds, <= 30 minutes each on 2 cores
+# after the shared 256^2 dataset is built; run one study at a time, or give each one thread: OMP_NUM_THREADS=1). RUN_FOLDER defaults to runs/<study>.
 # tests/test_results.py reruns the small matrix and checks its tables against results/small within the
 # seed-to-seed spread (results/small/seed_spread.csv, written here from a 3-seed run of the same matrix);
 # a `study`-marked test does the same for each mini-study.

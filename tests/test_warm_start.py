@@ -494,3 +494,15 @@ def test_tables_and_figures_label_the_shared_start(tmp_path, monkeypatch):
     plain = Orders.from_traj(traj, parse_matrix(_data(losses=[{"name": "l1", "label": PRE}, "mse"])))
     assert plain.loss_label(PRE) == PRE and plain.starts == {"loss": {}, "architecture": {}}
     assert np.isfinite(pd.to_numeric(tables["metric_psnr"].numbers["mean"])).all()
+
+
+def test_a_pre_training_architecture_is_the_shared_start_not_the_loss_it_shares():
+    """The GAN recipe of the MSTLF mini-study: an architecture ``pre`` (trained with the baseline loss only,
+    the other losses excluded) starts every loss of ``main``. ``pre`` is labelled a shared start; the loss
+    ``l1`` is not, because its ``main`` cell is a compared arm, not a start."""
+    pre, main = {**DNCNN, "label": "pre"}, {**DNCNN, "label": "main", "init_from": {"architecture": "pre", "loss": "l1"}}
+    m = parse_matrix(_data(losses=["l1", "mse"], architectures=[pre, main], exclude=[{"loss": "mse", "architecture": "pre"}]))
+    assert warm_start_errors(m) == []
+    parents = {c.cell_id: c.parent_id for c in expand_cells(m)}
+    assert parents["mse__main__25_360__s0"] == parents["l1__main__25_360__s0"] == "l1__pre__25_360__s0"
+    assert shared_starts(m) == {"loss": {}, "architecture": {"pre": ["main"]}}
