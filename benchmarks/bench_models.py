@@ -27,8 +27,6 @@ Printed in one run, so every ratio compares numbers measured together:
 from __future__ import annotations
 
 import argparse
-import multiprocessing as mp
-import resource
 import statistics
 import sys
 import time
@@ -38,6 +36,8 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from _timing import measure, time_steps
 
 from benchmark.config import TrainingConfig
 from benchmark.schemes import build_scheme
@@ -69,37 +69,16 @@ def _step_worker(name: str, args: dict[str, Any], queue: Any) -> None:
             (model(x) - y).abs().mean().backward()
             opt.step()
 
-        rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
-        for _ in range(args["warmup"]):
-            step()
-        times = []
-        for _ in range(args["repeats"]):
-            _sync(device)
-            t0 = time.perf_counter()
-            step()
-            _sync(device)
-            times.append(time.perf_counter() - t0)
+        times, peak_mib = time_steps(step, warmup=args["warmup"], repeats=args["repeats"], sync=lambda: _sync(device))
         if device.type == "cuda":
             peak_mib = torch.cuda.max_memory_allocated(device) / 2**20
-        else:
-            peak_mib = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before) / 1024
         params = sum(p.numel() for p in model.parameters() if p.requires_grad)
         queue.put({"name": name, "ms": 1000 * statistics.median(times), "peak_mib": peak_mib, "params": params,
                    "shape": shape})
     except Exception as exc:  # report and go on with the next architecture
         queue.put({"name": name, "error": f"{type(exc).__name__}: {exc}"})
-
-
-def measure(name: str, args: dict[str, Any]) -> dict[str, Any]:
-    ctx = mp.get_context("spawn")
-    queue = ctx.Queue()
-    proc = ctx.Process(target=_step_worker, args=(name, args, queue))
-    proc.start()
-    result = queue.get()
-    proc.join()
-    return result
 
 
 def scan_comparison(repeats: int) -> None:
@@ -213,7 +192,7 @@ def main() -> None:
           f"{args.threads} threads, median of {args.repeats} steps (forward + L1 + backward + Adam)")
     results = {}
     for name in names:
-        r = measure(name, settings)
+        r = measure(_step_worker, name, settings)
         results[name] = r
         if "error" in r:
             print(f"{name:<12} failed: {r['error']}", flush=True)

@@ -23,17 +23,16 @@ Targets: step(MSE + MSTLF) / step(MSE) ≤ 1.5 and einsum / ours ≥ 3.
 from __future__ import annotations
 
 import argparse
-import multiprocessing as mp
-import resource
 import statistics
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from _timing import measure, time_steps
 
 from losses.mstlf import MSTLFLoss, mstlf_offsets
 from models import build_model
@@ -134,24 +133,12 @@ def _worker(variant: str, args: dict[str, Any], queue: Any) -> None:
             loss.backward()
             opt.step()
 
-    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    times = []
-    for i in range(args["repeats"] + 1):  # the first is a warm-up
-        t = time.perf_counter()
-        step()
-        if i:
-            times.append(time.perf_counter() - t)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    queue.put({"variant": variant, "times": times, "peak_mib": (peak - rss_before) / 1024})
+    times, peak_mib = time_steps(step, warmup=1, repeats=args["repeats"])
+    queue.put({"variant": variant, "times": times, "peak_mib": peak_mib})
 
 
-def measure(variant: str, args: dict[str, Any]) -> dict[str, Any]:
-    ctx = mp.get_context("spawn")
-    queue = ctx.Queue()
-    proc = ctx.Process(target=_worker, args=(variant, args, queue))
-    proc.start()
-    result = queue.get()
-    proc.join()
+def measure_variant(variant: str, args: dict[str, Any]) -> dict[str, Any]:
+    result = measure(_worker, variant, args)
     result["median"] = statistics.median(result["times"])
     print(f"  {variant:12s} median {result['median']:7.3f} s  (runs {', '.join(f'{t:.3f}' for t in result['times'])})"
           f"  peak RSS +{result['peak_mib']:.0f} MiB", flush=True)
@@ -173,7 +160,7 @@ def main() -> None:
     variants = ["mse", "mstlf", "mstlf_all", "mstlf_term"]
     if not ns.skip_reference:
         variants += ["einsum", "einsum_term"]
-    res = {v: measure(v, args) for v in variants}
+    res = {v: measure_variant(v, args) for v in variants}
     mse = res["mse"]["median"]
     print("\nratios (median step times)")
     print(f"  step(MSE + MSTLF contrast) / step(MSE)      = {res['mstlf']['median'] / mse:6.2f}   (target <= 1.5)")

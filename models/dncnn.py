@@ -22,7 +22,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from models.init import InitName, init_weights
+from models.init import InitName, init_weights, zero_init
 
 
 class _DnCNN(nn.Module):
@@ -57,10 +57,7 @@ class _DnCNN(nn.Module):
         self.body = nn.Sequential(*layers)
         init_weights(self, init)
         if zero_init_output:
-            last = self.body[-1]
-            assert isinstance(last, nn.Conv2d | nn.Conv3d) and last.bias is not None
-            nn.init.zeros_(last.weight)
-            nn.init.zeros_(last.bias)
+            zero_init(self.body[-1])
 
     @staticmethod
     def min_input_size(**_: object) -> int:

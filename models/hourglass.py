@@ -33,6 +33,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from models.init import zero_init
+
 BlockFactory = Callable[[int, int], nn.Module]
 """``block(channels, level)`` → a module mapping ``(N, channels, H, W)`` to the same shape; ``level`` is the
 hourglass level 0–3 (0 for the full-resolution decoder and refinement blocks at 2·dim)."""
@@ -150,9 +152,7 @@ class Hourglass(nn.Module):
         self.refinement = stage(2 * c1, 0, num_refinement_blocks)
         self.output = nn.Conv2d(2 * c1, out_channels, 3, padding=1, bias=bias)
         if zero_init_output:
-            nn.init.zeros_(self.output.weight)
-            if self.output.bias is not None:
-                nn.init.zeros_(self.output.bias)
+            zero_init(self.output)
 
     @staticmethod
     def min_input_size(**_: object) -> int:

@@ -14,6 +14,8 @@
 
 Written here (a few lines around ``torch.nn.init``) because PyTorch offers the per-tensor initialisers,
 not a per-network policy that gets transposed convolutions' fan-in right.
+
+:func:`zero_init` zeroes one layer (the output layer of the residual denoisers' ``zero_init_output``).
 """
 
 from __future__ import annotations
@@ -45,3 +47,17 @@ def init_weights(module: nn.Module, init: str) -> None:
                 nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu")
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
+
+
+def zero_init(layer: nn.Module) -> None:
+    """Zero the weight and the bias (when it has one) of a convolution, transposed convolution or linear
+    layer, in place. Applied to the output layer of a network that adds its output to its input (residual
+    learning), it makes the untrained network the identity: training starts from "return the low-dose image"
+    rather than from that image plus random noise of the initialisation, and the residual branch still learns
+    (the gradient reaching the zeroed layer is not zero). Call it after :func:`init_weights`, so that it wins
+    over the scheme. Draws no random numbers: the other layers' initialisation is unchanged."""
+    if not isinstance(layer, _CONV + _DECONV + (nn.Linear,)):
+        raise TypeError(f"zero_init expects a convolution or linear layer, got {type(layer).__name__}")
+    nn.init.zeros_(layer.weight)
+    if layer.bias is not None:
+        nn.init.zeros_(layer.bias)

@@ -21,7 +21,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from models.init import InitName, init_weights
+from models.init import InitName, init_weights, zero_init
 from models.sizes import min_input_size
 
 
@@ -48,10 +48,7 @@ class REDCNN(nn.Module):
         self.act = nn.ReLU()
         init_weights(self, init)
         if zero_init_output:
-            last = self.dec[4]
-            assert isinstance(last, nn.ConvTranspose2d) and last.bias is not None
-            nn.init.zeros_(last.weight)
-            nn.init.zeros_(last.bias)
+            zero_init(self.dec[4])
 
     @staticmethod
     def min_input_size(*, kernel_size: int, **_: object) -> int:

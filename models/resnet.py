@@ -11,6 +11,8 @@ from typing import ClassVar
 import torch
 from torch import nn
 
+from models.init import zero_init
+
 
 class _Block(nn.Module):
     """``x + conv(ReLU(conv(x)))``, BatchNorm after each convolution when asked (their bias dropped)."""
@@ -62,9 +64,7 @@ class _ResNet(nn.Module):
         self.body = nn.Sequential(*[_Block(d, channels, kernel_size, batch_norm) for _ in range(blocks)])
         self.tail = conv(channels, in_channels, kernel_size, padding=pad)
         if zero_init_output:
-            nn.init.zeros_(self.tail.weight)
-            assert self.tail.bias is not None
-            nn.init.zeros_(self.tail.bias)
+            zero_init(self.tail)
 
     @staticmethod
     def min_input_size(**_: object) -> int:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from models.init import zero_init
 from models.unet import pad_to_multiple, smallest_side
 
 # The two stride-2 down-samplings need sides that are multiples of 4; the residual blocks' reflection
@@ -104,10 +105,7 @@ class ResNetGenerator(nn.Module):
         )
         self.output = nn.Sequential(nn.ReflectionPad2d(3), nn.Conv2d(c, out_channels, 7))
         if zero_init_output:
-            last = self.output[1]
-            assert isinstance(last, nn.Conv2d) and last.bias is not None
-            nn.init.zeros_(last.weight)
-            nn.init.zeros_(last.bias)
+            zero_init(self.output[1])
 
     @staticmethod
     def min_input_size(**_: object) -> int:

@@ -306,16 +306,14 @@ def selective_scan(
     and in a dtype it is compiled for (float32/16, bfloat16), else the PyTorch scan; ``"torch"`` forces the
     PyTorch scan (the reference); ``"cuda"`` forces the kernel (``RuntimeError`` when it is not installed).
     """
-    if _use_cuda(u, backend):
-        kernel = _cuda_kernel()
-        assert kernel is not None
-        return kernel(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
 
-    def seq(x: torch.Tensor) -> torch.Tensor:  # (batch, f, L) → (batch, L, f, 1)
+    def seq(x: torch.Tensor) -> torch.Tensor:  # (batch, f, L) → (batch, L, f, 1): views, no copy
         return x.transpose(1, 2).unsqueeze(-1)
 
+    # One dispatch and one PyTorch path, those of the batched layout (p = 1). On the kernel's side its
+    # (batch, L, f, 1) → (batch, f, L) reshape gives back the caller's own tensors as views.
     y = selective_scan_batched(seq(u), seq(delta), A, seq(B), seq(C), D, None if z is None else seq(z), delta_bias,
-                               delta_softplus, backend="torch")
+                               delta_softplus, backend=backend)
     return y.squeeze(-1).transpose(1, 2)
 
 

@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from models.init import zero_init
+
 PaddingMode = Literal["reflect", "replicate", "zeros"]
 PADDING_MODES: tuple[str, ...] = ("reflect", "replicate", "zeros")
 
@@ -122,9 +124,7 @@ class _UNet(nn.Module):
         self.decoder = nn.ModuleList([_double_conv(d, 2 * width[i], width[i], batch_norm) for i in levels])
         self.output = _conv(d)(width[0], in_channels, 1)
         if zero_init_output:
-            nn.init.zeros_(self.output.weight)
-            assert self.output.bias is not None
-            nn.init.zeros_(self.output.bias)
+            zero_init(self.output)
 
     @staticmethod
     def min_input_size(*, depth: int, padding_mode: str, **_: object) -> int:

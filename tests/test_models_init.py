@@ -1,6 +1,7 @@
 """``init: he`` (models/init.py): every (transposed) convolution gets He-normal weights with the fan-in
 its units really sum over, zero biases; the activation scale survives depth (PyTorch's default shrinks
-it); ``zero_init_output`` still wins over the scheme; bad names fail with the valid ones."""
+it); ``zero_init_output`` still wins over the scheme; bad names fail with the valid ones. ``zero_init``
+zeroes one layer (bias or not) and draws no random numbers."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from torch import nn
 
 from benchmark.core.errors import UserError
 from models import build_model
-from models.init import init_weights
+from models.init import init_weights, zero_init
 
 
 def _std_ok(w: torch.Tensor, fan_in: int) -> None:
@@ -73,3 +74,20 @@ def test_unknown_init_names_the_valid_ones():
         build_model("dncnn", {"init": "xavier"})
     with pytest.raises(ValueError, match="default, he"):
         init_weights(nn.Conv2d(1, 1, 3), "orthogonal")
+
+
+@pytest.mark.parametrize("layer", [nn.Conv2d(2, 1, 3), nn.Conv3d(2, 1, 3, bias=False), nn.ConvTranspose2d(2, 1, 5),
+                                   nn.Linear(4, 2)])
+def test_zero_init_zeroes_weight_and_bias_and_draws_no_random_numbers(layer):
+    torch.manual_seed(5)
+    zero_init(layer)
+    after = torch.rand(3)
+    torch.manual_seed(5)
+    assert torch.equal(after, torch.rand(3))  # the RNG stream is untouched: the other layers draw as before
+    assert torch.count_nonzero(layer.weight) == 0
+    assert layer.bias is None or torch.count_nonzero(layer.bias) == 0
+
+
+def test_zero_init_rejects_a_layer_without_a_weight_to_zero():
+    with pytest.raises(TypeError, match="BatchNorm2d"):
+        zero_init(nn.BatchNorm2d(3))

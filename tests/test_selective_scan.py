@@ -158,6 +158,27 @@ def test_backend_argument():
             selective_scan(**x, backend="cuda")
 
 
+def test_kernel_gets_the_callers_tensors_through_the_one_dispatch(monkeypatch):
+    """``selective_scan`` dispatches through ``selective_scan_batched`` (p = 1): the kernel must still receive
+    the caller's ``(batch, d, L)`` tensors as they are (same storage, shape and strides), and its output comes
+    back unchanged. A stand-in kernel records its arguments (no GPU needed)."""
+    x = _inputs(9, seed=10)
+    seen = {}
+
+    def fake_kernel(u, delta, A, B, C, D, z, delta_bias, delta_softplus):
+        seen.update(u=u, delta=delta, B=B, C=C, z=z, rest=(A, D, delta_bias, delta_softplus))
+        return u * 2
+
+    monkeypatch.setattr(ss, "_cuda_kernel", lambda: fake_kernel)
+    y = selective_scan(**x, backend="cuda")
+    for name in ("u", "delta", "B", "C", "z"):
+        got, given = seen[name], x[name]
+        assert (got.data_ptr(), got.shape, got.stride()) == (given.data_ptr(), given.shape, given.stride()), name
+    assert seen["rest"][0] is x["A"] and seen["rest"][1] is x["D"] and seen["rest"][2] is x["delta_bias"]
+    assert seen["rest"][3] is True
+    assert torch.equal(y, x["u"] * 2) and y.stride() == x["u"].stride()
+
+
 def test_mamba_layer_init_and_causality():
     torch.manual_seed(0)
     layer = Mamba(8, d_state=16, d_conv=4, expand=2).double()
