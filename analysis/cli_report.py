@@ -93,6 +93,10 @@ def analyze(
                f"evaluations) in {s.seconds:.1f} s; wrote {out / 'analysis'}")  # fmt: skip
     for name, reason in s.unavailable.items():
         typer.echo(f"unavailable: {name}: {reason}", err=True)
+    if res.task is not None:
+        t = res.task
+        typer.echo(f"task-based image quality: computed {t.checkpoints_computed} of {t.checkpoints} checkpoints and "
+                   f"{t.references_computed} of {t.references} input/NDCT conditions in {t.seconds:.1f} s")  # fmt: skip
 
 
 def report(

@@ -28,6 +28,10 @@
   (1 = best) of the losses over the units; losses joined by a bar are not significantly different
   (Nemenyi, α = 0.05); the CD of Demšar's formula is given in each title.
 
+* ``dprime_vs_dose_<object>``, ``ttf_<dose>``, ``psnr_rank_vs_dprime_rank`` (matrices with
+  ``evaluation.task``): d′ against dose per loss with the LDCT input and NDCT lines, the TTF per rod
+  contrast, and the distortion-rank against d′-rank agreement (:func:`task_figures`).
+
 A warm start's shared start (``init_from``: the L1 pre-training of an adversarial fine-tune, say) is drawn
 as its own loss, labelled ``<label> (shared start of <dependents>)`` (:meth:`analysis.tables.Orders.loss_label`).
 """
@@ -43,12 +47,22 @@ import pandas as pd
 import scikit_posthocs as sp
 from matplotlib.lines import Line2D
 from matplotlib.patches import Rectangle
+from matplotlib.ticker import FuncFormatter, NullFormatter
 
+from analysis.detectability import (
+    SOURCE_INPUT,
+    SOURCE_MODEL,
+    SOURCE_NDCT,
+    primary_observer,
+    summarise,
+    total_dose,
+)
 from analysis.metrics.nps import image_nps, reference_mask
 from analysis.schema import INPUT_LABEL, history_rows, kind_map, metric_info, metric_rows, select_epoch
 from analysis.tables import Orders
 from benchmark.core.conventions import parse_window, window_to_unit
 from benchmark.core.io import atomic_write
+from benchmark.data.synth import parse_condition
 
 DPI = 150
 INPUT_COLOR, INPUT_WIDTH = "0.45", 1.2  # the LDCT-input reference line: dashed grey
@@ -428,6 +442,178 @@ def cd_figures(ranks: pd.DataFrame, orders: Orders, folder: Path, alpha: float =
         fig.tight_layout()
         paths += save(fig, folder, f"cd_{metric}")
     return paths
+
+
+# ------------------------------------------------------------------------------ task-based image quality
+
+NDCT_COLOR, NDCT_STYLE = "black", ":"
+
+
+def shown_inserts(inserts: Sequence[str], diameters: Sequence[float]) -> list[str]:
+    """The inserts drawn: all of up to three, else the two smallest and the largest."""
+    order = [i for _, i in sorted(zip(diameters, inserts), key=lambda t: t[0])]
+    return order if len(order) <= 3 else [*order[:2], order[-1]]
+
+
+def dprime_dose_figures(det: pd.DataFrame, orders: Orders, folder: Path, observers: Sequence[str]) -> list[Path]:
+    """``dprime_vs_dose_<object>``: the leading observer's held-out d′ (± sd) against the total dose
+    (% of the NDCT's, dose × views / 720; log axis), one line per loss, one panel per insert (the two
+    smallest and the largest of more than three) and architecture; dashed grey: the LDCT input at every
+    dose of each view count; dotted black: the NDCT reference."""
+    plt, sns = _plt()
+    obs = primary_observer(observers)
+    summary = summarise(det, obs, "dprime_heldout")
+    summary = summary.assign(total=summary["condition"].map(total_dose))
+    palette = dict(zip(orders.losses, sns.color_palette("colorblind", len(orders.losses))))
+    paths: list[Path] = []
+    for obj in dict.fromkeys(summary["object"]):
+        sub = summary[summary["object"] == obj]
+        sizes = sub.drop_duplicates("insert")
+        inserts = shown_inserts(list(sizes["insert"]), list(sizes["diameter_mm"]))
+        model = sub[sub["source"] == SOURCE_MODEL]
+        archs = [a for a in orders.architectures if a in set(model["architecture"])] or [""]
+        fig, axes = plt.subplots(len(archs), len(inserts), figsize=(4.2 * len(inserts), 3.4 * len(archs)),
+                                 squeeze=False, sharey=True)  # fmt: skip
+        for i, arch in enumerate(archs):
+            for j, ins in enumerate(inserts):
+                ax = axes[i, j]
+                cur = sub[sub["insert"] == ins]
+                for loss in orders.losses:
+                    pts = cur[(cur["source"] == SOURCE_MODEL) & (cur["loss"] == loss) & (cur["architecture"] == arch)]
+                    if len(pts):
+                        pts = pts.sort_values("total")
+                        ax.errorbar(pts["total"], pts["value"], yerr=pts["sd"], marker="o", color=palette[loss],
+                                    capsize=2, label=orders.loss_label(loss))  # fmt: skip
+                inp = cur[cur["source"] == SOURCE_INPUT].copy()
+                views = inp["condition"].map(lambda c: parse_condition(str(c))[1])
+                for k, (v, g) in enumerate(inp.groupby(views, sort=True)):
+                    g = g.sort_values("total")
+                    ax.plot(g["total"], g["value"], color=INPUT_COLOR, linestyle=INPUT_STYLE, linewidth=INPUT_WIDTH,
+                            marker="sdv^."[k % 5], markersize=4, label=f"{INPUT_LABEL} ({v} views)")  # fmt: skip
+                ndct = cur[cur["source"] == SOURCE_NDCT]
+                if len(ndct):
+                    ax.axhline(float(ndct["value"].iloc[0]), color=NDCT_COLOR, linestyle=NDCT_STYLE, label="NDCT reference")
+                ax.set_xscale("log")
+                ax.set_xticks(sorted(cur["total"].unique()))  # the measured doses, labelled
+                ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.3g}"))
+                ax.xaxis.set_minor_formatter(NullFormatter())
+                ax.set_title(f"{ins}" + (f" · {orders.architecture_label(arch)}" if arch else ""), fontsize=9)
+                ax.set_xlabel("total dose [% of NDCT] (dose × views / 720)" if i == len(archs) - 1 else "")
+                ax.set_ylabel(f"d′ ({obs}, held-out)" if j == 0 else "")
+        handles, labels = axes[0, -1].get_legend_handles_labels()
+        axes[0, -1].legend(handles, labels, loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=8, frameon=False)
+        fig.suptitle(f"Detectability against dose, {obj} (mean ± sd; final epoch, seeds averaged)", fontsize=10)
+        fig.tight_layout()
+        paths += save(fig, folder, f"dprime_vs_dose_{obj}")
+    return paths
+
+
+def ttf_figures(ttf: pd.DataFrame, orders: Orders, folder: Path, pixel_mm: float | None = None) -> list[Path]:
+    """``ttf_<dose>``: the TTF per rod contrast (one panel each), one line per loss (line style per
+    architecture; final epoch, seeds averaged), the LDCT input at that dose dashed grey, the NDCT reference
+    dotted black; up to the Nyquist frequency when the pixel size is known."""
+    plt, sns = _plt()
+    if ttf is None or ttf.empty:
+        return []
+    model = ttf[ttf["source"] == SOURCE_MODEL]
+    if len(model):
+        model = model[model["epoch"] == model.groupby("cell")["epoch"].transform("max")]
+    palette = dict(zip(orders.losses, sns.color_palette("colorblind", len(orders.losses))))
+    styles = dict(zip(orders.architectures, ["-", "-.", (0, (5, 1)), (0, (3, 1, 1, 1))] * 3))
+    nyquist = 0.5 / pixel_mm if pixel_mm else None
+    rods = list(dict.fromkeys(ttf["insert"]))
+    paths: list[Path] = []
+    for dose in orders.doses:
+        cells = model[model["dose"] == dose]
+        if cells.empty:
+            continue
+        fig, axes = plt.subplots(1, len(rods), figsize=(3.6 * len(rods), 3.4), squeeze=False, sharey=True)
+        for ax, rod in zip(axes[0], rods):
+            for (loss, arch), g in cells[cells["insert"] == rod].groupby(["loss", "architecture"], sort=False):
+                curve = g.groupby("f", sort=True)["ttf"].mean()
+                ax.plot(curve.index, curve.to_numpy(), color=palette.get(loss), linestyle=styles.get(arch, "-"),
+                        label=f"{orders.loss_label(loss)} · {orders.architecture_label(arch)}")  # fmt: skip
+            for source, cond, style, label in ((SOURCE_INPUT, dose, {"color": INPUT_COLOR, "linestyle": INPUT_STYLE},
+                                                f"{INPUT_LABEL} ({dose})"),
+                                               (SOURCE_NDCT, None, {"color": NDCT_COLOR, "linestyle": NDCT_STYLE},
+                                                "NDCT reference")):  # fmt: skip
+                ref = ttf[(ttf["source"] == source) & (ttf["insert"] == rod)]
+                ref = ref if cond is None else ref[ref["condition"] == cond]
+                if len(ref):
+                    ax.plot(ref["f"], ref["ttf"], label=label, linewidth=INPUT_WIDTH, **style)
+            ax.axhline(0.5, color="0.8", linewidth=0.8)
+            ax.axhline(0.1, color="0.8", linewidth=0.8)
+            if nyquist:
+                ax.set_xlim(0, nyquist)
+            ax.set_title(rod, fontsize=9)
+            ax.set_xlabel("spatial frequency [cycles/mm]")
+            ax.set_ylabel("TTF" if ax is axes[0, 0] else "")
+        axes[0, -1].legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=8, frameon=False)
+        fig.suptitle(f"Task transfer function (TG-233) per rod contrast, dose {dose}", fontsize=10)
+        fig.tight_layout()
+        paths += save(fig, folder, f"ttf_{dose}")
+    return paths
+
+
+def rank_agreement(traj: pd.DataFrame, det: pd.DataFrame, observers: Sequence[str], distortion: str = "psnr"
+                   ) -> pd.DataFrame:  # fmt: skip
+    """Per architecture × dose × loss at the final epoch: the ``distortion`` metric's mean (images and seeds)
+    and rank among the losses (1 = best), and the mean over the detection inserts of the loss's rank by the
+    leading observer's held-out d′ (1 = highest)."""
+    rows = select_epoch(metric_rows(traj), "final", history=traj)
+    rows = rows[rows["metric"] == distortion]
+    if rows.empty:
+        return pd.DataFrame()
+    higher = metric_info(distortion).higher_is_better
+    dist = rows.groupby(["architecture", "dose", "loss"], observed=True)["value"].mean().rename("metric").reset_index()
+    dist["metric_rank"] = dist.groupby(["architecture", "dose"])["metric"].rank(ascending=not higher)
+    d = summarise(det, primary_observer(observers), "dprime_heldout")
+    d = d[d["source"] == SOURCE_MODEL]
+    d = d.assign(rank=d.groupby(["architecture", "dose", "object", "insert"])["value"].rank(ascending=False))
+    dr = d.groupby(["architecture", "dose", "loss"])["rank"].mean().rename("dprime_rank").reset_index()
+    return dist.merge(dr, on=["architecture", "dose", "loss"])
+
+
+def rank_figure(traj: pd.DataFrame, det: pd.DataFrame, orders: Orders, folder: Path, observers: Sequence[str],
+                distortion: str = "psnr") -> list[Path]:  # fmt: skip
+    """``<metric>_rank_vs_dprime_rank``: per architecture · dose, each loss at (its rank on the distortion
+    metric, its mean rank on d′ over the inserts), final epoch; on the diagonal the two orders agree, far
+    below it the loss that wins on the metric loses the lesion. Nothing with fewer than 2 losses."""
+    plt, sns = _plt()
+    ranks = rank_agreement(traj, det, observers, distortion)
+    if ranks.empty or ranks["loss"].nunique() < 2:
+        return []
+    conds = [(a, d) for a in orders.architectures for d in orders.doses
+             if ((ranks["architecture"] == a) & (ranks["dose"] == d)).any()]  # fmt: skip
+    palette = dict(zip(orders.losses, sns.color_palette("colorblind", len(orders.losses))))
+    n = int(ranks["loss"].nunique())
+    fig, axes = plt.subplots(1, len(conds), figsize=(3.6 * len(conds), 3.6), squeeze=False)
+    for ax, (arch, dose) in zip(axes[0], conds):
+        sub = ranks[(ranks["architecture"] == arch) & (ranks["dose"] == dose)]
+        ax.plot([1, n], [1, n], color="0.7", linewidth=0.8)
+        for r in sub.itertuples():
+            ax.scatter(r.metric_rank, r.dprime_rank, color=palette.get(r.loss), s=40, zorder=3)
+            ax.annotate(orders.loss_label(r.loss), (r.metric_rank, r.dprime_rank), fontsize=7,
+                        xytext=(4, 4), textcoords="offset points")  # fmt: skip
+        ax.set_xlim(0.5, n + 0.5)
+        ax.set_ylim(n + 0.5, 0.5)
+        ax.set_xlabel(f"{distortion} rank (1 = best)")
+        ax.set_ylabel("mean d′ rank over inserts (1 = best)" if ax is axes[0, 0] else "")
+        ax.set_title(f"{orders.architecture_label(arch)} · dose {dose}", fontsize=9)
+    fig.suptitle(f"Does the loss that wins {distortion} lose the lesion? Final epoch, seeds averaged", fontsize=10)
+    fig.tight_layout()
+    return save(fig, folder, f"{distortion}_rank_vs_dprime_rank")
+
+
+def task_figures(traj: pd.DataFrame, det: pd.DataFrame, ttf: pd.DataFrame | None, orders: Orders, folder: Path,
+                 observers: Sequence[str], pixel_mm: float | None = None,
+                 distortion: str = "psnr") -> dict[str, list[Path]]:  # fmt: skip
+    """The task-based image quality figures (``analysis/detectability.parquet``, ``ttf.parquet``)."""
+    return {
+        "dprime_vs_dose": dprime_dose_figures(det, orders, folder, observers),
+        "ttf": ttf_figures(ttf, orders, folder, pixel_mm) if ttf is not None else [],
+        "rank_vs_dprime": rank_figure(traj, det, orders, folder, observers, distortion),
+    }
 
 
 def build_figures(traj: pd.DataFrame, corr: pd.DataFrame | None, ranks: pd.DataFrame | None, orders: Orders,

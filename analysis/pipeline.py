@@ -7,6 +7,8 @@
     significance.csv          paired tests, corrections, effect sizes (analysis.significance)
     friedman_ranks.csv        mean ranks, Demšar CD and Nemenyi p-values per condition
     claims.csv                the matrix's claims checked (analysis.claims), when it declares any
+    detectability.parquet     task-based image quality (analysis.detectability), when evaluation.task is set
+    ttf.parquet               its task transfer functions
     unavailable_metrics.csv   metrics that could not run here, and why
     cells.csv                 every cell's status and whether it was analysed
     settings.json             the settings of this analysis (read by the report)
@@ -28,6 +30,7 @@ import pandas as pd
 from analysis import claims as claims_mod
 from analysis import correlations as corr_mod
 from analysis import significance as sig_mod
+from analysis.detectability import TaskOptions, TaskSummary, task_run
 from analysis.schema import EPOCH_CHOICES, SOURCE_METRIC
 from analysis.scoring import ScoreOptions, ScoreSummary, load_input_baseline, load_trajectories, score_run
 from analysis.tables import Orders
@@ -86,6 +89,7 @@ class AnalysisResult:
     summary: ScoreSummary | None = None
     settings: dict = field(default_factory=dict)
     claims: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=claims_mod.CLAIM_COLUMNS))
+    task: TaskSummary | None = None  # the task-based image quality (evaluation.task), when the matrix asks for it
 
 
 def sort_levels(traj: pd.DataFrame, orders: Orders) -> pd.DataFrame:
@@ -145,6 +149,7 @@ def analyze_run(out: Path | str, score: ScoreOptions | None = None, stats: Stats
     traj = load_trajectories(out)
     if traj[traj["source"] == SOURCE_METRIC].empty:
         raise UserError("no finished cell has checkpoints to score yet (see analysis/cells.csv)", field=str(out))
+    task = task_run(out, task_options(score))
     matrix = layout.matrix_or_none()
     orders = Orders.from_traj(traj, matrix)
     corr, sig, ranks = compute_statistics(traj, stats, orders)
@@ -161,7 +166,14 @@ def analyze_run(out: Path | str, score: ScoreOptions | None = None, stats: Stats
         "written": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     atomic_write_text(layout.analysis_file(SETTINGS), json.dumps(settings, indent=1))
-    return AnalysisResult(traj, corr, sig, ranks, summary, settings, claims)
+    return AnalysisResult(traj, corr, sig, ranks, summary, settings, claims, task)
+
+
+def task_options(score: ScoreOptions | None) -> TaskOptions:
+    """The task analysis's options from the scoring's (the same epochs, batch size, devices and processes)."""
+    s = score or ScoreOptions()
+    return TaskOptions(every=s.every, batch_size=s.batch_size, device=s.device, include_partial=s.include_partial,
+                       progress=s.progress, jobs=s.jobs, devices=s.devices)  # fmt: skip
 
 
 def load_analysis(out: Path | str, stats: StatsOptions) -> AnalysisResult:

@@ -20,11 +20,19 @@ from typing import Any
 import pandas as pd
 
 from analysis.claims import summarise_claims
-from analysis.figures import build_figures
+from analysis.detectability import (
+    CROP_TOLERANCE_HU,
+    ESTIMATORS,
+    OBSERVERS,
+    load_detectability,
+    load_task_settings,
+    load_ttf,
+)
+from analysis.figures import build_figures, task_figures
 from analysis.pipeline import StatsOptions, analyze_run, load_analysis
 from analysis.schema import SOURCE_METRIC, metric_info
 from analysis.scoring import ScoreOptions, load_input_baseline
-from analysis.tables import Orders, build_tables, write_tables
+from analysis.tables import Orders, build_tables, detectability_tables, ttf_table, write_tables
 from benchmark.config import MatrixConfig
 from benchmark.core.conventions import parse_window
 from benchmark.core.io import atomic_write_text
@@ -32,10 +40,12 @@ from benchmark.layout import (
     CELLS_CSV,
     CLAIMS_CSV,
     CORRELATIONS,
+    DETECTABILITY,
     RANKS,
     REPORT,
     SIGNIFICANCE,
     TABLES,
+    TTF_CURVES,
     UNAVAILABLE,
     RunLayout,
 )
@@ -211,6 +221,112 @@ FIGURE_CAPTIONS = {
 }
 
 
+TASK_CAPTIONS = {
+    "dprime_vs_dose": "d′ (leading observer, held-out, ± sd) against the total dose (dose × views / 720, log axis), one "
+                      "line per loss; dashed grey: the LDCT input at every dose of each view count; dotted black: the "
+                      "NDCT reference. Panels: the two smallest and the largest insert (all of up to three).",
+    "ttf": "Task transfer function (TG-233) per rod contrast, one line per loss · architecture (final epoch, seeds "
+           "averaged); dashed grey: the LDCT input at that dose; dotted black: the NDCT reference. Grey lines: 0.5 and 0.1.",
+    "rank_vs_dprime": "Each loss's rank on the distortion metric (x, 1 = best) against its mean d′ rank over the "
+                      "inserts (y, 1 = best), final epoch: on the diagonal the orders agree; a loss far from it wins "
+                      "one and loses the other.",
+}
+TASK_REFERENCES = (
+    "E. Samei et al., Performance evaluation of computed tomography systems: the report of AAPM Task Group 233, "
+    "Med. Phys. 46(11), e735–e756, 2019 (TTF, NPS, d′ from TTF and NPS, NPWE eye filter).",
+    "A. Wunderlich, F. Noo, Estimation of channelized Hotelling observer performance with known class means or known "
+    "difference of class means, IEEE Trans. Med. Imaging 28(8), 1198–1207, 2009 (unbiased SNR² and its intervals).",
+    "H. H. Barrett, K. J. Myers, Foundations of Image Science, Wiley, 2004, ch. 13–14 (Hotelling, CHO, NPW, AUC).",
+    "P. Kc, R. Zeng, Evaluating the detectability of low-contrast signals in deep-learning-denoised CT, arXiv "
+    "2412.02920, 2024 (model-observer evaluation of CT denoisers).",
+    "K. Li, W. Zhou, H. Li, M. A. Anastasio, Assessing the impact of deep neural network-based image denoising on "
+    "binary signal detection tasks, IEEE Trans. Med. Imaging 40(9), 2295–2305, 2021 (the data-processing bound: "
+    "no denoiser can raise the ideal observer's detectability).",
+)
+
+
+def _task_definitions(settings: dict[str, Any], det: pd.DataFrame) -> str:
+    """The definitions of the task section, from the settings the analysis ran with."""
+    eye = settings.get("eye_filter", {})
+    n = settings.get("realisations", "?")
+    observers = settings.get("observers", [])
+    lines = [
+        f"- **Realisations**: {n} signal-present and {n} signal-absent images per class and condition (independent noise, "
+        "the signal in the object before projection; `benchmark.data.task_sets`), analysed for each cell's denoiser at "
+        f"its {'final epoch' if settings.get('epochs') == 'final' else 'scored epochs'}, for the LDCT input itself at every "
+        "dose of each view count of the matrix, and for the NDCT reference (100 % dose, 720 views).",
+        "- **Observers**: " + "; ".join(f"`{o}`: {OBSERVERS[o]}" for o in observers if o in OBSERVERS) + ". Signal known "
+        "exactly at a known location; ROIs centred on the insert, each minus its own mean.",
+        f"- **Eye filter** (`npwe`): E(ρ) = ρ^{eye.get('n', '?')}·exp(−{eye.get('c', '?')}·ρ^{eye.get('a', '?')}), ρ in "
+        f"cycles/degree at a viewing distance of {eye.get('viewing_distance_mm', '?')} mm and a display magnification of "
+        f"{eye.get('magnification', '?')}, scaled to a peak of 1; no internal noise.",
+        "- **Estimators**: " + "; ".join(f"`{k}`: {v}" for k, v in ESTIMATORS.items()) + ".",
+        "- **TTF** (TG-233): mean of the signal-present rod images, radial edge-spread function in 0.1 px bins around the "
+        "known centre, its derivative (LSF), a Hann window over ±R about the edge, |FFT| normalised at 0; f50 / f10 by "
+        "linear interpolation (`analysis.metrics.task.ttf`).",
+        f"- **Denoising**: each object's realisations through the cell's network, on a crop around the analysed pixels "
+        f"when it agrees with the whole image within {settings.get('crop_tolerance_hu', CROP_TOLERANCE_HU)} HU there "
+        "(checked per checkpoint and object), else whole.",
+    ]
+    flagged = det[det["estimator"] == "dprime_fourier"]
+    if len(flagged):
+        by_source = flagged.assign(kind=flagged["source"].where(flagged["source"] != "model", "denoiser"))
+        counts = ", ".join(f"{k}: {int(g['flag'].sum())} of {len(g)}" for k, g in by_source.groupby("kind", sort=True))
+        lines.append(f"- **Fourier cross-check** (`flag` in `detectability.parquet`; {counts}): for NPW/NPWE, the d′ of "
+                     "the linear model's own template (the disk through the measured TTF) applied to the images "
+                     "(`dprime_model`) differs from the TTF + NPS d′ by more than ±25 %, i.e. the output is not "
+                     "described by a linear, shift-invariant system with stationary noise at the task's contrast; for "
+                     "a CHO/HO, its held-out d′ exceeds the prewhitening (ideal linear) d′ by more than 25 %. On the "
+                     "linear LDCT input a few flags are expected where d′ < 0.5 (sampling noise of a small d′).")  # fmt: skip
+    skipped = settings.get("skipped") or {}
+    if skipped:
+        lines.append("- **Not analysed**: " + ", ".join(f"`{c}` ({r})" for c, r in skipped.items()) + ".")
+    inserts = pd.DataFrame(settings.get("inserts", []))
+    table = ""
+    if len(inserts):
+        inserts = inserts.assign(gabor_bands=inserts["gabor_bands"].map(lambda b: ", ".join(f"[{lo:g}, {hi:g}]" for lo, hi in b)))
+        table = "\n\nPer insert (pixels of " + f"{settings.get('pixel_mm', float('nan')):.3g} mm):\n\n" + _md_table(
+            inserts[["object", "name", "diameter_mm", "contrast_hu", "roi", "lg_width_px", "ho_side", "gabor_bands"]]
+            .rename(columns={"name": "insert", "roi": "ROI side", "lg_width_px": "LG width a", "ho_side": "ho side",
+                             "gabor_bands": "Gabor bands (cycles/px)"}))  # fmt: skip
+    refs = "\n\nReferences: " + " ".join(f"[{i + 1}] {r}" for i, r in enumerate(TASK_REFERENCES))
+    return "\n".join(lines) + table + refs + "\n"
+
+
+def task_section(layout: RunLayout, matrix: MatrixConfig | None, traj: pd.DataFrame, orders: Orders,
+                 distortion: str = "psnr") -> str:  # fmt: skip
+    """The report's "Task-based image quality" section (empty unless the matrix sets ``evaluation.task``):
+    writes its tables and figures, returns the Markdown."""
+    if matrix is None or matrix.evaluation.task is None:
+        return ""
+    det = load_detectability(layout.out)
+    if det is None or det.empty:
+        return "## Task-based image quality\n\nNot computed yet: run `ldct-bench analyze`.\n"
+    settings = load_task_settings(layout.out)
+    observers = settings.get("observers") or matrix.evaluation.task.observers
+    tables = detectability_tables(det, orders, observers)
+    ttf = ttf_table(det, orders)
+    tables += [ttf] if ttf is not None else []
+    write_tables(tables, layout.tables_dir)
+    figs = task_figures(traj, det, load_ttf(layout.out), orders, layout.figures_dir, observers,
+                        settings.get("pixel_mm"), distortion)  # fmt: skip
+    parts = [
+        "## Task-based image quality\n",
+        "Can a reader still find a low-contrast lesion after denoising? Model observers on simulated signal-present and "
+        "signal-absent images answer that where PSNR cannot: a denoiser may lower the noise and blur the lesion with it. "
+        "No processing of the images can raise the ideal observer's detectability (data-processing inequality [5]); a "
+        "denoiser can only help observers that are not ideal (the channelized, non-prewhitening and human-like ones).\n",
+        _task_definitions(settings, det),
+        "Tables: " + ", ".join(f"`{t.name}` ([csv]({TABLES}/{t.name}.csv), [tex]({TABLES}/{t.name}.tex))" for t in tables)
+        + f"; every number: [{DETECTABILITY}]({DETECTABILITY}), the TTF curves [{TTF_CURVES}]({TTF_CURVES}).\n",
+    ]  # fmt: skip
+    parts += [t.markdown() for t in tables]
+    for name, paths in figs.items():
+        if paths:
+            parts.append(_figure_md(name, paths, layout.analysis_dir, TASK_CAPTIONS.get(name, "")))
+    return "\n".join(parts)
+
+
 def write_report(out: Path | str, score: ScoreOptions | None = None, stats: StatsOptions | None = None,
                  opts: ReportOptions | None = None) -> Path:  # fmt: skip
     """Tables, figures and ``report.md`` (running :func:`analyze_run` first unless ``skip_analyze``)."""
@@ -255,6 +371,7 @@ def write_report(out: Path | str, score: ScoreOptions | None = None, stats: Stat
               small_n_warning(res.significance),
               "## Loss–metric correlations\n",
               f"Full results: [{CORRELATIONS}]({CORRELATIONS}) (scopes `cell`, `pooled`, `final`).\n",
+              task_section(layout, matrix, res.trajectories, orders, opts.distortion),
               "## Figures\n"]  # fmt: skip
     for name, paths in figs.items():
         if paths:

@@ -399,14 +399,17 @@ def drop_too_small(summary: ScoreSummary, shape: tuple[int, ...]) -> None:
             summary.metrics.remove(m)
 
 
-def _cells_to_score(layout: RunLayout, include_partial: bool, summary: ScoreSummary) -> list[CellInfo]:
+def cells_to_analyse(layout: RunLayout, include_partial: bool, skipped: dict[str, str]) -> list[CellInfo]:
+    """The finished cells with checkpoints (also partial and diverged ones with ``include_partial``); every
+    other cell goes into ``skipped`` with its status (or "no checkpoints"). Shared by the scoring and the
+    task analysis (:mod:`analysis.detectability`)."""
     allowed = {"done", "partial", "diverged"} if include_partial else {"done"}
     cells = []
     for c in layout.cells():
         if c.status in allowed and layout.checkpoints(c.cell_id):
             cells.append(c)
         else:
-            summary.skipped[c.cell_id] = c.status if c.status not in allowed else "no checkpoints"
+            skipped[c.cell_id] = c.status if c.status not in allowed else "no checkpoints"
     return cells
 
 
@@ -435,7 +438,7 @@ def score_run(out: Path | str, opts: ScoreOptions | None = None) -> ScoreSummary
     batch_size = opts.batch_size or ev_cfg.batch_size
     summary = ScoreSummary(unavailable=metrics_pkg.unavailable_metrics(metrics))
     summary.metrics = [m for m in metrics if m not in summary.unavailable]
-    cells = _cells_to_score(layout, opts.include_partial, summary)
+    cells = cells_to_analyse(layout, opts.include_partial, summary.skipped)
     plan = [(c, e, p) for c in cells for e, p in layout.checkpoints(c.cell_id).items()
             if e in epochs_to_score(layout.checkpoints(c.cell_id), every)]  # fmt: skip
     summary.checkpoints = len(plan)
@@ -489,7 +492,7 @@ def score_run(out: Path | str, opts: ScoreOptions | None = None) -> ScoreSummary
                                            partial(score_checkpoint, path, ev, ref_cache=ref_cache, identity=identity,
                                                    **kw))  # fmt: skip
             except (CheckpointError, FileNotFoundError) as exc:
-                _skip_checkpoint(summary, path, exc)
+                skip_checkpoint(summary.bad_checkpoints, path, exc)
                 bar.update(1)
                 continue
             summary.checkpoints_scored += int(done > 0)
@@ -504,7 +507,7 @@ def score_run(out: Path | str, opts: ScoreOptions | None = None) -> ScoreSummary
                     write_example(ex_path, path, epoch, ev, ex_idx, device=device, batch_size=batch_size,
                                   identity=identity)  # fmt: skip
                 except (CheckpointError, FileNotFoundError) as exc:
-                    _skip_checkpoint(summary, path, exc)
+                    skip_checkpoint(summary.bad_checkpoints, path, exc)
             bar.update(1)
         del ref_cache
     bar.close()
@@ -520,8 +523,9 @@ def score_run(out: Path | str, opts: ScoreOptions | None = None) -> ScoreSummary
     return summary
 
 
-def _skip_checkpoint(summary: ScoreSummary, path: Path, exc: Exception) -> None:
-    """Leave one checkpoint out of the analysis with a warning naming it (a :class:`SkippedWarning`,
+def skip_checkpoint(bad: dict[str, str], path: Path, exc: Exception, *, by: str = "") -> None:
+    """Leave one checkpoint out of the analysis (recorded in ``bad``: path → reason; ``by``: which analysis,
+    for the message) with a warning naming it (a :class:`SkippedWarning`,
     printed by the CLI as ``warning: ...``): another cell's (or other
     settings'), unreadable, unsafe, or gone while being read (``analyze --partial`` beside a ``run``
     that thins its checkpoints). A format-1 or newer-format checkpoint is not skipped: it stops the
@@ -529,9 +533,9 @@ def _skip_checkpoint(summary: ScoreSummary, path: Path, exc: Exception) -> None:
     if isinstance(exc, CheckpointError) and exc.reason in ("legacy", "newer"):
         raise exc
     reason = exc.detail if isinstance(exc, CheckpointError) else "disappeared while being read (thinned or moved by a running `run`?)"
-    if str(path) not in summary.bad_checkpoints:
-        summary.bad_checkpoints[str(path)] = reason
-        warnings.warn(f"{path}: {reason}; checkpoint skipped", SkippedWarning, stacklevel=3)
+    if str(path) not in bad:
+        bad[str(path)] = reason
+        warnings.warn(f"{path}: {reason}; checkpoint skipped{by and ' by ' + by}", SkippedWarning, stacklevel=3)
 
 
 def write_outputs(layout: RunLayout, traj: pd.DataFrame, summary: ScoreSummary) -> None:

@@ -20,11 +20,11 @@ Incremental behaviour is the cache's: a worker computes only what is missing or 
 from __future__ import annotations
 
 import multiprocessing as mp
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import torch
 from tqdm.auto import tqdm
@@ -36,6 +36,8 @@ from benchmark.layout import CellInfo
 
 if TYPE_CHECKING:  # analysis.scoring imports this module lazily; at run time the worker imports it
     from analysis.scoring import ScoreOptions, ScoreSummary
+
+R = TypeVar("R")
 
 
 @dataclass(frozen=True)
@@ -84,16 +86,41 @@ def assign_shards(plan: Sequence[tuple[CellInfo, int, Path]], jobs: int) -> list
     return shards
 
 
-def _run_shard(out: str, opts: ScoreOptions, threads: int) -> tuple[ScoreSummary | None, tuple[str, str | None] | None]:
-    """A worker: score one shard; a :class:`UserError` comes back as ``(message, field)`` (exceptions with
-    keyword-only fields do not survive pickling)."""
-    from analysis.scoring import score_run  # the worker process imports it here
+WorkerResult = tuple[R | None, tuple[str, str | None] | None]
 
+
+def call_in_worker(run: Callable[[str, Any], R], out: str, opts: Any, threads: int) -> WorkerResult[R]:
+    """A worker's body: ``run(out, opts)`` with ``threads`` intra-op CPU threads; a :class:`UserError` comes
+    back as ``(message, field)`` (exceptions with keyword-only fields do not survive pickling)."""
     torch.set_num_threads(threads)
     try:
-        return score_run(out, opts), None
+        return run(out, opts), None
     except UserError as exc:
         return None, (exc.message, exc.field)
+
+
+def _run_shard(out: str, opts: ScoreOptions, threads: int) -> WorkerResult[ScoreSummary]:
+    """A worker: score one shard (:func:`call_in_worker` of :func:`analysis.scoring.score_run`)."""
+    from analysis.scoring import score_run  # the worker process imports it here
+
+    return call_in_worker(score_run, out, opts, threads)
+
+
+def run_in_workers(worker: Callable[[str, Any, int], WorkerResult[R]], out: Path | str, tasks: Sequence[Any], *,
+                   progress: bool, desc: str) -> list[R]:  # fmt: skip
+    """``worker(out, task, threads)`` for each of ``tasks`` in its own *spawned* process, the machine's CPU
+    threads divided among them; their results in task order, or the first worker's :class:`UserError`."""
+    threads = worker_threads(len(tasks))
+    with ProcessPoolExecutor(max_workers=len(tasks), mp_context=mp.get_context("spawn")) as pool:
+        futures = [pool.submit(worker, str(out), t, threads) for t in tasks]
+        results = [f.result() for f in tqdm(futures, desc=desc, unit="shard", disable=not progress)]
+    done = []
+    for value, error in results:
+        if error is not None:
+            raise UserError(error[0], field=error[1])
+        assert value is not None
+        done.append(value)
+    return done
 
 
 def score_in_shards(out: Path | str, opts: ScoreOptions, plan: Sequence[tuple[CellInfo, int, Path]],
@@ -105,18 +132,7 @@ def score_in_shards(out: Path | str, opts: ScoreOptions, plan: Sequence[tuple[Ce
     shards = assign_shards(plan, opts.jobs)
     if not shards:
         return []
-    threads = worker_threads(len(shards))
     tasks = [replace(opts, jobs=1, devices=None, device=dev, progress=False,
                      shard=Shard(frozenset(cells), frozenset(doses), dataset, i))
              for i, ((cells, doses), dev) in enumerate(zip(shards, assign_devices(devices, len(shards))))]  # fmt: skip
-    with ProcessPoolExecutor(max_workers=len(tasks), mp_context=mp.get_context("spawn")) as pool:
-        futures = [pool.submit(_run_shard, str(out), t, threads) for t in tasks]
-        results = [f.result() for f in tqdm(futures, desc=f"scoring in {len(tasks)} processes", unit="shard",
-                                             disable=not opts.progress)]  # fmt: skip
-    summaries = []
-    for summary, error in results:
-        if error is not None:
-            raise UserError(error[0], field=error[1])
-        assert summary is not None
-        summaries.append(summary)
-    return summaries
+    return run_in_workers(_run_shard, out, tasks, progress=opts.progress, desc=f"scoring in {len(tasks)} processes")

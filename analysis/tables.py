@@ -11,6 +11,9 @@
   is the one whose metadata says ``unit == "HU"``.
 * ``seed_spread`` (runs with two or more seeds per cell): rows = loss × architecture, columns = metric ×
   dose, each seed's mean over the images, then mean ± sd over the seeds and the coefficient of variation.
+* ``detectability_<object>`` and ``ttf_f50_f10`` (matrices with ``evaluation.task``,
+  ``analysis/detectability.parquet``): per dose, the denoisers' d′ (held-out, leading observer) and AUC per
+  insert with the dose-equivalent, then the LDCT input and NDCT rows; the TTF's f50 / f10 per rod.
 * ``correlation_spearman``: rows = loss, columns = metric × {train, val} loss, the mean ± sd over cells of
   the per-cell Spearman ρ between the loss and the metric over epochs; ``correlation_rmcorr``: the
   repeated-measures r over all cells of a loss with its 95 % CI. Arrows give each metric's direction
@@ -46,6 +49,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from analysis.detectability import (
+    NDCT_CONDITION,
+    SOURCE_INPUT,
+    SOURCE_MODEL,
+    SOURCE_NDCT,
+    primary_observer,
+    summarise,
+    with_dose_equivalent,
+)
 from analysis.schema import (
     INPUT_LABEL,
     higher_is_better_map,
@@ -377,6 +389,135 @@ def rmse_per_dose_table(stats: pd.DataFrame, orders: Orders, metric: str, inputs
         note="RMSE on the raw HU images (no window clipping)." + (f" {INPUT_NOTE}" if ref is not None else ""),
         numbers=s.copy() if inputs is None else _input_numbers(inputs, metric, s),
     )  # fmt: skip
+
+
+# ------------------------------------------------------------------------------ task-based image quality
+
+NDCT_LABEL = "NDCT reference"
+
+
+def _task_row_label(orders: Orders, source: str, dose: str, loss: str, architecture: str) -> tuple[str, str, str]:
+    if source == SOURCE_INPUT:
+        return dose, INPUT_LABEL, NO_ARCHITECTURE
+    if source == SOURCE_NDCT:
+        return dose, f"{NDCT_LABEL} ({NDCT_CONDITION})", NO_ARCHITECTURE
+    return dose, orders.loss_label(loss), orders.architecture_label(architecture)
+
+
+def _task_blocks(model: pd.DataFrame, refs: pd.DataFrame, orders: Orders) -> list[tuple[str, str, str, str]]:
+    """``(source, dose, loss, architecture)`` of the table's rows: per dose, the losses × architectures in
+    the matrix's order, then the LDCT input at that dose, then the NDCT reference."""
+    rows = []
+    for dose in orders.doses:
+        present = set(zip(model.loc[model["dose"] == dose, "loss"], model.loc[model["dose"] == dose, "architecture"]))
+        rows += [(SOURCE_MODEL, dose, x, a) for x in orders.losses for a in orders.architectures if (x, a) in present]
+        if ((refs["source"] == SOURCE_INPUT) & (refs["condition"] == dose)).any():
+            rows.append((SOURCE_INPUT, dose, "", ""))
+        if (refs["source"] == SOURCE_NDCT).any():
+            rows.append((SOURCE_NDCT, dose, "", ""))
+    return rows
+
+
+def _pick(df: pd.DataFrame, source: str, dose: str, loss: str, arch: str) -> pd.DataFrame:
+    if source == SOURCE_MODEL:
+        return df[(df["source"] == source) & (df["dose"] == dose) & (df["loss"] == loss) & (df["architecture"] == arch)]
+    if source == SOURCE_INPUT:
+        return df[(df["source"] == source) & (df["condition"] == dose)]
+    return df[df["source"] == source]
+
+
+def detectability_tables(det: pd.DataFrame, orders: Orders, observers: Sequence[str]) -> list[Table]:
+    """``detectability_<object>`` per detection object: rows dose · loss · architecture, then the LDCT input
+    at that dose and the NDCT reference; columns insert × (d′ of the leading observer, held-out, ± sd;
+    its AUC with the 95 % bootstrap interval; the dose-equivalent: the dose at which the unprocessed input
+    reaches the same d′, :func:`analysis.detectability.with_dose_equivalent`). Highest d′ per dose and
+    insert among the denoisers in bold."""
+    obs = primary_observer(observers)
+    dprime = with_dose_equivalent(summarise(det, obs, "dprime_heldout"))
+    auc = summarise(det, obs, "auc")
+    tables = []
+    for obj in dict.fromkeys(dprime["object"]):
+        d, a = dprime[dprime["object"] == obj], auc[auc["object"] == obj]
+        inserts = list(dict.fromkeys(d["insert"]))
+        blocks = _task_blocks(d[d["source"] == SOURCE_MODEL], d[d["source"] != SOURCE_MODEL], orders)
+        index = pd.MultiIndex.from_tuples([_task_row_label(orders, *b) for b in blocks], names=["dose", "loss", "architecture"])
+        columns = pd.MultiIndex.from_tuples([(i, q) for i in inserts for q in ("d′", "AUC", "dose-eq.")])
+        text = pd.DataFrame("–", index=index, columns=columns)
+        bold = pd.DataFrame(False, index=index, columns=columns)
+        numbers = []
+        dec = decimals_for(d["sd"].to_numpy())
+        for k, block in enumerate(blocks):
+            for ins in inserts:
+                rd, ra = _pick(d, *block), _pick(a, *block)
+                rd, ra = rd[rd["insert"] == ins], ra[ra["insert"] == ins]
+                if rd.empty:
+                    continue
+                r = rd.iloc[0]
+                text.iat[k, columns.get_loc((ins, "d′"))] = f"{r['value']:.{dec}f} ± {r['sd']:.{dec}f}"
+                if len(ra):
+                    q = ra.iloc[0]
+                    ci = f" [{q['ci_low']:.2f}, {q['ci_high']:.2f}]" if np.isfinite(q["ci_low"]) else ""
+                    text.iat[k, columns.get_loc((ins, "AUC"))] = f"{q['value']:.2f}{ci}"
+                if block[0] == SOURCE_MODEL:
+                    text.iat[k, columns.get_loc((ins, "dose-eq."))] = r["dose_eq_text"]
+                numbers.append({"object": obj, "insert": ins, "source": block[0], "dose": block[1],
+                                "loss": block[2] or (INPUT_LABEL if block[0] == SOURCE_INPUT else NDCT_LABEL),
+                                "architecture": block[3] or NO_ARCHITECTURE, "observer": obs, "dprime": r["value"],
+                                "dprime_sd": r["sd"], "auc": ra.iloc[0]["value"] if len(ra) else np.nan,
+                                "auc_ci_low": ra.iloc[0]["ci_low"] if len(ra) else np.nan,
+                                "auc_ci_high": ra.iloc[0]["ci_high"] if len(ra) else np.nan,
+                                "dose_equivalent": r["dose_eq"], "dose_equivalent_text": r["dose_eq_text"],
+                                "n_seeds": r["n_seeds"], "n_per_class": r["n_per_class"]})  # fmt: skip
+        nums = pd.DataFrame(numbers)
+        for (dose, ins), g in nums[nums["source"] == SOURCE_MODEL].groupby(["dose", "insert"], sort=False):
+            best = g["dprime"].max()
+            for r in g[g["dprime"] == best].itertuples():
+                k = blocks.index((SOURCE_MODEL, dose, r.loss, r.architecture))
+                bold.iat[k, columns.get_loc((ins, "d′"))] = True
+        n = int(nums["n_per_class"].max()) if len(nums) else 0
+        tables.append(Table(
+            f"detectability_{obj}", text, bold, pd.DataFrame("", index=index, columns=columns),
+            caption=f"Task-based image quality, {obj}: d′ of the {obs} observer (held-out, mean ± sd over "
+                    f"resplits; ± sd over seeds with several), its AUC [95 % bootstrap interval] and the "
+                    f"dose-equivalent per insert, {n} signal-present + {n} signal-absent realisations per row; "
+                    "highest d′ per dose and insert in bold.",
+            note="dose-eq.: the dose (% per view, same views) at which the unprocessed LDCT input has the same d′, "
+                 "interpolated in log dose between the input's measured doses (× the cell's own dose); "
+                 f"'beyond the range' outside them. {INPUT_LABEL}: the realisations as simulated (no denoising); "
+                 f"{NDCT_LABEL}: 100 % dose at 720 views.",
+            numbers=nums,
+        ))  # fmt: skip
+    return tables
+
+
+def ttf_table(det: pd.DataFrame, orders: Orders) -> Table | None:
+    """``ttf_f50_f10``: rows dose · loss · architecture (+ input, NDCT), columns rod contrast × (f50, f10) in
+    cycles/mm (TG-233 TTF of the mean of the realisations; seeds averaged); None without rods."""
+    f50, f10 = summarise(det, "ttf", "f50"), summarise(det, "ttf", "f10")
+    if f50.empty:
+        return None
+    rods = list(dict.fromkeys(f50["insert"]))
+    blocks = _task_blocks(f50[f50["source"] == SOURCE_MODEL], f50[f50["source"] != SOURCE_MODEL], orders)
+    index = pd.MultiIndex.from_tuples([_task_row_label(orders, *b) for b in blocks], names=["dose", "loss", "architecture"])
+    columns = pd.MultiIndex.from_tuples([(r, q) for r in rods for q in ("f50", "f10")])
+    text = pd.DataFrame("–", index=index, columns=columns)
+    numbers = []
+    for k, block in enumerate(blocks):
+        for rod in rods:
+            vals = {}
+            for q, df in (("f50", f50), ("f10", f10)):
+                sel = _pick(df, *block)
+                sel = sel[sel["insert"] == rod]
+                vals[q] = float(sel["value"].iloc[0]) if len(sel) else np.nan
+                text.iat[k, columns.get_loc((rod, q))] = f"{vals[q]:.3f}" if np.isfinite(vals[q]) else "–"
+            numbers.append({"rod": rod, "source": block[0], "dose": block[1], "loss": block[2], "architecture": block[3],
+                            "f50": vals["f50"], "f10": vals["f10"]})  # fmt: skip
+    return Table("ttf_f50_f10", text, pd.DataFrame(False, index=index, columns=columns),
+                 pd.DataFrame("", index=index, columns=columns),
+                 caption="Task transfer function (AAPM TG-233, rods of 25 mm): f50 and f10 in cycles/mm per rod contrast.",
+                 note="TTF of the mean of the signal-present realisations (radial ESF, LSF, Hann window, |FFT|); "
+                      "seeds averaged; – where the TTF does not fall that far.",
+                 numbers=pd.DataFrame(numbers))  # fmt: skip
 
 
 # ------------------------------------------------------------------------------------- correlations

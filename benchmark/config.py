@@ -392,9 +392,71 @@ class TrainingConfig(Strict):
         return 3 if isinstance(self.patch_size, list) else 2
 
 
+# Task-based image quality (``evaluation.task``; computed by :mod:`analysis.detectability`). The names are
+# the vocabulary of the matrix; ``tests/test_detectability.py`` checks that they are the implemented ones
+# (``benchmark.data.task_sets.OBJECTS``, ``analysis.detectability.OBSERVERS``, ``MIN_REALISATIONS``).
+TASK_OBJECTS: dict[str, str] = {
+    "cct189": "MITA CCT189-like low-contrast module: 3/5/7/10 mm inserts at +14/+7/+5/+3 HU in a 200 mm water disk",
+    "rods": "TG-233 TTF rods: 25 mm rods at +15, -35, +120, +300 HU in a 200 mm water disk",
+    "lesions": "hypodense 5/7/10 mm disks (-20/-15/-10 HU) in the parenchyma of an abdomen slice",
+}
+TASK_OBSERVERS: dict[str, str] = {
+    "lg_cho": "channelized Hotelling observer, 5 Laguerre-Gauss channels",
+    "gabor_cho": "channelized Hotelling observer, 16 Gabor channels (4 octaves x 4 orientations)",
+    "npw": "non-prewhitening matched filter",
+    "npwe": "non-prewhitening matched filter with an eye filter",
+    "ho": "Hotelling observer on the pixels of a small square around the signal",
+}
+TASK_MIN_REALISATIONS = 100  # analysis.metrics.task.MIN_REALISATIONS: fewer per class are refused
+
+
+def _task_names(registry: dict[str, str], kind: str) -> Any:
+    """A validator of a list of names of ``registry``: each known (else the valid names and the closest
+    match, :func:`benchmark.core.registry.lookup`), none twice."""
+    check = _registered(registry, kind)
+
+    def names(values: list[str]) -> list[str]:
+        for v in values:
+            check(v)
+        dup = sorted({v for v in values if values.count(v) > 1})
+        if dup:
+            raise ValueError(f"{kind} {dup} listed twice")
+        return values
+
+    return names
+
+
+class TaskConfig(Strict):
+    """Task-based image quality (``evaluation.task``, off when absent): model-observer detectability and
+    the task transfer function on simulated signal-present / signal-absent realisations
+    (:mod:`benchmark.data.task_sets`) at each cell's condition, for the cell's denoiser, the LDCT input
+    and the NDCT reference (:mod:`analysis.detectability`). ``synth`` datasets only."""
+
+    objects: Annotated[list[str], AfterValidator(_task_names(TASK_OBJECTS, "task object"))] = Field(
+        default_factory=lambda: ["cct189", "rods"], min_length=1,
+        description="test objects: cct189 (low-contrast detection), rods (TTF), lesions (detection in anatomy)")
+    realisations: int = Field(200, strict=True,
+                              description=f"signal-present and signal-absent images per class (>= {TASK_MIN_REALISATIONS})")
+    observers: Annotated[list[str], AfterValidator(_task_names(TASK_OBSERVERS, "observer"))] = Field(
+        default_factory=lambda: ["lg_cho", "npw", "npwe"], min_length=1,
+        description="model observers: lg_cho, gabor_cho, npw, npwe, ho")
+    epochs: Literal["final", "scored"] = Field(
+        "final", description="final: each cell's last kept epoch; scored: every epoch `analyze` scores")
+
+    @field_validator("realisations")
+    @classmethod
+    def _enough(cls, v: int) -> int:
+        if not TASK_MIN_REALISATIONS <= v <= 10_000:
+            raise ValueError(f"{v} realisations per class: between {TASK_MIN_REALISATIONS} and 10000 (below "
+                             f"{TASK_MIN_REALISATIONS} a held-out d' and its AUC are too noisy to use, and the "
+                             "estimators refuse them: analysis.metrics.task.detectability)")  # fmt: skip
+        return v
+
+
 class EvaluationConfig(Strict):
     """What ``ldct-bench analyze`` scores: metrics (names in ``analysis.metrics.METRICS``), the split,
-    every N-th epoch checkpoint (the last one always), the HU window and a cap on images."""
+    every N-th epoch checkpoint (the last one always), the HU window and a cap on images; ``task``: the
+    task-based image quality (:class:`TaskConfig`; off by default)."""
 
     metrics: list[str] = Field(default_factory=lambda: ["psnr", "ssim", "rmse_hu", "vif", "niqe", "pique", "lpips", "dists"])
     split: Literal["val", "test"] = "test"
@@ -402,6 +464,8 @@ class EvaluationConfig(Strict):
     window: str | tuple[float, float] = "abdomen"
     max_images: StrictPositiveInt | None = None
     batch_size: StrictPositiveInt = 8
+    task: TaskConfig | None = Field(None, exclude_if=_none,
+                                    description="task-based image quality (detectability, TTF); synth datasets only")
 
 
 class ExcludeRule(Strict):
@@ -551,6 +615,14 @@ class MatrixConfig(Strict):
                 raise ValueError(f"seed {s} must be in [0, {MAX_SEED}]")
         for d in self.doses:
             _check_label(d, "dose")
+        return self
+
+    @model_validator(mode="after")
+    def _task_needs_synth(self) -> MatrixConfig:
+        if self.evaluation.task is not None and self.dataset.kind != "synth":
+            raise ValueError(f"evaluation.task: task-based image quality needs simulated test objects with known "
+                             f"signals, which only the synth dataset makes; dataset.kind is {self.dataset.kind!r} "
+                             "(remove evaluation.task, or use dataset kind synth)")  # fmt: skip
         return self
 
     @model_validator(mode="after")

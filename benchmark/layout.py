@@ -29,6 +29,11 @@ runner's files. These names are a contract; nothing else in the suite spells the
     <out>/analysis/settings.json                     the settings of the analysis (read by the report)
     <out>/analysis/cache/<cell_id>/epoch_<NNN>.parquet   per-checkpoint metric cache
     <out>/analysis/cache/_input/<dose>.parquet       the LDCT-input baseline's cache
+    <out>/analysis/detectability.parquet             task-based image quality: d', AUC, TTF f50/f10 (evaluation.task)
+    <out>/analysis/ttf.parquet                       the task transfer functions (f, ttf) per rod and source
+    <out>/analysis/detectability_settings.json       the task analysis's ROIs, channels and observers
+    <out>/analysis/cache/_task/<cell_id>/epoch_<NNN>.parquet (+ .ttf.parquet)   per-checkpoint task cache
+    <out>/analysis/cache/_task/_reference/<condition>.parquet (+ .ttf.parquet)  the LDCT input's / NDCT's
     <out>/analysis/examples/<cell_id>.npz            the slice of the visual comparison
     <out>/analysis/tables/, figures/, report.md      the report
 
@@ -103,6 +108,11 @@ REPORT = "report.md"
 CACHE = "cache"
 INPUT_CACHE = "_input"  # under cache/; cell ids are loss__arch__dose__sN, so no cell can clash with it
 NDCT_CACHE = "_ndct_noise"
+TASK_CACHE = "_task"  # under cache/: the task-based image quality's caches (analysis.detectability)
+TASK_REFERENCE = "_reference"  # under cache/_task/: the LDCT input's and the NDCT's, per condition
+DETECTABILITY = "detectability.parquet"
+TTF_CURVES = "ttf.parquet"
+DETECTABILITY_SETTINGS = "detectability_settings.json"
 EXAMPLES = "examples"
 TABLES = "tables"
 FIGURES = "figures"
@@ -262,6 +272,14 @@ class RunLayout:
 
     def ndct_cache(self, dose: str) -> Path:
         return self.analysis_dir / CACHE / NDCT_CACHE / f"{dose}.parquet"
+
+    def task_cache(self, cell_id: str, epoch: int) -> Path:
+        """The task-based image quality cache of one checkpoint (``.ttf.parquet`` beside it: its TTFs)."""
+        return self.analysis_dir / CACHE / TASK_CACHE / cell_id / f"epoch_{epoch:03d}.parquet"
+
+    def task_reference_cache(self, condition: str) -> Path:
+        """The task cache of the LDCT input (or the NDCT reference) at one condition."""
+        return self.analysis_dir / CACHE / TASK_CACHE / TASK_REFERENCE / f"{condition}.parquet"
 
     def example(self, cell_id: str) -> Path:
         return self.analysis_dir / EXAMPLES / f"{cell_id}.npz"

@@ -17,6 +17,7 @@ from analysis.metrics.task import (
     disk_task,
     find_centre,
     fourier_dprime,
+    model_template,
     task_transfer_function,
 )
 
@@ -103,7 +104,8 @@ def test_fourier_dprime_in_white_noise(rng: np.random.Generator) -> None:
     measured NPS (400 ROIs of 64², whose DC bin the mean removal zeroes and ``dc_estimate`` refills) within
     4 % (measured +1.7 %). The NPWE (eye filter, default parameters) is below the PW (Cauchy–Schwarz), and
     internal noise N_i lowers it to exactly num/√(den + N_i·num). ``compare_dprime`` passes a 10 % gap
-    and flags a 30 % one and a non-positive Fourier d′."""
+    and flags a 30 % one and a non-positive Fourier d′; as a bound (a CHO against the PW) it passes 50 % below
+    and flags 30 % above."""
     d, c, s_ttf, dx, sigma = 5.0, 10.0, 0.6, 0.5, 15.0
     ttf = gaussian_ttf(s_ttf)
     n0 = sigma**2 * dx * dx
@@ -141,6 +143,8 @@ def test_fourier_dprime_in_white_noise(rng: np.random.Generator) -> None:
     flagged = compare_dprime(0.7 * pw, pw)
     assert flagged.flagged and flagged.ratio == pytest.approx(0.7) and "DISAGREE" in str(flagged)
     assert compare_dprime(1.0, 0.0).flagged
+    assert not compare_dprime(0.5 * pw, pw, upper_bound=True).flagged  # a CHO below the PW bound
+    assert compare_dprime(1.3 * pw, pw, upper_bound=True).flagged
     with pytest.raises(ValueError, match="diameter_mm and contrast_hu"):
         fourier_dprime(flat, fy, fx)
     with pytest.raises(ValueError, match="frequency axes"):
@@ -160,3 +164,24 @@ def test_fourier_observers_in_coloured_noise_are_ordered() -> None:
     npwe = fourier_dprime(nps, fy, fx, observer="npwe", **kw)
     assert pw > 1.05 * npw and pw > npwe > 0
     assert fourier_dprime(nps, fy, fx, observer="npw", ttf=np.ones((n, n)), **kw) == pytest.approx(npw, rel=1e-14)
+
+
+@pytest.mark.parametrize("observer", ["npw", "npwe"])
+def test_model_template_gives_the_fourier_dprime(observer: str) -> None:
+    """The model template (``F⁻¹{W·T}``, ``·E²`` for NPWE) as a fixed template on a signal ``s = F⁻¹{W·T}`` in
+    white noise σ (NPS σ²Δ² on the same 24 × 24 grid of 0.5 mm): its d′ = wᵀs / (σ‖w‖) equals the Fourier d′
+    of the same observer (Parseval on the DFT grid; rtol 1e-9). The template peaks at the centre pixel,
+    and an unknown observer is refused."""
+    n, px, sigma = 24, 0.5, 7.0
+    ttf = gaussian_ttf(0.4)
+    s = model_template(n, px, diameter_mm=3.0, contrast_hu=10.0, ttf=ttf, observer="npw")
+    assert np.unravel_index(np.argmax(s), s.shape) == (n // 2, n // 2)
+    assert s.max() == pytest.approx(10.0, rel=0.35)  # a 3 mm disk of +10 HU blurred by σ_b = 0.4 mm
+    w = model_template(n, px, diameter_mm=3.0, contrast_hu=10.0, ttf=ttf, observer=observer)  # type: ignore[arg-type]
+    d_image = float(w.ravel() @ s.ravel() / (sigma * np.linalg.norm(w)))
+    f = np.fft.fftshift(np.fft.fftfreq(n, d=px))
+    nps = np.full((n, n), sigma**2 * px * px)
+    d_fourier = fourier_dprime(nps, f, f, observer=observer, diameter_mm=3.0, contrast_hu=10.0, ttf=ttf)  # type: ignore[arg-type]
+    assert d_image == pytest.approx(d_fourier, rel=1e-9)
+    with pytest.raises(ValueError, match="npw"):
+        model_template(n, px, diameter_mm=3.0, contrast_hu=10.0, observer="pw")

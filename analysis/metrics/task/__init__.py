@@ -33,7 +33,7 @@ from analysis.metrics.task.detectability import (
     require_realisations,
     snr2_unbiased,
 )
-from analysis.metrics.task.fourier import Agreement, compare_dprime, disk_task, fourier_dprime
+from analysis.metrics.task.fourier import Agreement, compare_dprime, disk_task, fourier_dprime, model_template
 from analysis.metrics.task.observers import (
     EyeFilter,
     channel_outputs,
@@ -44,6 +44,8 @@ from analysis.metrics.task.observers import (
     linear_dprime,
     npw_template,
     npwe_template,
+    radial_npw_template,
+    radial_profile_image,
     signal_rois,
 )
 from analysis.metrics.task.ttf import TTFResult, find_centre, task_transfer_function
@@ -73,8 +75,11 @@ __all__ = [
     "laguerre_gauss",
     "lg_width",
     "linear_dprime",
+    "model_template",
     "npw_template",
     "npwe_template",
+    "radial_npw_template",
+    "radial_profile_image",
     "require_realisations",
     "signal_rois",
     "snr2_unbiased",
