@@ -1,6 +1,6 @@
 """Checking a matrix's ``claims:`` on the scored run: tests, Holm correction and verdicts.
 
-The claim vocabulary and the verdict rule are defined (and documented) in :mod:`benchmark.claims`.
+The claim vocabulary and the verdict rule are defined (and documented) in :mod:`benchmark.claims_spec`.
 :func:`evaluate_claims` returns one row per claim × condition (:data:`CLAIM_COLUMNS`, written as
 ``<out>/analysis/claims.csv``); :func:`summarise_claims` collapses it to one row per claim for the report.
 
@@ -22,7 +22,7 @@ inference; units missing for one side of a pair are dropped from that pair.
   (:func:`_finish`). ``estimate`` is ``median(d)``. Holm runs over all pairs × conditions of the claim.
 * ``ranks_first``: :func:`analysis.significance.friedman_nemenyi` on the claim's losses (Friedman χ²,
   Nemenyi p-values of ``scikit_posthocs``; Demšar 2006) — combined per condition as in
-  :mod:`benchmark.claims`.
+  :mod:`benchmark.claims_spec`.
 * ``agrees``: per loss :func:`analysis.correlations.pooled` (``pingouin.rm_corr``, Bakdash & Marusich
   2017; pingouin's 95 % CI), or per cell Spearman's ρ with a percentile bootstrap CI at the Bonferroni
   level 1 − 0.05/cells (:func:`_cell_spearman`: with 5–20 epochs per cell and many cells, 95 % intervals
@@ -48,7 +48,7 @@ from scipy import stats
 from analysis import correlations as corr_mod
 from analysis.schema import SOURCE_HISTORY, higher_is_better_map, level_order, metric_rows, select_epoch
 from analysis.significance import Unit, correct, friedman_nemenyi, safe_test, unit_table
-from benchmark.claims import (
+from benchmark.claims_spec import (
     INPUT_REFERENCE,
     NDCT_REFERENCE,
     NOT_TESTED,
@@ -145,7 +145,7 @@ def condition_result(p_holm: float, p_holm_reverse: float, alpha: float) -> str:
 
 
 def verdict(results: Sequence[str]) -> str:
-    """The claim's verdict from its conditions' results (:mod:`benchmark.claims`): *does not hold* if any
+    """The claim's verdict from its conditions' results (:mod:`benchmark.claims_spec`): *does not hold* if any
     condition is reversed, *holds* if every one holds (and there is at least one), else *inconclusive*."""
     if any(r == REVERSED for r in results):
         return "does not hold"
@@ -213,7 +213,7 @@ def gate_arms(ctx: Context, arch: str, dose: str, arms: Sequence[str], *, textur
     """The learning gate of ``arms`` (loss labels; the pseudo-arms are skipped) in one architecture × dose:
     ``"passed: …"`` with each arm's ratio to the input, or ``"failed: …"`` naming each arm, condition and
     number that failed (or the data that is missing, since then learning cannot be confirmed).
-    ``texture`` adds the residual-noise check of ``closer_texture`` (:class:`benchmark.claims.GateConfig`)."""
+    ``texture`` adds the residual-noise check of ``closer_texture`` (:class:`benchmark.claims_spec.GateConfig`)."""
     g = ctx.gate
     if not g.enabled:
         return "off"
@@ -514,7 +514,7 @@ def evaluate_claims(
     (read by the gate, and by ``closer_texture`` claims with ``reference: input``), ``ndct`` the NDCT
     noise's NPS features (``reference: ndct``); ``unit`` and ``epoch`` as in
     :mod:`analysis.significance`; ``n_resamples``/``seed`` drive the bootstrap of ``agrees`` with
-    ``method: spearman``; ``gate`` the learning gate (:class:`benchmark.claims.GateConfig`, its defaults
+    ``method: spearman``; ``gate`` the learning gate (:class:`benchmark.claims_spec.GateConfig`, its defaults
     when None). A claim whose data are missing is *inconclusive*, with "no data" in ``numbers``; one with
     an arm below the gate *not tested*.
 

@@ -117,7 +117,7 @@ from analysis.metrics.task import (
 )
 from analysis.metrics.task.detectability import N_SPLITS, dprime_of
 from analysis.metrics.task.observers import hotelling_template, radial_npw_template
-from analysis.scoring import cells_to_analyse, epochs_to_score, skip_checkpoint
+from analysis.scoring_plan import cells_to_analyse, epochs_to_score, skip_checkpoint
 from analysis.shards import assign_shards, call_in_worker, check_jobs, parse_devices, run_in_workers
 from benchmark.checkpoint import CheckpointError, load_checkpoint, load_model
 from benchmark.config import TaskConfig

@@ -30,7 +30,7 @@ from analysis.detectability import (
 )
 from analysis.figures import build_figures, task_figures
 from analysis.pipeline import StatsOptions, analyze_run, load_analysis
-from analysis.schema import SOURCE_METRIC, metric_info
+from analysis.schema import metric_info, metric_names
 from analysis.scoring import ScoreOptions, load_input_baseline
 from analysis.tables import Orders, build_tables, detectability_tables, ttf_table, write_tables
 from benchmark.config import MatrixConfig
@@ -339,9 +339,10 @@ def write_report(out: Path | str, score: ScoreOptions | None = None, stats: Stat
     orders = Orders.from_traj(res.trajectories, matrix)
     unit_note = "per-patient means" if res.settings.get("unit", stats.unit) == "patient" else "slices"
     inputs = load_input_baseline(out)
+    metrics = metric_names(res.trajectories)  # the scored metrics: the metrics section and the tables
     tables = build_tables(res.trajectories, res.significance, res.correlations, orders=orders,
                           baseline=opts.baseline, epoch=res.settings.get("epoch", stats.epoch), unit_note=unit_note,
-                          inputs=inputs)  # fmt: skip
+                          inputs=inputs, metrics=metrics)  # fmt: skip
     table_paths = write_tables(tables, layout.tables_dir)
     window = res.settings.get("window", "abdomen")
     figs = build_figures(res.trajectories, res.correlations, res.ranks, orders, layout.figures_dir,
@@ -349,7 +350,6 @@ def write_report(out: Path | str, score: ScoreOptions | None = None, stats: Stat
                          distortion=opts.distortion, perception=opts.perception, inputs=inputs)  # fmt: skip
     path = layout.analysis_file(UNAVAILABLE)
     unavailable = pd.read_csv(path) if path.is_file() else pd.DataFrame()
-    metrics = [m for m in dict.fromkeys(res.trajectories.loc[res.trajectories["source"] == SOURCE_METRIC, "metric"])]
     parts = [
         f"# ldct-bench report: {matrix.name if matrix is not None else out.name}\n",
         f"Run folder `{out}`; written {datetime.now(UTC).isoformat(timespec='seconds')} with {_versions()}.\n",

@@ -1,4 +1,4 @@
-"""The tidy trajectory table: its columns, keys and queries, and the metric metadata look-up.
+"""The tidy trajectory table: its columns, keys and queries, and maps from the metric metadata.
 
 ``<out>/analysis/trajectories.parquet`` (written by :mod:`analysis.scoring`) has one row per
 observation::
@@ -26,9 +26,9 @@ from collections.abc import Iterable, Sequence
 
 import pandas as pd
 
-from analysis.metrics import METRICS, MetricInfo
+# the one look-up of the metric metadata is analysis.metrics.info; figures.py imports it from here as metric_info
+from analysis.metrics import info as metric_info
 from benchmark.core.errors import UserError
-from benchmark.core.registry import lookup
 
 KEYS = ["cell", "loss", "architecture", "dose", "seed", "epoch"]
 COLUMNS = [*KEYS, "patient", "image", "metric", "value", "source"]
@@ -44,9 +44,9 @@ INPUT_LABEL = "LDCT input"
 
 
 
-def metric_info(name: str) -> MetricInfo:
-    """The fixed metadata of a metric (``analysis.metrics.METRICS``), with the registry's error if unknown."""
-    return lookup(METRICS, name, "metric", field="evaluation.metrics")
+def metric_names(traj: pd.DataFrame) -> list[str]:
+    """The metrics of the per-image rows of ``traj``, in order of first appearance (the scored metrics)."""
+    return [str(m) for m in dict.fromkeys(metric_rows(traj)["metric"])]
 
 
 def higher_is_better_map(metrics: Iterable[str]) -> dict[str, bool]:

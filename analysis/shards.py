@@ -1,17 +1,19 @@
-"""Scoring sharded by cell over worker processes: ``ldct-bench analyze --jobs N --devices 0,1,...``.
+"""Worker processes for the analysis, sharded by cell: ``ldct-bench analyze --jobs N --devices 0,1,...``.
 
-:func:`score_in_shards` splits the cells of a scoring plan into at most ``N`` shards (whole cells, the
-load balanced by checkpoint count), starts one *spawned* process per shard, pinned to a device
-(round-robin over ``devices``; ``cpu`` allowed) with ``torch.set_num_threads(max(1, cpu_count // n))``
-(``n`` = the processes started), and runs :func:`analysis.scoring.score_run` restricted to the shard
-(:class:`Shard`) in each. A worker scores through the same per-checkpoint cache as a serial run and
-returns its :class:`analysis.scoring.ScoreSummary`; it writes nothing else.
+The scoring (:func:`analysis.scoring.score_in_shards`) and the task analysis
+(:func:`analysis.detectability.task_run`) split the cells of their plan into at most ``N`` shards
+(:func:`assign_shards`: whole cells, the load balanced by checkpoint count) and start one *spawned*
+process per shard (:func:`run_in_workers`), pinned to a device (round-robin over ``devices``; ``cpu``
+allowed) with ``torch.set_num_threads(max(1, cpu_count // n))`` (``n`` = the processes started). The
+worker function is passed in (a module-level function, :func:`call_in_worker` of it): this module
+imports neither of its callers. A scoring worker scores through the same per-checkpoint cache as a
+serial run and returns its :class:`analysis.scoring_plan.ScoreSummary`; it writes nothing else.
 
 Why no two processes ever write the same file: every cache file belongs to one (cell, checkpoint)
 (``cache/<cell>/epoch_<NNN>.parquet``) and every example to one cell, and a cell is in exactly one
 shard; the input-baseline cache of a dose (``cache/_input/<dose>.parquet``) is written only by the one
-shard that owns that dose's baseline (:attr:`Shard.baseline_doses`). The run-level outputs
-(``trajectories.parquet``, ``input_baseline.parquet``, ``cells.csv``...) are written by the parent
+shard that owns that dose's baseline (:attr:`analysis.scoring_plan.Shard.baseline_doses`). The run-level
+outputs (``trajectories.parquet``, ``input_baseline.parquet``, ``cells.csv``...) are written by the parent
 alone, after every worker has finished: it then walks the plan as a ``--jobs 1`` run does, reading every
 value from the caches the workers just filled, so the merged table is the serial one, row for row.
 Incremental behaviour is the cache's: a worker computes only what is missing or stale.
@@ -22,33 +24,17 @@ from __future__ import annotations
 import multiprocessing as mp
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 import torch
 from tqdm.auto import tqdm
 
-from benchmark.core.device import assign_devices, parse_device_list, worker_threads
+from benchmark.core.device import parse_device_list, worker_threads
 from benchmark.core.errors import UserError
-from benchmark.data import Dataset
 from benchmark.layout import CellInfo
 
-if TYPE_CHECKING:  # analysis.scoring imports this module lazily; at run time the worker imports it
-    from analysis.scoring import ScoreOptions, ScoreSummary
-
 R = TypeVar("R")
-
-
-@dataclass(frozen=True)
-class Shard:
-    """One worker's share of a scoring run: the ids of its ``cells``, the doses whose LDCT-input baseline
-    it scores, and the opened ``dataset`` (passed, not re-opened: a worker needs no dataset registry)."""
-
-    cells: frozenset[str]
-    baseline_doses: frozenset[str]
-    dataset: Dataset
-    index: int = 0
 
 
 def parse_devices(spec: str | Sequence[str] | None, *, field: str = "--devices") -> list[str] | None:
@@ -99,13 +85,6 @@ def call_in_worker(run: Callable[[str, Any], R], out: str, opts: Any, threads: i
         return None, (exc.message, exc.field)
 
 
-def _run_shard(out: str, opts: ScoreOptions, threads: int) -> WorkerResult[ScoreSummary]:
-    """A worker: score one shard (:func:`call_in_worker` of :func:`analysis.scoring.score_run`)."""
-    from analysis.scoring import score_run  # the worker process imports it here
-
-    return call_in_worker(score_run, out, opts, threads)
-
-
 def run_in_workers(worker: Callable[[str, Any, int], WorkerResult[R]], out: Path | str, tasks: Sequence[Any], *,
                    progress: bool, desc: str) -> list[R]:  # fmt: skip
     """``worker(out, task, threads)`` for each of ``tasks`` in its own *spawned* process, the machine's CPU
@@ -121,18 +100,3 @@ def run_in_workers(worker: Callable[[str, Any, int], WorkerResult[R]], out: Path
         assert value is not None
         done.append(value)
     return done
-
-
-def score_in_shards(out: Path | str, opts: ScoreOptions, plan: Sequence[tuple[CellInfo, int, Path]],
-                    dataset: Dataset, device: str) -> list[ScoreSummary]:  # fmt: skip
-    """Fill the score caches of ``plan`` with ``opts.jobs`` worker processes (module docstring) and return
-    their summaries. ``device`` is used where ``opts.devices`` is None."""
-    check_jobs(opts.jobs, field="jobs")
-    devices = parse_devices(opts.devices, field="devices") or [device]
-    shards = assign_shards(plan, opts.jobs)
-    if not shards:
-        return []
-    tasks = [replace(opts, jobs=1, devices=None, device=dev, progress=False,
-                     shard=Shard(frozenset(cells), frozenset(doses), dataset, i))
-             for i, ((cells, doses), dev) in enumerate(zip(shards, assign_devices(devices, len(shards))))]  # fmt: skip
-    return run_in_workers(_run_shard, out, tasks, progress=opts.progress, desc=f"scoring in {len(tasks)} processes")

@@ -183,13 +183,15 @@ def seed_stats(traj: pd.DataFrame, epoch: str = "final") -> pd.DataFrame:
     return out.assign(cv=out["sd"] / out["mean"].abs())
 
 
-def seed_spread_table(traj: pd.DataFrame, orders: Orders, epoch: str = "final") -> Table | None:
+def seed_spread_table(traj: pd.DataFrame, orders: Orders, epoch: str = "final",
+                      metrics: Sequence[str] | None = None) -> Table | None:  # fmt: skip
     """``seed_spread``: rows loss · architecture, columns metric · dose, ``mean ± sd (cv %)`` over seeds
-    (:func:`seed_stats`); None unless some cell has two or more seeds."""
+    (:func:`seed_stats`), the metrics in the order of ``metrics`` (None: as they appear at the epoch);
+    None unless some cell has two or more seeds."""
     s = seed_stats(traj, epoch)
     if s.empty or int(s["n_seeds"].max()) < 2:
         return None
-    metrics = list(dict.fromkeys(s["metric"].astype(str)))
+    metrics = list(metrics) if metrics is not None else list(dict.fromkeys(s["metric"].astype(str)))
     rows = list(_idx([orders.losses, orders.architectures]))
     cols = list(_idx([metrics, orders.doses]))
     text = pd.DataFrame("–", index=pd.MultiIndex.from_tuples(rows, names=["loss", "architecture"]),
@@ -256,10 +258,12 @@ class Orders:
         return cls(level_order(traj, "loss", pref[0]), level_order(traj, "architecture", pref[1]),
                    level_order(traj, "dose", pref[2]), shared_starts(matrix) if matrix is not None else {})  # fmt: skip
 
-    def loss_label(self, loss: str) -> str:
-        """How tables and figures show a loss: a shared start says so (:func:`benchmark.cells.shared_start_label`)."""
+    def loss_label(self, loss: str, *, wrap: bool = False) -> str:
+        """How tables and figures show a loss: a shared start says so (:func:`benchmark.cells.shared_start_label`);
+        ``wrap``: its "(shared start of …)" on a second line, for figure legends."""
         dependents = self.starts.get("loss", {}).get(loss)
-        return shared_start_label(loss, dependents) if dependents else loss
+        label = shared_start_label(loss, dependents) if dependents else loss
+        return label.replace(" (", "\n(", 1) if wrap else label
 
     def architecture_label(self, architecture: str) -> str:
         dependents = self.starts.get("architecture", {}).get(architecture)
@@ -374,7 +378,8 @@ def rmse_per_dose_table(stats: pd.DataFrame, orders: Orders, metric: str, inputs
     """The RED-CNN-style table: rows loss × architecture, columns dose conditions, RMSE in HU; last row
     the LDCT input (``inputs``: :func:`input_stats` rows), like the paper's "LDCT" row."""
     s = stats[stats["metric"] == metric]
-    rows = list(_idx([orders.losses, orders.architectures]))
+    present = set(zip(s["loss"], s["architecture"]))  # a loss × architecture the matrix excludes has no row
+    rows = [r for r in _idx([orders.losses, orders.architectures]) if r in present]
     ref = _input_rows(input_stats(None) if inputs is None else inputs, metric)
     _, _, text, bold = _mean_sd_table(s, ["loss", "architecture"], ["dose"], rows, orders.doses,
                                       higher_is_better_map([metric])[metric],
@@ -564,14 +569,15 @@ def correlation_tables(corr: pd.DataFrame, orders: Orders, metrics: Sequence[str
 def build_tables(
     traj: pd.DataFrame, sig: pd.DataFrame | None, corr: pd.DataFrame | None, *, orders: Orders,
     baseline: str | None = None, epoch: str = "final", unit_note: str = "per-patient means",
-    inputs: pd.DataFrame | None = None,
+    inputs: pd.DataFrame | None = None, metrics: Sequence[str] | None = None,
 ) -> list[Table]:  # fmt: skip
-    """Every table of the module docstring for the metrics in ``traj``; ``inputs`` is the LDCT-input
-    baseline (:data:`analysis.schema.BASELINE_COLUMNS`, e.g. from ``load_input_baseline``) for the
-    reference row (no row when None or empty)."""
+    """Every table of the module docstring for ``metrics``, in that order (the scored metrics,
+    :func:`analysis.schema.metric_names`; None: the metrics of ``traj`` at the compared epoch, in order of
+    appearance); ``inputs`` is the LDCT-input baseline (:data:`analysis.schema.BASELINE_COLUMNS`, e.g. from
+    ``load_input_baseline``) for the reference row (no row when None or empty)."""
     stats = summary_stats(traj, epoch)
     ref = input_stats(inputs) if inputs is not None and len(inputs) else None
-    metrics = list(dict.fromkeys(stats["metric"].astype(str)))
+    metrics = list(metrics) if metrics is not None else list(dict.fromkeys(stats["metric"].astype(str)))
     if baseline is not None and baseline not in orders.losses:
         raise UserError(f"{baseline!r} is not a loss of this run ({', '.join(orders.losses)})", field="baseline")
     tables = [metric_table(stats, sig, m, orders, baseline=baseline, unit_note=unit_note, inputs=ref) for m in metrics]
@@ -580,7 +586,7 @@ def build_tables(
         tables.append(rmse_per_dose_table(stats, orders, hu, ref))
     if corr is not None and len(corr):
         tables += correlation_tables(corr, orders, metrics)
-    spread = seed_spread_table(traj, orders, epoch)
+    spread = seed_spread_table(traj, orders, epoch, metrics)
     if spread is not None:
         tables.append(spread)
     return tables

@@ -103,7 +103,7 @@ def run(
         ))
         typer.echo(f"submitted {len(jobs)} job(s); logs under {out / 'slurm'}; `ldct-bench status --out {out}` follows them")
         return
-    from benchmark.pool import WorkerPool, parse_devices  # lazy: CLI start-up
+    from benchmark.workers import WorkerPool, parse_devices  # lazy: CLI start-up
 
     device_list = parse_devices(devices, cfg.device) if devices is not None or n_jobs > 1 else None
     dataset = check_matrix(cfg)
@@ -115,7 +115,7 @@ def run(
             runner = Runner(cfg, out, quiet=quiet, dataset=dataset, device=device_list[0] if device_list else None,
                             retry_diverged=retry_diverged)  # fmt: skip
             summary = runner.run()
-    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM / SIGHUP to a pool (benchmark.pool.Stopped)
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM / SIGHUP to a pool (benchmark.workers.Stopped)
         typer.echo("interrupted: finished epochs are checkpointed; run the same command again to resume", err=True)
         raise typer.Exit(128 + getattr(exc, "signum", 2)) from None
     for line in summary.lines():

@@ -45,7 +45,7 @@ from pydantic import (
     model_validator,
 )
 
-from benchmark.claims import Claim, GateConfig, reference_errors
+from benchmark.claims_spec import Claim, GateConfig, reference_errors
 from benchmark.core.errors import UnknownNameError, UserError
 from benchmark.core.registry import lookup
 from benchmark.optim import OPTIMIZERS, SCHEDULERS
@@ -576,11 +576,11 @@ class MatrixConfig(Strict):
     )
     claims: list[Claim] = Field(
         default_factory=list,
-        description="the study's findings as testable statements, checked by `ldct-bench report` (benchmark.claims)",
+        description="the study's findings as testable statements, checked by `ldct-bench report` (benchmark.claims_spec)",
     )
     gate: GateConfig = Field(
         default_factory=lambda: GateConfig(),
-        description="the learning gate every claim checks before it decides (benchmark.claims.GateConfig)",
+        description="the learning gate every claim checks before it decides (benchmark.claims_spec.GateConfig)",
     )
 
     @field_validator("doses", mode="before")

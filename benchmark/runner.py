@@ -56,7 +56,7 @@ from benchmark.checkpoint import (
     save_checkpoint,
     weights_only_state,
 )
-from benchmark.config import CheckpointsConfig, MatrixConfig
+from benchmark.config import CheckpointsConfig, MatrixConfig, TrainingConfig
 from benchmark.core.device import resolve_device
 from benchmark.core.errors import UserError
 from benchmark.core.kernels import apply_portable
@@ -76,6 +76,7 @@ from benchmark.layout import (
 )
 from benchmark.sampling import disjoint_halves
 from benchmark.schemes import pairing as scheme_pairing
+from benchmark.step_settings import StepSettings
 from benchmark.train import (
     Diverged,
     TrainData,
@@ -120,6 +121,15 @@ class RunSummary:
         for c in self.waiting:
             out.append(f"  waiting for its shared start (run again once it is finished): {c}")
         return out
+
+
+def step_settings(training: TrainingConfig) -> StepSettings:
+    """The :class:`~benchmark.step_settings.StepSettings` of the matrix's ``training`` section (its
+    fields of the same names). A runner builds them once and hands them to
+    :func:`benchmark.train.train_epoch` and the scheme (``to``, ``step``); nothing reads them back out
+    of a scheme."""
+    return StepSettings(precision=training.precision, channels_last=training.channels_last,
+                        grad_clip=training.grad_clip, check_every=training.check_every)  # fmt: skip
 
 
 def configure_determinism(device: torch.device, deterministic: bool) -> None:
@@ -296,6 +306,7 @@ class Runner:
     def __init__(self, matrix: MatrixConfig, out: Path, *, quiet: bool = False, dataset: Dataset | None = None,
                  device: torch.device | None = None, retry_diverged: bool = False) -> None:  # fmt: skip
         self.matrix = matrix
+        self.settings = step_settings(matrix.training)  # of every step of every cell this runner trains
         # train DIVERGED cells again (``run --retry-diverged``); those whose config or data changed always are
         self.retry_diverged = retry_diverged
         self.layout = RunLayout(out, must_exist=False)
@@ -509,7 +520,7 @@ class Runner:
         loss = build_loss([(t.name, t.weight, t.kwargs) for t in cell.loss.terms]).to(self.device)
         state = build_state(model, loss, self.matrix.training, generator, steps_per_epoch(self.matrix.training, n_train),
                             scheme=arch.scheme, scheme_kwargs=arch.scheme_kwargs, build_network=build_network)  # fmt: skip
-        state.scheme.to(self.device)
+        state.scheme.to(self.device, self.settings)
         return state
 
     def train_cell(self, cell: Cell) -> None:
@@ -536,7 +547,7 @@ class Runner:
         dims = spatial_dims(state.model)
         pairing = scheme_pairing(cell.architecture.scheme, tr.pairing)
         record_environment(layout.cell_dir(cid) / ENVIRONMENT, start + 1,
-                           environment(self.device, tr.precision, tr.channels_last))  # fmt: skip
+                           environment(self.device, self.settings.precision, self.settings.channels_last))  # fmt: skip
         train = None if redraw else TrainData(train_slices, tr, dims, pairing, device=self.device)
         for epoch in range(start + 1, tr.epochs + 1):
             if redraw:
@@ -554,7 +565,7 @@ class Runner:
                     self.safe_point()
 
             try:
-                train_logs = train_epoch(state, train, self.device, tr.grad_clip, progress)
+                train_logs = train_epoch(state, train, self.device, self.settings, progress)
             except Diverged as exc:
                 exc.epoch = epoch
                 raise

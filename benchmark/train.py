@@ -34,6 +34,7 @@ from benchmark.sampling import (
     window_starts,
 )
 from benchmark.schemes import Diverged, Pairing, Scheme, build_scheme
+from benchmark.step_settings import StepSettings
 from losses.base import CompositeLoss
 
 __all__ = ["Diverged", "TrainData", "TrainState", "build_state", "seed_everything", "steps_per_epoch", "train_epoch",
@@ -190,26 +191,26 @@ class TrainData:
         self.halves: tuple[np.ndarray, np.ndarray] | None = None
         if pairing == "unpaired" and training.disjoint_patients:
             self.halves = disjoint_halves(groups)
-        self.training = training
+        self.batch_size, self.patch_size, self.augment = training.batch_size, training.patch_size, training.augment
         n = training.patches_per_epoch or len(slices)
         self.steps = steps_per_epoch(training, len(slices))
         self.last_batch = n - (self.steps - 1) * training.batch_size
 
     def batch(self, step: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        t = self.training
-        n = t.batch_size if step < self.steps - 1 else self.last_batch
+        n = self.batch_size if step < self.steps - 1 else self.last_batch
+        patch = self.patch_size
         if self.starts is not None:
-            assert isinstance(t.patch_size, list)
-            x, y, _ = sample_volume_patches(self.x, self.y, n, t.patch_size, self.starts, generator, augment=t.augment,
+            assert isinstance(patch, list)
+            x, y, _ = sample_volume_patches(self.x, self.y, n, patch, self.starts, generator, augment=self.augment,
                                             weights=self.weights)  # fmt: skip
         elif self.pairing == "unpaired":
-            assert not isinstance(t.patch_size, list)
+            assert not isinstance(patch, list)
             ld, nd = self.halves if self.halves is not None else (None, None)
-            x, y, _ = sample_unpaired_patches(self.x, self.y, n, t.patch_size, generator, augment=t.augment, ld_rows=ld,
+            x, y, _ = sample_unpaired_patches(self.x, self.y, n, patch, generator, augment=self.augment, ld_rows=ld,
                                               nd_rows=nd, weights_ld=self.weights, weights_nd=self.weights)  # fmt: skip
         else:
-            assert not isinstance(t.patch_size, list)
-            x, y, _ = sample_patches(self.x, self.y, n, t.patch_size, generator, augment=t.augment,
+            assert not isinstance(patch, list)
+            x, y, _ = sample_patches(self.x, self.y, n, patch, generator, augment=self.augment,
                                      weights=self.weights)  # fmt: skip
         if self.placement == "pinned":
             x, y = x.pin_memory(), y.pin_memory()
@@ -217,58 +218,55 @@ class TrainData:
 
 
 def train_epoch(
-    state: TrainState, data: TrainData, device: torch.device, grad_clip: float | None, progress: Any = None
+    state: TrainState, data: TrainData, device: torch.device, settings: StepSettings, progress: Any = None
 ) -> dict[str, float]:
-    """One pass of ``data.steps`` batches through the scheme's step; returns epoch means of the total
-    (``train_loss``), each term (``train_<term>``) and the other logs (e.g. critic values).
+    """One pass of ``data.steps`` batches through the scheme's step under ``settings`` (the runner's
+    :func:`benchmark.runner.step_settings` of the matrix's ``training``); returns epoch means of the
+    total (``train_loss``), each term (``train_<term>``) and the other logs (e.g. critic values).
 
     The hot path does not wait for the device: the loss values are summed on it (float64, so the means
     equal those of summing them one by one on the host) and read back only every
-    ``training.check_every`` steps and after the last one. Each read-back checks the sums: a NaN or
+    ``settings.check_every`` steps and after the last one. Each read-back checks the sums: a NaN or
     infinite one raises :class:`Diverged` naming its term (``total`` for ``train_loss``) and the epoch
     (``state.epoch + 1``), and calls ``progress(step, steps, mean train_loss so far)``. With
     ``check_every: 1`` every update also checks its terms before its backward pass, as a scheme does
-    on its own. ``training.precision`` (tf32 settings, bf16 autocast of the step) and
-    ``training.channels_last`` (the batches' layout) apply here, to training only."""
+    on its own. ``settings.precision`` (tf32 settings, bf16 autocast of the step) and
+    ``settings.channels_last`` (the batches' layout) apply here, to training only; the scheme's step
+    gets ``settings`` too (``grad_clip``, the deferred checks)."""
     scheme = state.scheme
-    training = scheme.training
-    every = training.check_every
+    every = settings.check_every
     scheme.train()
     acc_dtype = torch.float32 if device.type == "mps" else torch.float64  # MPS has no float64
     sums: dict[str, torch.Tensor] = {}
     values: dict[str, float] = {}
     count = 0
-    scheme.defer_checks = every > 1
-    try:
-        with float32_matmul(training.precision):
-            for step in range(data.steps):
-                x, y = data.batch(step, state.generator)
-                x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-                if training.channels_last:
-                    x, y = to_channels_last(x), to_channels_last(y)
-                try:
-                    with autocast(training.precision, device.type):
-                        total, terms, logs = scheme.step(x, y, grad_clip)
-                except Diverged:
-                    raise
-                except Exception as exc:  # e.g. an index computed from NaN weights of a diverged step
-                    if scheme.defer_checks:
-                        _check_sums(_read_sums(sums), state.epoch + 1, cause=exc)
-                    raise
-                if scheme.per_step_schedule:
-                    scheme.step_schedules()
-                n = x.shape[0]
-                count += n
-                for k, v in {"train_loss": total, **{f"train_{t}": v for t, v in terms.items()}, **logs}.items():
-                    term = _on(v, device, acc_dtype) * n
-                    sums[k] = sums[k] + term if k in sums else term
-                if (step + 1) % every == 0 or step + 1 == data.steps:
-                    values = _read_sums(sums)
-                    _check_sums(values, state.epoch + 1)
-                    if progress is not None:
-                        progress(step + 1, data.steps, values["train_loss"] / count)
-    finally:
-        scheme.defer_checks = False
+    with float32_matmul(settings.precision):
+        for step in range(data.steps):
+            x, y = data.batch(step, state.generator)
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            if settings.channels_last:
+                x, y = to_channels_last(x), to_channels_last(y)
+            try:
+                with autocast(settings.precision, device.type):
+                    total, terms, logs = scheme.step(x, y, settings)
+            except Diverged:
+                raise
+            except Exception as exc:  # e.g. an index computed from NaN weights of a diverged step
+                if settings.defer_checks:
+                    _check_sums(_read_sums(sums), state.epoch + 1, cause=exc)
+                raise
+            if scheme.per_step_schedule:
+                scheme.step_schedules()
+            n = x.shape[0]
+            count += n
+            for k, v in {"train_loss": total, **{f"train_{t}": v for t, v in terms.items()}, **logs}.items():
+                term = _on(v, device, acc_dtype) * n
+                sums[k] = sums[k] + term if k in sums else term
+            if (step + 1) % every == 0 or step + 1 == data.steps:
+                values = _read_sums(sums)
+                _check_sums(values, state.epoch + 1)
+                if progress is not None:
+                    progress(step + 1, data.steps, values["train_loss"] / count)
     return {k: v / count for k, v in values.items()}
 
 

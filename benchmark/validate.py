@@ -23,7 +23,7 @@ from analysis.metrics import METRICS
 from benchmark import optim
 from benchmark.cells import expand_cells, warm_start_errors
 from benchmark.checkpoint import load_start_weights, read_start_weights
-from benchmark.claims import CloserTextureClaim, EquivalentClaim
+from benchmark.claims_spec import CloserTextureClaim, EquivalentClaim
 from benchmark.config import ArchitectureConfig, LossConfig, MatrixConfig
 from benchmark.core.device import resolve_device
 from benchmark.core.errors import MissingResource, UserError

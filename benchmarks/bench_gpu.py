@@ -68,9 +68,10 @@ from benchmark.core.device import resolve_device
 from benchmark.core.precision import PRECISIONS, environment
 from benchmark.data import open_dataset
 from benchmark.layout import DONE, TIMING, RunLayout
-from benchmark.pool import worker_threads
-from benchmark.runner import configure_determinism
+from benchmark.runner import configure_determinism, step_settings
+from benchmark.step_settings import StepSettings
 from benchmark.train import TrainData, build_state, seed_everything, train_epoch
+from benchmark.workers import worker_threads
 from losses import build_loss
 from models import ARCHITECTURES, build_model
 
@@ -126,11 +127,11 @@ def training_config(base: TrainingConfig, **update: Any) -> TrainingConfig:
     return TrainingConfig.model_validate({**base.model_dump(), **update})
 
 
-def timed_epoch(state: Any, data: TrainData, device: torch.device) -> float:
-    """Seconds of one :func:`train_epoch` (``data.steps`` runner steps), device work included."""
+def timed_epoch(state: Any, data: TrainData, device: torch.device, settings: StepSettings) -> float:
+    """Seconds of one :func:`train_epoch` (``data.steps`` runner steps under ``settings``), device work included."""
     _sync(device)
     t0 = time.perf_counter()
-    train_epoch(state, data, device, state.scheme.training.grad_clip)
+    train_epoch(state, data, device, settings)
     _sync(device)
     return time.perf_counter() - t0
 
@@ -150,15 +151,15 @@ def measure_architecture(name: str, kwargs: dict[str, Any], base: TrainingConfig
     out["params"] = sum(p.numel() for p in model.parameters() if p.requires_grad)
     loss = build_loss([("mse", 1.0, {})]).to(device)
     one = {p: training_config(base, precision=p, patches_per_epoch=base.batch_size) for p in PRECISIONS}
+    settings = {p: step_settings(one[p]) for p in PRECISIONS}  # the runner's, per precision
     state = build_state(model, loss, one["fp32"], torch.Generator().manual_seed(0), 1)
-    state.scheme.to(device)
+    state.scheme.to(device, settings["fp32"])
     data1 = TrainData(slices, one["fp32"], 2, "paired", device=device)
     step_s: dict[str, float] = {}
     for p in PRECISIONS:  # warm-up; a precision that fails is reported and left out
-        state.scheme.training = one[p]
         try:
             for _ in range(args.warmup):
-                step_s[p] = timed_epoch(state, data1, device)
+                step_s[p] = timed_epoch(state, data1, device, settings[p])
         except Exception as exc:
             out["errors"][p] = f"{type(exc).__name__}: {exc}"
             step_s.pop(p, None)
@@ -170,8 +171,7 @@ def measure_architecture(name: str, kwargs: dict[str, Any], base: TrainingConfig
     rounds = 0
     while ok and data is not None and rounds < args.max_rounds and (rounds < 1 or time.perf_counter() < deadline):
         for p in ok if rounds % 2 == 0 else list(reversed(ok)):
-            state.scheme.training = cfg[p]
-            times[p].append(timed_epoch(state, data, device))
+            times[p].append(timed_epoch(state, data, device, settings[p]))
         rounds += 1
     out["steps_per_s"] = {p: chunk / statistics.median(times[p]) if times.get(p) else None for p in PRECISIONS}
     out["chunk_steps"], out["rounds"] = chunk, rounds
@@ -242,7 +242,8 @@ def section_overhead(ctx: dict[str, Any], deadline: float) -> dict[str, Any]:
     bare_model = build_model(args.overhead_arch).to(device)
     bare_model.load_state_dict(model.state_dict())  # the same initial weights
     state = build_state(model, build_loss([("mse", 1.0, {})]).to(device), tr, gen, 1)
-    state.scheme.to(device)
+    settings = step_settings(tr)
+    state.scheme.to(device, settings)
     data = TrainData(train, tr, 2, "paired", device=device)
     bare_opt = torch.optim.Adam(bare_model.parameters(), lr=tr.optimizer.lr)
     bare_gen = torch.Generator().manual_seed(0)
@@ -259,7 +260,7 @@ def section_overhead(ctx: dict[str, Any], deadline: float) -> dict[str, Any]:
         return time.perf_counter() - t0
 
     bare_block()  # warm-up
-    timed_epoch(state, data, device)
+    timed_epoch(state, data, device, settings)
     bare_t: list[float] = []
     runner_t: list[float] = []
     rounds = 0
@@ -268,7 +269,7 @@ def section_overhead(ctx: dict[str, Any], deadline: float) -> dict[str, Any]:
             if side == 0:
                 bare_t.append(bare_block())
             else:
-                runner_t.append(timed_epoch(state, data, device))
+                runner_t.append(timed_epoch(state, data, device, settings))
         rounds += 1
     t_val, t_ckpt = epoch_extras(state, val, device, tr.val_batch_size, tr.val_max_images)
     b, r = statistics.median(bare_t) / block, statistics.median(runner_t) / block

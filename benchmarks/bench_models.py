@@ -41,6 +41,7 @@ from _timing import measure, time_steps
 
 from benchmark.config import TrainingConfig
 from benchmark.schemes import build_scheme
+from benchmark.step_settings import StepSettings
 from losses import build_loss
 from models import ARCHITECTURES, build_model, selective_scan
 
@@ -137,6 +138,7 @@ def scheme_comparison(args: argparse.Namespace) -> None:
     device = torch.device(args.device)
     training = TrainingConfig(epochs=1, batch_size=args.batch, patch_size=args.patch,
                               optimizer={"name": "adam", "lr": 2e-4, "kwargs": {"betas": [0.5, 0.999]}})  # fmt: skip
+    plain = StepSettings()  # a plain fp32 step, unclipped, checked at every update
     gen = torch.Generator().manual_seed(1)
     shape = (args.batch, 1, args.patch, args.patch)
     x = (0.25 + 0.01 * torch.randn(shape, generator=gen)).to(device)
@@ -147,7 +149,7 @@ def scheme_comparison(args: argparse.Namespace) -> None:
         model = build_model(arch).to(device)
         schemes[label] = build_scheme(scheme, {}, model=model, loss=build_loss(terms).to(device), training=training,
                                       rng=torch.Generator().manual_seed(0),
-                                      build_network=lambda arch=arch: build_model(arch).to(device)).to(device)  # fmt: skip
+                                      build_network=lambda arch=arch: build_model(arch).to(device)).to(device, plain)  # fmt: skip
         schemes[label].train()
     times: dict[str, list[float]] = {k: [] for k in schemes}
     for r in range(args.warmup + args.repeats):
@@ -155,7 +157,7 @@ def scheme_comparison(args: argparse.Namespace) -> None:
         for label in order:
             _sync(device)
             t0 = time.perf_counter()
-            schemes[label].step(x, y, None)
+            schemes[label].step(x, y, plain)
             _sync(device)
             if r >= args.warmup:
                 times[label].append(time.perf_counter() - t0)

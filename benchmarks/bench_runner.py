@@ -30,6 +30,7 @@ from benchmark.core.precision import PRECISIONS, autocast, float32_matmul
 from benchmark.data import PairedSlices, open_dataset
 from benchmark.layout import RunLayout
 from benchmark.sampling import sample_patches
+from benchmark.step_settings import StepSettings
 from benchmark.train import TrainData, TrainState, build_state, seed_everything, validate
 from losses import build_loss
 from models import build_model
@@ -106,10 +107,12 @@ def main() -> None:
     model.train()
     bare_model.train()
 
+    settings = StepSettings(precision=args.precision)  # checked at every update, unclipped
+
     def runner_step(i: int) -> None:
         x, y = data.batch(i, state.generator)
         with float32_matmul(args.precision), autocast(args.precision, device.type):  # as train_epoch does
-            state.scheme.step(x, y, None)
+            state.scheme.step(x, y, settings)
 
     def bare() -> None:
         bare_step(bare_model, bare_opt, data, args.batch, args.patch, bare_gen, device)

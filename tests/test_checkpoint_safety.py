@@ -25,7 +25,7 @@ import pandas as pd
 import pytest
 import torch
 
-import analysis.scoring as scoring_mod
+import analysis.scoring_exec as scoring_exec
 from benchmark import checkpoint as ckpt_mod
 from benchmark.checkpoint import (
     FORMAT_VERSION,
@@ -339,13 +339,13 @@ def test_analyze_partial_skips_a_checkpoint_thinned_while_it_reads(run, cli_main
     _, out = run
     _unfinish(out, MSE_DN)
     gone = _ckpt(out, MSE_DN, 1)
-    real = scoring_mod.load_eval_set
+    real = scoring_exec.load_eval_set
 
     def thin_then_load(*args: Any, **kwargs: Any):
         gone.unlink(missing_ok=True)  # after the plan was made, before the checkpoint is read
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(scoring_mod, "load_eval_set", thin_then_load)
+    monkeypatch.setattr(scoring_exec, "load_eval_set", thin_then_load)
     code, err = cli_main("analyze", "--out", str(out), "--partial", "--quiet", "--bootstrap", "0")
     assert code == 0, err
     assert str(gone) in err and "disappeared" in err

@@ -1,4 +1,4 @@
-"""Claims (benchmark.claims, analysis.claims): every kind's verdict on planted effects (holds), reversed
+"""Claims (benchmark.claims_spec, analysis.claims): every kind's verdict on planted effects (holds), reversed
 effects (does not hold) and nulls (inconclusive) in seeded synthetic trajectories; the p-values against
 scipy and statsmodels computed independently; the schema's errors; and claims.csv plus the report's
 Claims section end to end."""
@@ -16,7 +16,7 @@ from statsmodels.stats.multitest import multipletests
 from analysis.claims import CLAIM_COLUMNS, evaluate_claims, summarise_claims
 from analysis.schema import BASELINE_COLUMNS
 from analysis.simulate import simulate_trajectories
-from benchmark.claims import (
+from benchmark.claims_spec import (
     AgreesClaim,
     BetterClaim,
     CloserTextureClaim,

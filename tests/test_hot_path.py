@@ -23,6 +23,7 @@ from benchmark.core.precision import (
     split_placement,
 )
 from benchmark.data import PairedSlices
+from benchmark.runner import step_settings
 from benchmark.sampling import sample_volume_patches
 from benchmark.train import Diverged, TrainData, build_state, seed_everything, train_epoch
 from losses import build_loss
@@ -47,8 +48,9 @@ class Batches:
         return x, y
 
 
-def _epoch(state, data: Any, progress: Any = None) -> dict[str, float]:
-    return train_epoch(state, data, CPU, None, progress)
+def _epoch(state, data: Any, training: TrainingConfig, progress: Any = None) -> dict[str, float]:
+    """An epoch under the step settings the runner builds from ``training``."""
+    return train_epoch(state, data, CPU, step_settings(training), progress)
 
 
 def _state(training: TrainingConfig, seed: int = 0, loss: str = "mse"):
@@ -106,7 +108,7 @@ def test_fp32_epoch_is_bit_identical_to_the_per_step_loop(check_every):
     state = _state(training)
     ref_state = copy.deepcopy(state)
     seen: list[tuple[int, float]] = []
-    got = _epoch(state, Batches(steps=12), lambda s, n, loss: seen.append((s, loss)))
+    got = _epoch(state, Batches(steps=12), training, lambda s, n, loss: seen.append((s, loss)))
     want, _ = _old_epoch(ref_state, Batches(steps=12))
     assert got == want  # exact: the device sums are float64, summed in the same order
     for a, b in zip(state.model.parameters(), ref_state.model.parameters(), strict=True):
@@ -124,23 +126,24 @@ def test_fp32_epoch_is_bit_identical_to_the_per_step_loop(check_every):
 def test_a_nan_is_caught_within_the_epoch_at_the_next_check(check_every, drawn):
     """A NaN from step 5 (0-based) on: immediately with check_every 1, at the next read-back otherwise
     (at the latest the epoch's end), as Diverged naming the term and the epoch."""
-    state = _state(TrainingConfig(check_every=check_every))
+    training = TrainingConfig(check_every=check_every)
+    state = _state(training)
     state.epoch = 2
     data = Batches(steps=12, nan_at=5)
     with pytest.raises(Diverged) as info:
-        _epoch(state, data)
+        _epoch(state, data, training)
     assert info.value.term == "mse"
     assert math.isnan(info.value.value)
     assert data.drawn == drawn
     if check_every > 1:
         assert info.value.epoch == 3
-    assert state.scheme.defer_checks is False  # restored for direct use of the scheme
 
 
 def test_an_error_after_a_deferred_nan_is_reported_as_divergence():
     """Deferred checks let a NaN reach the weights; an error it then causes in a later step (here an
     index computed from the output) is reported as the divergence it follows from."""
-    state = _state(TrainingConfig(check_every=50))
+    training = TrainingConfig(check_every=50)
+    state = _state(training)
     inner = state.model
 
     class Indexing(torch.nn.Module):
@@ -163,7 +166,7 @@ def test_an_error_after_a_deferred_nan_is_reported_as_divergence():
             return (torch.full_like(y, float("nan")) if step == 3 else y), y
 
     with pytest.raises(Diverged) as info:
-        _epoch(state, NanOnce(steps=12))
+        _epoch(state, NanOnce(steps=12), training)
     assert isinstance(info.value.__cause__, IndexError)
 
 
@@ -171,28 +174,30 @@ def test_an_error_after_a_deferred_nan_is_reported_as_divergence():
 
 
 def test_bf16_trains_on_the_cpu_under_autocast():
-    state = _state(TrainingConfig(precision="bf16"))
+    training = TrainingConfig(precision="bf16")
+    state = _state(training)
     dtypes: set[torch.dtype] = set()
     conv = next(m for m in state.model.modules() if isinstance(m, torch.nn.Conv2d))
     conv.register_forward_hook(lambda m, i, o: dtypes.add(o.dtype))
     before = [p.detach().clone() for p in state.model.parameters()]
-    logs = _epoch(state, Batches(steps=6))
+    logs = _epoch(state, Batches(steps=6), training)
     assert dtypes == {torch.bfloat16}
     assert math.isfinite(logs["train_loss"]) and logs["train_loss"] > 0
     assert all(p.dtype == torch.float32 for p in state.model.parameters())  # master weights stay fp32
     assert any(not torch.equal(a, b) for a, b in zip(before, state.model.parameters(), strict=True))
-    fp32 = _epoch(_state(TrainingConfig()), Batches(steps=6))
+    fp32 = _epoch(_state(TrainingConfig()), Batches(steps=6), TrainingConfig())
     assert logs["train_loss"] == pytest.approx(fp32["train_loss"], rel=0.05)
     assert not torch.is_autocast_enabled("cpu")
 
 
 def test_channels_last_trains_the_same_values():
-    state = _state(TrainingConfig(channels_last=True))
-    state.scheme.to(CPU)
+    training = TrainingConfig(channels_last=True)
+    state = _state(training)
+    state.scheme.to(CPU, step_settings(training))
     conv = next(m for m in state.model.modules() if isinstance(m, torch.nn.Conv2d))
     assert conv.weight.is_contiguous(memory_format=torch.channels_last)
-    got = _epoch(state, Batches(steps=4))
-    want = _epoch(_state(TrainingConfig()), Batches(steps=4))
+    got = _epoch(state, Batches(steps=4), training)
+    want = _epoch(_state(TrainingConfig()), Batches(steps=4), TrainingConfig())
     assert got["train_loss"] == pytest.approx(want["train_loss"], rel=1e-4)
 
 

@@ -345,7 +345,7 @@ def test_synth_ndct_target(tmp_path, monkeypatch) -> None:
 def test_ndct_noise_baseline_is_the_nps_of_the_ndct_noise(tmp_path, monkeypatch) -> None:
     """``score_ndct_noise`` (the reference of ``closer_texture`` claims with ``reference: ndct``) equals
     the estimator on the NDCT's own noise (NDCT − noise-free), image by image."""
-    from analysis.scoring import load_eval_set, noise_region_metrics, score_ndct_noise
+    from analysis.scoring_exec import load_eval_set, noise_region_metrics, score_ndct_noise
 
     # 256² slices: the 96² ones are too coarse for the uniform ROI squares
     # two test patients: a uniform ROI square must fit on at least one slice (it depends on the anatomy)

@@ -69,6 +69,7 @@ def test_steps_per_epoch():
 
 def test_train_epoch_steps_a_per_step_schedule_after_every_optimizer_step():
     """An epoch of k steps leaves a per-step schedule k steps further; an epoch schedule is untouched."""
+    from benchmark.step_settings import StepSettings
     from benchmark.train import build_state, seed_everything, step_scheduler, train_epoch
     from losses import build_loss
     from models import build_model
@@ -84,7 +85,7 @@ def test_train_epoch_steps_a_per_step_schedule_after_every_optimizer_step():
         training = TrainingConfig(epochs=2, scheduler={"name": "cosine", "interval": interval})
         state = build_state(build_model("dncnn", {"depth": 3, "channels": 4}), build_loss([("mse", 1.0, {})]),
                             training, seed_everything(0), steps=Batches.steps)  # fmt: skip
-        train_epoch(state, Batches(), torch.device("cpu"), None)  # type: ignore[arg-type]
+        train_epoch(state, Batches(), torch.device("cpu"), StepSettings())  # type: ignore[arg-type]
         assert state.scheme.scheduler.last_epoch == after_epoch
         step_scheduler(state, 0.0)
         assert state.scheme.scheduler.last_epoch == (5 if interval == "step" else 1)

@@ -23,9 +23,9 @@ from benchmark.config import parse_matrix
 from benchmark.core.errors import UserError
 from benchmark.data import open_dataset
 from benchmark.layout import ATTEMPTS, CELL_CONFIG, DIVERGED, DONE, RUNNING, RunLayout
-from benchmark.pool import Stopped, _stop_on_signals
 from benchmark.sampling import sample_patches
 from benchmark.status import _pid_alive, status_table
+from benchmark.workers import Stopped, _stop_on_signals
 
 # one cell, one epoch of two steps on the 96² tiny data (shared with the other tests' cache)
 TINY: dict[str, Any] = {

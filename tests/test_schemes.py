@@ -11,12 +11,14 @@ from benchmark.config import TrainingConfig
 from benchmark.core.errors import UserError
 from benchmark.schemes import SCHEMES, build_scheme, scheme_options
 from benchmark.schemes.base import l1
+from benchmark.step_settings import StepSettings
 from losses import build_loss
 from losses.base import CompositeLoss
 from models import build_model
 
 TRAINING = TrainingConfig(epochs=2, batch_size=2, patch_size=32, optimizer={"name": "adam", "lr": 2e-4,
                           "kwargs": {"betas": [0.5, 0.999]}})  # fmt: skip
+PLAIN = StepSettings()  # a plain fp32 step, unclipped, checked at every update
 GENERATORS = {
     "pix2pix": ("unet", {"depth": 2, "channels": 4}),
     "cyclegan": ("resnet_gen", {"channels": 4, "blocks": 1}),
@@ -65,9 +67,9 @@ def test_generator_step_leaves_discriminators_alone_and_vice_versa(name):
     # generator step: every generator-side parameter moves, no discriminator weight or gradient does
     d_before, g_before = _snapshot(ds), _snapshot(gs)
     if name == "pix2pix":
-        s.generator_step(x, y, s.model(x), None)
+        s.generator_step(x, y, s.model(x), PLAIN)
     else:
-        s.generator_step(x, y, None)
+        s.generator_step(x, y, PLAIN)
     assert not _changed(d_before, ds)
     assert all(p.grad is None for d in ds for p in d.parameters()), "a generator step gave D gradients"
     moved = _changed(g_before, gs)
@@ -81,11 +83,11 @@ def test_generator_step_leaves_discriminators_alone_and_vice_versa(name):
         m.zero_grad(set_to_none=True)
     d_before, g_before = _snapshot(ds), _snapshot(gs)
     if name == "pix2pix":
-        s.discriminator_step(x, y, s.model(x).detach())
+        s.discriminator_step(x, y, s.model(x).detach(), PLAIN)
     elif name == "cyclegan":
-        s.discriminator_step(x, y, s.model(x).detach(), s.networks["F"](y).detach())
+        s.discriminator_step(x, y, s.model(x).detach(), s.networks["F"](y).detach(), PLAIN)
     else:
-        s.discriminator_step(x, y)
+        s.discriminator_step(x, y, PLAIN)
     assert not _changed(g_before, gs)
     assert all(p.grad is None for m in gs for p in m.parameters()), "a discriminator step gave G gradients"
     assert _changed(d_before, ds) == set(d_before), "every discriminator parameter moves"
@@ -157,7 +159,7 @@ def test_pix2pix_discriminator_is_conditional_and_objective_matches():
     bce = torch.nn.functional.binary_cross_entropy_with_logits
     logits = d(torch.cat([x, fake], 1))
     naive = bce(logits, torch.ones_like(logits)) + 100 * (fake - y).abs().mean()
-    total, terms = s.generator_step(x, y, fake, None)
+    total, terms = s.generator_step(x, y, fake, PLAIN)
     torch.testing.assert_close(total, naive.detach(), rtol=1e-5, atol=1e-6)
     assert set(terms) == {"G_gan", "l1"}
 
@@ -199,7 +201,7 @@ def test_pix2pix_pretraining_is_the_l1_term_alone_without_a_discriminator():
     d_before, g_before = _snapshot([s.networks["D"]]), _snapshot([s.model])
     fake = s.model(x)
     naive = 100 * (fake - y).abs().mean()
-    total, logs, _ = s.step(x, y, None)
+    total, logs, _ = s.step(x, y, PLAIN)
     torch.testing.assert_close(total, naive.detach())
     assert set(logs) == {"l1"}
     assert not _changed(d_before, [s.networks["D"]]) and _changed(g_before, [s.model])
@@ -232,7 +234,7 @@ def test_unit_identity_term_and_warm_up_without_discriminators():
     warm = _scheme("unit", lambda_gan=0.0, lambda_cycle=0.0, lambda_cycle_kl=0.0, lambda_identity=100.0)
     ds = [warm.networks["D_A"], warm.networks["D_B"]]
     before = _snapshot(ds)
-    _, logs, _ = warm.step(x, y, None)
+    _, logs, _ = warm.step(x, y, PLAIN)
     assert not _changed(before, ds) and "D_A" not in logs and "idt_A" in logs
 
 
@@ -250,8 +252,8 @@ def test_supervised_output_gradient_norms_match_autograd_per_term():
     x, y = _batch()
     s, plain = build(True), build(False)
     pred = s.model(x).detach()
-    _, logs, _ = s.step(x, y, None)
-    _, plain_logs, _ = plain.step(x, y, None)
+    _, logs, _ = s.step(x, y, PLAIN)
+    _, plain_logs, _ = plain.step(x, y, PLAIN)
     mse_grad = 0.95 * 2 * (pred - y) / pred.numel()
     l1_grad = 0.05 * torch.sign(pred - y) / pred.numel()
     torch.testing.assert_close(logs["gradnorm_mse"], mse_grad.norm())
@@ -280,7 +282,7 @@ def test_supervised_balanced_adversarial_weight_sets_the_gradient_share():
     g_pix = torch.autograd.grad(pixel, pred, retain_graph=True)[0].norm()
     g_adv = torch.autograd.grad(adv, pred)[0].norm()
     torch.testing.assert_close(g_adv / g_pix, torch.tensor(0.05 / 0.95), rtol=1e-4, atol=0)
-    _, logs, _ = s.step(x, y, None)
+    _, logs, _ = s.step(x, y, PLAIN)
     assert "adv_balance" in logs and float(logs["adv_balance"]) > 0
     def build(entry):
         return build_scheme("supervised", {"balance_adversarial": True}, model=build_model("dncnn", {"depth": 3, "channels": 4}),

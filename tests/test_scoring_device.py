@@ -11,7 +11,7 @@ import torch
 
 import analysis.metrics.engine as engine
 from analysis.metrics import compute_metrics
-from analysis.scoring import EvalSet, denoise_images
+from analysis.scoring_exec import EvalSet, denoise_images
 from benchmark.data.base import contiguous_volumes
 from models import build_model
 from models.dncnn import DnCNN3D

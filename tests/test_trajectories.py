@@ -15,16 +15,12 @@ import torch
 from skimage.metrics import peak_signal_noise_ratio
 
 import analysis.metrics as metrics_pkg
+import analysis.scoring_exec as scoring_exec
 from analysis.metrics.engine import compute_metrics as unspied_compute_metrics
 from analysis.schema import BASELINE_COLUMNS, COLUMNS
-from analysis.scoring import (
-    ScoreOptions,
-    epochs_to_score,
-    load_input_baseline,
-    load_trajectories,
-    score_run,
-    select_images,
-)
+from analysis.scoring import ScoreOptions, load_input_baseline, load_trajectories, score_run
+from analysis.scoring_exec import select_images
+from analysis.scoring_plan import epochs_to_score
 from benchmark.cells import cell_config, expand_cells
 from benchmark.checkpoint import FORMAT_VERSION, load_model, save_checkpoint
 from benchmark.config import parse_matrix
@@ -101,14 +97,14 @@ class Spy:
     def __init__(self, monkeypatch) -> None:
         self.calls: list[list[str]] = []
         self.caches: set[int] = set()
-        real = metrics_pkg.compute_metrics
+        real = scoring_exec.compute_metrics
 
         def spy(names, *args, **kwargs):
             self.calls.append(list(names))
             self.caches.add(id(kwargs.get("ref_cache")))
             return real(names, *args, **kwargs)
 
-        monkeypatch.setattr(metrics_pkg, "compute_metrics", spy)
+        monkeypatch.setattr(scoring_exec, "compute_metrics", spy)  # where the scoring calls it
 
     @property
     def evaluations(self) -> int:

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import warnings
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -43,9 +44,11 @@ from benchmark.core.registry import lookup
 _SCORERS: dict[tuple, Scorer] = {}
 
 
-def info(name: str) -> MetricInfo:
-    """The :class:`MetricInfo` of ``name``; unknown names fail with the valid names and a close match."""
-    return lookup(METRICS, name, "metric", field="metrics")
+def info(name: str, *, field: str = "metrics") -> MetricInfo:
+    """The :class:`MetricInfo` of ``name`` (the one look-up of the metric metadata,
+    :data:`analysis.metrics.METRICS`); unknown names fail with the valid names and a close match, the error
+    naming ``field``."""
+    return lookup(METRICS, name, "metric", field=field)
 
 
 def available(name: str) -> tuple[bool, str]:
@@ -211,6 +214,21 @@ def compute_metrics(
     dev = torch.device(device)
     if batch_size < 1:
         raise UserError(f"batch_size must be ≥ 1, got {batch_size}", field="batch_size")
+    metas = _requested(names, skip_unavailable)
+    pred, ref = _images(pred_hu, ref_hu)
+    for m in metas:
+        _check(m, pred, ref)
+    masks = _check_regions(metas, pred, pixel_spacing_mm, roi)
+    refs = _References.of(ref, metas, masks, pixel_spacing_mm, win, dev, ref_key,
+                          ref_cache if ref_cache is not None else {})  # fmt: skip
+    preds = _Spaces(pred, win, dev)
+    plan = _chunk_plan(metas, dev, batch_size, pred.shape[0])
+    return _score(plan, preds, refs, pred.shape[0], progress)
+
+
+def _requested(names: list[str], skip_unavailable: bool) -> list[MetricInfo]:
+    """The metadata of ``names`` (once each, in order) that can run here; an unavailable one raises
+    :class:`MetricUnavailable`, or with ``skip_unavailable`` is left out with a warning."""
     metas = [info(n) for n in dict.fromkeys(names)]
     missing = unavailable_metrics([m.name for m in metas])
     if missing and not skip_unavailable:
@@ -219,48 +237,90 @@ def compute_metrics(
     if missing:
         warnings.warn(
             "skipping unavailable metrics: " + "; ".join(f"{k}: {v}" for k, v in missing.items()),
-            stacklevel=2,
+            stacklevel=3,  # the caller of compute_metrics
         )
-    metas = [m for m in metas if m.name not in missing]
+    return [m for m in metas if m.name not in missing]
+
+
+def _images(pred_hu: np.ndarray | torch.Tensor,
+            ref_hu: np.ndarray | torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:  # fmt: skip
+    """The prediction and reference as ``(N, 1, H, W)`` float32 tensors (:func:`as_nchw`), of one shape."""
     pred = as_nchw(pred_hu, "pred")
     ref = as_nchw(ref_hu, "ref") if ref_hu is not None else None
     if ref is not None and ref.shape != pred.shape:
         raise UserError(
             f"prediction {tuple(pred.shape)} and reference {tuple(ref.shape)} differ in shape", field="ref"
         )
-    for m in metas:
-        _check(m, pred, ref)
-    masks = _check_regions(metas, pred, pixel_spacing_mm, roi)
-    ref_id = digest(ref) if (ref is not None and any(m.full_reference for m in metas)) else None
-    region_id = (pixel_spacing_mm, None if masks is None else digest(torch.from_numpy(masks.astype(np.float32))))
-    cache: dict = ref_cache if ref_cache is not None else {}
-    n = pred.shape[0]
-    preds = _Spaces(pred, win, dev)
+    return pred, ref
+
+
+def _chunk_plan(metas: list[MetricInfo], dev: torch.device, batch_size: int,
+                n: int) -> list[tuple[MetricInfo, Scorer, list[tuple[int, int]]]]:  # fmt: skip
+    """Per metric: its scorer on ``dev`` and the ``(start, stop)`` image chunks it takes
+    (``min(batch_size, scorer.max_batch)`` images each)."""
     plan = []
     for m in metas:
         scorer = get_scorer(m.name, dev)
         bs = min(batch_size, scorer.max_batch or batch_size)
         plan.append((m, scorer, [(s, min(s + bs, n)) for s in range(0, n, bs)]))
-    results: dict[str, np.ndarray] = {m.name: np.empty(n, dtype=np.float64) for m in metas}
+    return plan
+
+
+@dataclass
+class _References:
+    """The reference side of one :func:`compute_metrics` call: the reference images, their digest and
+    region masks, and the caller's cache of prepared reference chunks (module docstring)."""
+
+    images: torch.Tensor | None
+    digest: str | None
+    region: tuple
+    masks: np.ndarray | None
+    pixel_spacing_mm: float | None
+    window: HUWindow
+    device: torch.device
+    ref_key: str | None
+    cache: dict
+
+    @classmethod
+    def of(cls, ref: torch.Tensor | None, metas: list[MetricInfo], masks: np.ndarray | None,
+           pixel_spacing_mm: float | None, window: HUWindow, device: torch.device, ref_key: str | None,
+           cache: dict) -> _References:  # fmt: skip
+        """The references of a call; the digest is taken only when a full-reference metric needs it."""
+        ref_id = digest(ref) if (ref is not None and any(m.full_reference for m in metas)) else None
+        region_id = (pixel_spacing_mm, None if masks is None else digest(torch.from_numpy(masks.astype(np.float32))))
+        return cls(ref, ref_id, region_id, masks, pixel_spacing_mm, window, device, ref_key, cache)
+
+    def state(self, m: MetricInfo, scorer: Scorer, start: int, stop: int) -> Any:
+        """The prepared reference of images ``start:stop`` for ``m`` (None for a no-reference metric),
+        from the cache or prepared and stored there."""
+        if not m.full_reference:
+            return None
+        assert self.images is not None
+        region = self.region if isinstance(scorer, RegionScorer) else ()
+        key = (self.ref_key, self.digest, self.window.lo, self.window.hi, _scorer_key(m, self.device), start, stop,
+               *region)  # fmt: skip
+        if key not in self.cache:
+            chunk = _to_space(self.images[start:stop], m, self.window, self.device)
+            if isinstance(scorer, RegionScorer):
+                assert self.pixel_spacing_mm is not None
+                masks = None if self.masks is None else self.masks[start:stop]
+                self.cache[key] = scorer.prepare_region_ref(chunk, masks, self.pixel_spacing_mm)
+            else:
+                self.cache[key] = scorer.prepare_ref(chunk)
+        return self.cache[key]
+
+
+def _score(plan: list[tuple[MetricInfo, Scorer, list[tuple[int, int]]]], preds: _Spaces, refs: _References,
+           n: int, progress: bool) -> dict[str, np.ndarray]:  # fmt: skip
+    """Each metric of ``plan`` chunk by chunk: ``{name: (n,) float64}``."""
+    results: dict[str, np.ndarray] = {m.name: np.empty(n, dtype=np.float64) for m, _, _ in plan}
     with tqdm(
         total=sum(len(c) for _, _, c in plan), desc="metrics", disable=not progress, leave=False
     ) as bar:
         for m, scorer, chunks in plan:
             bar.set_postfix_str(m.name)
             for start, stop in chunks:
-                state: Any = None
-                if m.full_reference:
-                    assert ref is not None
-                    region = region_id if isinstance(scorer, RegionScorer) else ()
-                    key = (ref_key, ref_id, win.lo, win.hi, _scorer_key(m, dev), start, stop, *region)
-                    if key not in cache and isinstance(scorer, RegionScorer):
-                        assert pixel_spacing_mm is not None
-                        cache[key] = scorer.prepare_region_ref(_to_space(ref[start:stop], m, win, dev),
-                                                               None if masks is None else masks[start:stop],
-                                                               pixel_spacing_mm)  # fmt: skip
-                    elif key not in cache:
-                        cache[key] = scorer.prepare_ref(_to_space(ref[start:stop], m, win, dev))
-                    state = cache[key]
+                state = refs.state(m, scorer, start, stop)  # the reference side first, as it is cached
                 values = scorer.score(preds.get(m.space, start, stop), state)
                 results[m.name][start:stop] = values.detach().double().cpu().numpy()
                 bar.update(1)

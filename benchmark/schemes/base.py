@@ -10,7 +10,9 @@ UNIT. It declares its networks, optimizers and losses, and exposes
   framework it holds only the *extra* terms added to the framework's own objective (e.g. MSTLF), and
   an empty entry (``none``) is the framework's baseline;
 * :meth:`Scheme.step`: one training step on a batch ``(x, y)`` (LD, ND; paired or not, as the runner
-  samples for :attr:`SchemeInfo.pairing`), returning the generator's total, its terms and other logs;
+  samples for :attr:`SchemeInfo.pairing`) under the step's
+  :class:`~benchmark.step_settings.StepSettings` (given by the caller, never read from the scheme),
+  returning the generator's total, its terms and other logs;
 * :meth:`Scheme.validation_terms`: the validation loss of a generator output against its paired NDCT.
 
 The runner, checkpoints, resume, status and the analysis only use this interface, so they work
@@ -32,6 +34,7 @@ from torch import nn
 from benchmark import optim
 from benchmark.config import OptimizerConfig, SchedulerConfig, TrainingConfig
 from benchmark.core.precision import module_to_channels_last, no_autocast
+from benchmark.step_settings import StepSettings
 from losses.adversarial import frozen
 from losses.base import CompositeLoss
 from losses.lsgan import lsgan_loss
@@ -127,6 +130,9 @@ class Scheme:
     Subclasses implement :meth:`step`; :meth:`validation_terms` defaults to the L1 distance of the
     generator output to the paired NDCT (``l1``, the validation loss) plus each non-adversarial term
     of ``loss`` on the same pair (logged, not summed in).
+
+    ``training`` is read at construction only (optimizers, schedules); what a step needs comes with
+    each call as :class:`~benchmark.step_settings.StepSettings`.
     """
 
     name: ClassVar[str] = ""
@@ -135,16 +141,14 @@ class Scheme:
                  steps: int = 1) -> None:  # fmt: skip
         self.model = model
         self.loss = loss
-        self.training = training
+        self.scheduler_config = training.scheduler  # construction only: the schedules of add_optimizer
+        self.epochs = training.epochs
         self.rng = rng
         self.steps = steps  # optimizer steps per epoch (sizes a per-step schedule)
         self.networks: dict[str, nn.Module] = {}
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
         self.schedulers: dict[str, Any] = {}
         self.per_step_schedule = training.scheduler.interval == "step"
-        # True while benchmark.train.train_epoch checks the summed losses every training.check_every
-        # steps instead: update() then skips its per-update finite check (a host synchronisation)
-        self.defer_checks = False
 
     # ------------------------------------------------------------------ building
     def add_optimizer(self, role: str, params: list[nn.Parameter], cfg: OptimizerConfig, *, field: str,
@@ -153,17 +157,17 @@ class Scheme:
         opt = optim.build_optimizer(params, cfg.name, cfg.lr, cfg.kwargs, field=field)
         self.optimizers[role] = opt
         if schedule:
-            self.schedulers[role] = build_scheduler(opt, self.training.scheduler, self.training.epochs, self.steps)
+            self.schedulers[role] = build_scheduler(opt, self.scheduler_config, self.epochs, self.steps)
         return opt
 
     def modules(self) -> list[nn.Module]:
         return [self.model, self.loss, *self.networks.values()]
 
-    def to(self, device: torch.device) -> Scheme:
-        """Every module onto ``device`` (in channels-last layout with ``training.channels_last``)."""
+    def to(self, device: torch.device, settings: StepSettings) -> Scheme:
+        """Every module onto ``device`` (in channels-last layout with ``settings.channels_last``)."""
         for m in self.modules():
             m.to(device)
-            if self.training.channels_last:
+            if settings.channels_last:
                 module_to_channels_last(m)
         return self
 
@@ -175,33 +179,35 @@ class Scheme:
         self.train(False)
 
     # ------------------------------------------------------------------ training
-    def step(self, x: torch.Tensor, y: torch.Tensor, grad_clip: float | None
+    def step(self, x: torch.Tensor, y: torch.Tensor, settings: StepSettings
              ) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict[str, torch.Tensor]]:  # fmt: skip
-        """One training step on LD ``x`` and ND ``y``. Returns the generator objective's value, its
-        terms (logged as ``train_<term>``) and other logs (logged under their own names), as detached
-        0-d tensors on the training device (reading them back is the caller's synchronisation)."""
+        """One training step on LD ``x`` and ND ``y`` under ``settings`` (clipping, deferred checks).
+        Returns the generator objective's value, its terms (logged as ``train_<term>``) and other logs
+        (logged under their own names), as detached 0-d tensors on the training device (reading them
+        back is the caller's synchronisation)."""
         raise NotImplementedError
 
-    def update(self, role: str, objective: Callable[[], tuple[torch.Tensor, dict[str, torch.Tensor]]], *,
-               frozen: Sequence[nn.Module] = (), grad_clip: float | None = None
+    def update(self, role: str, objective: Callable[[], tuple[torch.Tensor, dict[str, torch.Tensor]]],
+               settings: StepSettings, *, frozen: Sequence[nn.Module] = (), clip: bool = False
                ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:  # fmt: skip
         """One step of optimizer ``role`` on ``objective()`` → ``(total, terms)``, evaluated with the
         parameters of ``frozen`` (the other side's discriminators) not requiring grad, so they get no
         gradients: zero the gradients, evaluate, check every term is finite (:class:`Diverged`),
-        backward, clip (``grad_clip``), step. Returns the detached total and the terms.
+        backward, clip (with ``clip``, to ``settings.grad_clip``: the generator's updates; a
+        discriminator's are not clipped), step. Returns the detached total and the terms.
 
-        The finite check is skipped while :attr:`defer_checks` is set (``train_epoch`` checks the
-        summed values every ``training.check_every`` steps). Under bf16 autocast (``train_epoch``)
-        only ``objective()`` runs in it; backward, clipping and the step run outside."""
+        The finite check is skipped with ``settings.defer_checks`` (``check_every`` > 1:
+        ``train_epoch`` checks the summed values every ``check_every`` steps). Under bf16 autocast
+        (``train_epoch``) only ``objective()`` runs in it; backward, clipping and the step run outside."""
         opt = self.optimizers[role]
         with all_frozen(*frozen):
             opt.zero_grad(set_to_none=True)
             total, terms = objective()
-            if not self.defer_checks:
+            if not settings.defer_checks:
                 check_finite({**terms, "total": total})
             with no_autocast(total.device.type):
                 total.backward()
-                self.clip(role, grad_clip)
+                self.clip(role, settings.grad_clip if clip else None)
                 opt.step()
         return total.detach(), terms
 

@@ -16,7 +16,7 @@ Per step on a batch ``(a, b)``, in the order of the paper's code:
    (the MSTLF study's texture loss, as in its public code; empty = the CycleGAN baseline);
 2. discriminators: ``L_{D_B} = ½·[c(D_B(b), real) + c(D_B(pool_B(G(a))), fake)]`` and the same for
    D_A with ``pool_A(F(b))``: the fakes pass through 50-image history pools (Shrivastava et al., CVPR
-   2017; :class:`benchmark.schemes.pool.ImagePool`).
+   2017; :class:`benchmark.schemes.history.ImagePool`).
 
 Optimizers as in the paper's code: one for G and F together (with trainable loss parameters), one for
 D_A and D_B together, both from ``training.optimizer`` (paper: Adam 2e-4, β1 0.5) with the matrix's
@@ -36,7 +36,8 @@ from torch import nn
 from benchmark.config import TrainingConfig
 from benchmark.core.registry import lookup
 from benchmark.schemes.base import GAN_CRITERIA, Scheme, l1, parameters
-from benchmark.schemes.pool import ImagePool
+from benchmark.schemes.history import ImagePool
+from benchmark.step_settings import StepSettings
 from losses.base import CompositeLoss
 from models import DISCRIMINATORS, build_model
 
@@ -87,7 +88,7 @@ class CycleGAN(Scheme):
         extra_b, terms_b = self.extra_terms(rec_b, b, "_B")
         return total + extra_a + extra_b, {**terms, **terms_a, **terms_b}, fake_b, fake_a
 
-    def generator_step(self, a: torch.Tensor, b: torch.Tensor, grad_clip: float | None
+    def generator_step(self, a: torch.Tensor, b: torch.Tensor, settings: StepSettings
                        ) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:  # fmt: skip
         """One update of G and F (and trainable loss parameters), D_A and D_B frozen; returns the
         objective, its terms and the detached fakes G(a), F(b)."""
@@ -98,12 +99,12 @@ class CycleGAN(Scheme):
             fakes.extend([fake_b.detach(), fake_a.detach()])
             return total, terms
 
-        total, terms = self.update("G", objective, frozen=[self.networks["D_A"], self.networks["D_B"]],
-                                   grad_clip=grad_clip)  # fmt: skip
+        total, terms = self.update("G", objective, settings, frozen=[self.networks["D_A"], self.networks["D_B"]],
+                                   clip=True)  # fmt: skip
         return total, terms, fakes[0], fakes[1]
 
-    def discriminator_step(self, a: torch.Tensor, b: torch.Tensor, fake_b: torch.Tensor, fake_a: torch.Tensor
-                           ) -> dict[str, torch.Tensor]:  # fmt: skip
+    def discriminator_step(self, a: torch.Tensor, b: torch.Tensor, fake_b: torch.Tensor, fake_a: torch.Tensor,
+                           settings: StepSettings) -> dict[str, torch.Tensor]:  # fmt: skip
         """One update of D_A and D_B on the real images and the pooled fakes."""
         d_a, d_b, c = self.networks["D_A"], self.networks["D_B"], self.criterion
         pooled_b = self.pools["B"].query(fake_b.detach(), self.rng)
@@ -114,13 +115,13 @@ class CycleGAN(Scheme):
             loss_da = 0.5 * (c(d_a(a), True) + c(d_a(pooled_a), False))
             return loss_da + loss_db, {"D_A": loss_da, "D_B": loss_db}
 
-        _, terms = self.update("D", objective)
+        _, terms = self.update("D", objective, settings)
         return {k: v.detach() for k, v in terms.items()}
 
-    def step(self, x: torch.Tensor, y: torch.Tensor, grad_clip: float | None
+    def step(self, x: torch.Tensor, y: torch.Tensor, settings: StepSettings
              ) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict[str, torch.Tensor]]:  # fmt: skip
-        total, terms, fake_b, fake_a = self.generator_step(x, y, grad_clip)
-        d_logs = self.discriminator_step(x, y, fake_b, fake_a)
+        total, terms, fake_b, fake_a = self.generator_step(x, y, settings)
+        d_logs = self.discriminator_step(x, y, fake_b, fake_a, settings)
         logs = {k: v.detach() for k, v in {**terms, **d_logs}.items()}
         return total, logs, {}
 

@@ -27,6 +27,7 @@ from torch import nn
 from benchmark.config import TrainingConfig
 from benchmark.core.registry import lookup
 from benchmark.schemes.base import GAN_CRITERIA, Scheme, l1, parameters
+from benchmark.step_settings import StepSettings
 from losses.base import CompositeLoss
 from models import DISCRIMINATORS, build_model
 
@@ -56,7 +57,8 @@ class Pix2Pix(Scheme):
     def _d(self, x: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
         return self.networks["D"](torch.cat([x, image], dim=1) if self.conditional else image)
 
-    def discriminator_step(self, x: torch.Tensor, y: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+    def discriminator_step(self, x: torch.Tensor, y: torch.Tensor, fake: torch.Tensor, settings: StepSettings
+                           ) -> torch.Tensor:  # fmt: skip
         """One update of D on the real pair (x, y) and the detached fake pair (x, G(x)); returns L_D."""
         c = self.criterion
 
@@ -64,9 +66,9 @@ class Pix2Pix(Scheme):
             loss = 0.5 * (c(self._d(x, y), True) + c(self._d(x, fake.detach()), False))
             return loss, {"D": loss}
 
-        return self.update("D", objective)[0]
+        return self.update("D", objective, settings)[0]
 
-    def generator_step(self, x: torch.Tensor, y: torch.Tensor, fake: torch.Tensor, grad_clip: float | None
+    def generator_step(self, x: torch.Tensor, y: torch.Tensor, fake: torch.Tensor, settings: StepSettings
                        ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:  # fmt: skip
         """One update of G (and trainable loss parameters) on ``fake = G(x)``, D frozen."""
 
@@ -78,13 +80,13 @@ class Pix2Pix(Scheme):
             g_gan = self.criterion(self._d(x, fake), True)
             return self.lambda_gan * g_gan + self.lambda_l1 * rec + extra, {"G_gan": g_gan, "l1": rec, **extra_terms}
 
-        return self.update("G", objective, frozen=[self.networks["D"]], grad_clip=grad_clip)
+        return self.update("G", objective, settings, frozen=[self.networks["D"]], clip=True)
 
-    def step(self, x: torch.Tensor, y: torch.Tensor, grad_clip: float | None
+    def step(self, x: torch.Tensor, y: torch.Tensor, settings: StepSettings
              ) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict[str, torch.Tensor]]:  # fmt: skip
         fake = self.model(x)
-        loss_d = self.discriminator_step(x, y, fake) if self.lambda_gan else None
-        total, terms = self.generator_step(x, y, fake, grad_clip)
+        loss_d = self.discriminator_step(x, y, fake, settings) if self.lambda_gan else None
+        total, terms = self.generator_step(x, y, fake, settings)
         logs = {k: v.detach() for k, v in terms.items()}
         if loss_d is not None:
             logs["D"] = loss_d

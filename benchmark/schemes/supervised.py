@@ -23,6 +23,7 @@ from benchmark import optim
 from benchmark.config import TrainingConfig
 from benchmark.core.precision import no_autocast
 from benchmark.schemes.base import Scheme
+from benchmark.step_settings import StepSettings
 from losses.base import CompositeLoss
 
 
@@ -87,7 +88,7 @@ class Supervised(Scheme):
                 logs[f"{name}_{k}"] = v.detach() if isinstance(v, torch.Tensor) else torch.tensor(float(v), dtype=torch.float64)
         return logs
 
-    def generator_step(self, x: torch.Tensor, y: torch.Tensor, grad_clip: float | None
+    def generator_step(self, x: torch.Tensor, y: torch.Tensor, settings: StepSettings
                        ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:  # fmt: skip
         """One optimizer step of the denoiser (and trainable loss parameters) on the composite loss,
         the discriminators frozen (:meth:`Scheme.update`)."""
@@ -99,8 +100,8 @@ class Supervised(Scheme):
                 return self.balanced_objective(outputs[0], y)
             return self.loss.compute(outputs[0], y)
 
-        total, terms = self.update("G", objective, frozen=[t.discriminator for t in self.loss.adversarial_terms.values()],
-                                   grad_clip=grad_clip)  # fmt: skip
+        discriminators = [t.discriminator for t in self.loss.adversarial_terms.values()]
+        total, terms = self.update("G", objective, settings, frozen=discriminators, clip=True)
         logs = {k: v.detach() for k, v in terms.items()}
         if self.log_output_gradients and len(self.loss.names) > 1:
             logs.update(self.output_gradient_norms(outputs[0].detach(), y))
@@ -152,10 +153,10 @@ class Supervised(Scheme):
             norms[f"gradnorm_{name}"] = torch.linalg.vector_norm(grad).detach()
         return norms
 
-    def step(self, x: torch.Tensor, y: torch.Tensor, grad_clip: float | None
+    def step(self, x: torch.Tensor, y: torch.Tensor, settings: StepSettings
              ) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict[str, torch.Tensor]]:  # fmt: skip
         logs = self.critic_step(x, y)
-        total, terms = self.generator_step(x, y, grad_clip)
+        total, terms = self.generator_step(x, y, settings)
         return total, terms, logs
 
     @torch.no_grad()

@@ -44,6 +44,7 @@ from torch import nn
 from benchmark.config import TrainingConfig
 from benchmark.core.registry import lookup
 from benchmark.schemes.base import GAN_CRITERIA, Scheme, l1, parameters
+from benchmark.step_settings import StepSettings
 from losses.base import CompositeLoss
 from models import DISCRIMINATORS, build_model
 from models.unit import UNIT
@@ -82,7 +83,7 @@ class UNITScheme(Scheme):
         """``μ + η``, η ~ N(0, I) from the cell's generator (CPU, so the draw is the same on any device)."""
         return UNIT.sample_latent(mu, self.rng)
 
-    def discriminator_step(self, a: torch.Tensor, b: torch.Tensor) -> dict[str, torch.Tensor]:
+    def discriminator_step(self, a: torch.Tensor, b: torch.Tensor, settings: StepSettings) -> dict[str, torch.Tensor]:
         """One update of D_A and D_B on the real images and detached translations x_ba, x_ab."""
         m: Any = self.model  # models.unit.UNIT (encode/decode, checked by the validation)
         c, w = self.criterion, self.weights
@@ -96,7 +97,7 @@ class UNITScheme(Scheme):
             loss_db = 0.5 * (c(d_b(b), True) + c(d_b(x_ab), False))
             return w["lambda_gan"] * (loss_da + loss_db), {"D_A": loss_da, "D_B": loss_db}
 
-        _, terms = self.update("D", objective)
+        _, terms = self.update("D", objective, settings)
         return {k: v.detach() for k, v in terms.items()}
 
     def generator_losses(self, a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -126,15 +127,15 @@ class UNITScheme(Scheme):
         extra_b, terms_b = self.extra_terms(x_bab, b, "_B")
         return total + extra_a + extra_b, {**t, **terms_a, **terms_b}
 
-    def generator_step(self, a: torch.Tensor, b: torch.Tensor, grad_clip: float | None
+    def generator_step(self, a: torch.Tensor, b: torch.Tensor, settings: StepSettings
                        ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:  # fmt: skip
         """One update of the translator (and trainable loss parameters), the discriminators frozen."""
-        return self.update("G", lambda: self.generator_losses(a, b), frozen=[self.networks["D_A"], self.networks["D_B"]],
-                           grad_clip=grad_clip)  # fmt: skip
+        return self.update("G", lambda: self.generator_losses(a, b), settings,
+                           frozen=[self.networks["D_A"], self.networks["D_B"]], clip=True)  # fmt: skip
 
-    def step(self, x: torch.Tensor, y: torch.Tensor, grad_clip: float | None
+    def step(self, x: torch.Tensor, y: torch.Tensor, settings: StepSettings
              ) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict[str, torch.Tensor]]:  # fmt: skip
-        d_logs = self.discriminator_step(x, y) if self.weights["lambda_gan"] else {}
-        total, terms = self.generator_step(x, y, grad_clip)
+        d_logs = self.discriminator_step(x, y, settings) if self.weights["lambda_gan"] else {}
+        total, terms = self.generator_step(x, y, settings)
         logs = {k: v.detach() for k, v in {**terms, **d_logs}.items()}
         return total, logs, {}

@@ -10,7 +10,7 @@ import pytest
 import torch
 from scipy.stats import binomtest
 
-from benchmark.schemes.pool import ImagePool
+from benchmark.schemes.history import ImagePool
 
 
 def _batch(start: int, n: int, shape: tuple[int, ...] = (1, 2, 2)) -> torch.Tensor:

@@ -24,9 +24,9 @@ from benchmark.cells import cell_config, expand_cells
 from benchmark.config import parse_matrix
 from benchmark.core.errors import UserError
 from benchmark.layout import DONE, LOCK, RUNNING, TIMING, RunLayout
-from benchmark.pool import WorkerPool, assign_devices, parse_devices, worker_threads
 from benchmark.runner import Runner, RunSummary, cell_lock
 from benchmark.status import holder_label, status_table
+from benchmark.workers import WorkerPool, assign_devices, parse_devices, worker_threads
 
 # 4 cells x 2 epochs x 2 steps on the tiny simulated data
 TINY = {
