@@ -192,7 +192,7 @@ def _legend_with_input(ax, with_input: bool, orders: Orders) -> None:
 
     legend = ax.get_legend()
     handles = list(legend.legend_handles)
-    labels = [orders.loss_label(t.get_text()).replace(" (", "\n(") for t in legend.get_texts()]  # a shared start: 2 lines
+    labels = [orders.loss_label(t.get_text(), wrap=True) for t in legend.get_texts()]
     if with_input:
         handles.append(Line2D([], [], color=INPUT_COLOR, linestyle=INPUT_STYLE, linewidth=INPUT_WIDTH))
         labels.append(INPUT_LABEL + " (mean)")
@@ -306,7 +306,7 @@ def comparison_figure(examples: dict[str, dict[str, np.ndarray]], orders: Orders
     first = examples[losses[0]]
     target = np.asarray(first["target"], dtype=np.float32)
     panels = [("LDCT input", np.asarray(first["input"]))] + [
-        (orders.loss_label(loss).replace(" (", "\n("), np.asarray(examples[loss]["output"])) for loss in losses]
+        (orders.loss_label(loss, wrap=True), np.asarray(examples[loss]["output"])) for loss in losses]
     panels.append(("NDCT reference", target))
     top, left, size = zoom_region(window_to_unit(target, win))
     n = len(panels)
@@ -386,7 +386,7 @@ def nps_figures(examples: pd.DataFrame, orders: Orders, folder: Path) -> list[Pa
             first = next(iter(by_loss.values()))
             unit = "mm" if "pixel_mm" in first else "px"
             target = np.asarray(first["target"], np.float64)
-            curves = [(orders.loss_label(loss), by_loss[loss]["output"] - target, {"color": palette[loss]})
+            curves = [(orders.loss_label(loss, wrap=True), by_loss[loss]["output"] - target, {"color": palette[loss]})
                       for loss in orders.losses if loss in by_loss]  # fmt: skip
             curves.append((INPUT_LABEL, first["input"] - target,
                            {"color": INPUT_COLOR, "linestyle": INPUT_STYLE, "linewidth": INPUT_WIDTH}))  # fmt: skip
@@ -483,7 +483,7 @@ def dprime_dose_figures(det: pd.DataFrame, orders: Orders, folder: Path, observe
                     if len(pts):
                         pts = pts.sort_values("total")
                         ax.errorbar(pts["total"], pts["value"], yerr=pts["sd"], marker="o", color=palette[loss],
-                                    capsize=2, label=orders.loss_label(loss))  # fmt: skip
+                                    capsize=2, label=orders.loss_label(loss, wrap=True))  # fmt: skip
                 inp = cur[cur["source"] == SOURCE_INPUT].copy()
                 views = inp["condition"].map(lambda c: parse_condition(str(c))[1])
                 for k, (v, g) in enumerate(inp.groupby(views, sort=True)):
@@ -497,12 +497,14 @@ def dprime_dose_figures(det: pd.DataFrame, orders: Orders, folder: Path, observe
                 ax.set_xticks(sorted(cur["total"].unique()))  # the measured doses, labelled
                 ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.3g}"))
                 ax.xaxis.set_minor_formatter(NullFormatter())
+                ax.tick_params(axis="x", labelsize=8, labelrotation=45)
                 ax.set_title(f"{ins}" + (f" · {orders.architecture_label(arch)}" if arch else ""), fontsize=9)
-                ax.set_xlabel("total dose [% of NDCT] (dose × views / 720)" if i == len(archs) - 1 else "")
+                ax.set_xlabel("total dose [% of NDCT]" if i == len(archs) - 1 else "")
                 ax.set_ylabel(f"d′ ({obs}, held-out)" if j == 0 else "")
         handles, labels = axes[0, -1].get_legend_handles_labels()
         axes[0, -1].legend(handles, labels, loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=8, frameon=False)
-        fig.suptitle(f"Detectability against dose, {obj} (mean ± sd; final epoch, seeds averaged)", fontsize=10)
+        fig.suptitle(f"Detectability against dose, {obj} (mean ± sd; final epoch, seeds averaged; total dose = "
+                     "dose × views / 720)", fontsize=10)  # fmt: skip
         fig.tight_layout()
         paths += save(fig, folder, f"dprime_vs_dose_{obj}")
     return paths
@@ -587,20 +589,28 @@ def rank_figure(traj: pd.DataFrame, det: pd.DataFrame, orders: Orders, folder: P
              if ((ranks["architecture"] == a) & (ranks["dose"] == d)).any()]  # fmt: skip
     palette = dict(zip(orders.losses, sns.color_palette("colorblind", len(orders.losses))))
     n = int(ranks["loss"].nunique())
-    fig, axes = plt.subplots(1, len(conds), figsize=(3.6 * len(conds), 3.6), squeeze=False)
+    fig, axes = plt.subplots(1, len(conds), figsize=(3.4 * len(conds) + 2.6, 3.8), squeeze=False)
+    shown = [x for x in orders.losses if x in set(ranks["loss"])]
+    offset = {x: 0.06 * (k - (len(shown) - 1) / 2) for k, x in enumerate(shown)}  # ties stay visible side by side
     for ax, (arch, dose) in zip(axes[0], conds):
         sub = ranks[(ranks["architecture"] == arch) & (ranks["dose"] == dose)]
         ax.plot([1, n], [1, n], color="0.7", linewidth=0.8)
         for r in sub.itertuples():
-            ax.scatter(r.metric_rank, r.dprime_rank, color=palette.get(r.loss), s=40, zorder=3)
-            ax.annotate(orders.loss_label(r.loss), (r.metric_rank, r.dprime_rank), fontsize=7,
-                        xytext=(4, 4), textcoords="offset points")  # fmt: skip
+            ax.scatter(r.metric_rank + offset.get(r.loss, 0.0), r.dprime_rank, color=palette.get(r.loss), s=40,
+                       zorder=3, label=orders.loss_label(r.loss, wrap=True))  # fmt: skip
         ax.set_xlim(0.5, n + 0.5)
+        ax.set_xticks(range(1, n + 1))
         ax.set_ylim(n + 0.5, 0.5)
         ax.set_xlabel(f"{distortion} rank (1 = best)")
         ax.set_ylabel("mean d′ rank over inserts (1 = best)" if ax is axes[0, 0] else "")
         ax.set_title(f"{orders.architecture_label(arch)} · dose {dose}", fontsize=9)
-    fig.suptitle(f"Does the loss that wins {distortion} lose the lesion? Final epoch, seeds averaged", fontsize=10)
+    by_label = dict(zip(*reversed(axes[0, -1].get_legend_handles_labels())))
+    for ax in axes[0]:
+        by_label.update(zip(*reversed(ax.get_legend_handles_labels())))
+    axes[0, -1].legend(list(by_label.values()), list(by_label), loc="upper left", bbox_to_anchor=(1.02, 1.0),
+                       fontsize=8, frameon=False, title="loss")  # fmt: skip
+    fig.suptitle(f"Does the loss that wins {distortion} lose the lesion? Final epoch, seeds averaged; "
+                 "ties side by side", fontsize=10)  # fmt: skip
     fig.tight_layout()
     return save(fig, folder, f"{distortion}_rank_vs_dprime_rank")
 

@@ -11,7 +11,21 @@ import torch
 from benchmark.core.compat import ensure_torchvision
 
 ensure_torchvision()
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+def threads_per_worker() -> int:
+    """Torch threads for this test process: the cores shared out over the pytest-xdist workers
+    (``PYTEST_XDIST_WORKER_COUNT``; 1 without xdist), at most 2 and at least 1. Oversubscribed workers
+    (2 workers x 2 threads on 2 cores) spend most of their time in the kernel; results never depend on
+    it (the determinism tests compare runs made under the same setting, and the committed results are
+    portable across thread counts: tests/test_portable.py)."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    return max(1, min(2, (os.cpu_count() or 1) // max(1, workers)))
+
+
+torch.set_num_threads(threads_per_worker())
+if "PYTEST_XDIST_WORKER" in os.environ:  # numpy/scipy BLAS of the worker, for the spawned children too
+    os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(threads_per_worker())
 
 
 @pytest.fixture

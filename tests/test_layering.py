@@ -74,3 +74,38 @@ def test_a_back_import_breaks_the_contract(tmp_path, module, back_import, contra
     importer, imported = module[:-3].replace("/", "."), back_import.split()[-1]
     assert f"{importer} -> {imported}" in res.stdout, res.stdout
     assert f"{contract}" in res.stdout and "BROKEN" in res.stdout
+
+
+def _readme_section(title: str) -> str:
+    """The text of the README section whose heading is ``title`` (any level), up to the next heading of
+    the same or a higher level."""
+    lines = (REPO / "README.md").read_text().splitlines()
+    start = next(i for i, line in enumerate(lines) if line.lstrip("#").strip() == title and line.startswith("#"))
+    level = len(lines[start]) - len(lines[start].lstrip("#"))
+    end = next((i for i in range(start + 1, len(lines))
+                if lines[i].startswith("#") and len(lines[i]) - len(lines[i].lstrip("#")) <= level), len(lines))  # fmt: skip
+    return "\n".join(lines[start:end])
+
+
+def _top_level(pkg: str) -> list[str]:
+    """The modules and subpackages directly in ``pkg`` (``name.py`` / ``name/``), the package's own
+    ``__init__`` excepted."""
+    root = REPO / pkg
+    files = [f"{p.stem}.py" for p in sorted(root.glob("*.py")) if p.stem != "__init__"]
+    dirs = [f"{p.name}/" for p in sorted(root.iterdir()) if p.is_dir() and (p / "__init__.py").is_file()]
+    return files + dirs
+
+
+@pytest.mark.parametrize("pkg", ["benchmark", "analysis"])
+def test_readme_layout_and_layers_name_every_module(pkg):
+    """The README's Layout section names every module and subpackage of ``benchmark/`` and ``analysis/`` as
+    `` `name.py` `` or `` `name/` ``, and its Layers section names each by its module name (`` `name` ``,
+    or dotted ``pkg.name``), so a new or renamed module cannot go undocumented. ``__main__`` and ``entry`` are
+    named with their package in both."""
+    layout, layers = _readme_section("Layout"), _readme_section("Layers")
+    missing_layout = [n for n in _top_level(pkg) if f"`{n}`" not in layout]
+    assert not missing_layout, f"README 'Layout' does not name {pkg}/{missing_layout}"
+    names = [n.removesuffix(".py").rstrip("/") for n in _top_level(pkg)]
+    missing_layers = [n for n in names
+                      if f"`{n}`" not in layers and f"`{pkg}.{n}`" not in layers and f"{pkg}.{n}`" not in layers]  # fmt: skip
+    assert not missing_layers, f"README 'Layers' does not name {pkg}.{missing_layers}"

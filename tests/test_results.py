@@ -1,16 +1,25 @@
-"""CI reruns the small matrix and checks the committed report in results/small against it, within the
-seed-to-seed spread (see :func:`test_committed_small_report_reproduces`); the
-CPU mini-studies (results/<study>, 10-15 minutes each) reproduce the same way under the ``study``
-marker, which the default run deselects: ``python -m pytest -m study tests/test_results.py``."""
+"""CI checks the committed report in results/small in two cheap, exact parts: every table rebuilds from the
+committed per-image values (:func:`test_committed_tables_rebuild_from_the_committed_values`), and one of its
+eight cells, retrained through the command line with the matrix's portable kernels, gives those per-image
+values again (:func:`test_one_committed_cell_retrains_to_the_same_values`). The whole rerun of README
+command 1 against results/small within the seed-to-seed spread
+(:func:`test_committed_small_report_reproduces`, 7 minutes) and the CPU mini-studies (results/<study>,
+10-30 minutes each) run under the ``study`` marker, which the default run deselects:
+``python -m pytest -m study tests/test_results.py``."""
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
+from analysis.report import ReportOptions, write_report
 from analysis.tables import INPUT_LABEL
+from benchmark.config import dump_yaml, load_matrix
 from benchmark.layout import CORRELATIONS, FIGURES, REPORT, SIGNIFICANCE, TABLES, RunLayout
 
 pytestmark = pytest.mark.slow
@@ -57,6 +66,59 @@ def _within_seed_spread(committed_dir: Path, new_dir: Path, spread: pd.DataFrame
     return problems
 
 
+def test_committed_tables_rebuild_from_the_committed_values(tmp_path):
+    """results/small's tables, correlations, patient-level tests and Friedman ranks are what `report` makes of
+    its committed per-image values (trajectories.parquet, input_baseline.parquet, settings.json and the
+    resolved matrix, copied into an empty run folder; `report` without `analyze`, so the statistics are
+    recomputed): every CSV equal to rtol 1e-9 (measured: equal), the same set of tables."""
+    out = tmp_path / "run"
+    analysis = RunLayout(out, must_exist=False).analysis_dir
+    analysis.mkdir(parents=True)
+    for name in ("trajectories.parquet", "input_baseline.parquet", "ndct_noise_baseline.parquet", "settings.json"):
+        shutil.copy(RESULTS / name, analysis / name)
+    shutil.copy(RESULTS / "matrix.resolved.yaml", out / "matrix.resolved.yaml")
+    write_report(out, opts=ReportOptions(skip_analyze=True))
+    committed = sorted(p.name for p in (RESULTS / TABLES).glob("*.csv"))
+    assert committed and sorted(p.name for p in (analysis / TABLES).glob("*.csv")) == committed
+    for rel in [*(f"{TABLES}/{n}" for n in committed), CORRELATIONS, SIGNIFICANCE, "friedman_ranks.csv"]:
+        pd.testing.assert_frame_equal(pd.read_csv(RESULTS / rel), pd.read_csv(analysis / rel), check_exact=False,
+                                      rtol=1e-9, atol=1e-12, obj=rel)  # fmt: skip
+
+
+ONE_CELL = ("mse", "dncnn-d8c32", "25_360")  # the cheapest of the eight cells (about a minute on 2 cores)
+
+
+def test_one_committed_cell_retrains_to_the_same_values(tmp_path):
+    """One cell of results/small (mse · dncnn-d8c32 · 25_360, seed 0), retrained and scored through the command
+    line as README command 1 does (a child process: the matrix's portable kernels and 2 threads are pinned
+    before torch loads) from small.yaml narrowed to that cell: every per-image value of every metric and
+    loss at every epoch equals results/small/trajectories.parquet to rtol 1e-6 (measured: identical, on
+    another CPU kind than the one that wrote them), and nothing is missing. The dataset, the cell's seed and
+    its configuration are those of the full matrix; the cell id is the same."""
+    loss, arch, dose = ONE_CELL
+    spec = load_matrix("small.yaml").model_dump(mode="json")
+    spec.update(losses=[x for x in spec["losses"] if x["label"] == loss],
+                architectures=[a for a in spec["architectures"] if a["label"] == arch], doses=[dose])  # fmt: skip
+    matrix = tmp_path / "one.yaml"
+    matrix.write_text(dump_yaml(spec))
+    out = tmp_path / "run"
+    for args in (["run", "--matrix", str(matrix)], ["analyze"]):
+        proc = subprocess.run([sys.executable, "-m", "benchmark", *args, "--out", str(out), "--quiet"],
+                              capture_output=True, text=True)  # fmt: skip
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    cell = f"{loss}__{arch}__{dose}__s0"
+    key = ["epoch", "patient", "image", "metric", "source"]
+    old = pd.read_parquet(RESULTS / "trajectories.parquet")
+    old = old[old["cell"] == cell]
+    new = pd.read_parquet(RunLayout(out).analysis_dir / "trajectories.parquet")
+    assert len(old) > 100 and set(new["cell"]) == {cell}
+    both = old.merge(new, on=key, suffixes=("_old", "_new"), how="outer", indicator=True)
+    assert (both["_merge"] == "both").all(), both.loc[both["_merge"] != "both", key]
+    pd.testing.assert_series_equal(both["value_old"], both["value_new"], check_exact=False, rtol=1e-6,
+                                   check_names=False)  # fmt: skip
+
+
+@pytest.mark.study
 def test_committed_small_report_reproduces(small_run):
     """README command 1's tables equal results/small within the seed-to-seed spread, and say the same.
 

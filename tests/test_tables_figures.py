@@ -196,6 +196,10 @@ def test_rmse_per_dose_and_correlation_tables(sim):
     assert spear.text.loc["l1", ("niqe ↓", "val_loss")].startswith(f"{cell['rho'].mean():.2f}")
     with pytest.raises(UserError, match="not a loss of this run"):
         build_tables(traj, sig, corr, orders=orders, baseline="perceptual")
+    # a loss × architecture that the matrix excludes (no cell) gets no row, not a row of dashes
+    dropped = traj[~((traj["loss"] == "l1") & (traj["architecture"] == "dncnn"))]
+    rows = {t.name: t for t in build_tables(dropped, None, None, orders=orders)}["rmse_hu_per_dose"].text.index
+    assert len(rows) == 5 and ("l1", "dncnn") not in rows and ("l1", "redcnn") in rows
 
 
 def test_zoom_region_finds_soft_tissue_structure():

@@ -38,9 +38,9 @@ from benchmark.config import dump_yaml, load_yaml, parse_matrix
 from benchmark.core.errors import UserError
 from benchmark.core.weights import sha256_file
 from benchmark.layout import DIVERGED, DONE, FAILED, LOCK, RunLayout, cell_lock
-from benchmark.pool import _Dispatch
 from benchmark.runner import Runner, resolve_start
 from benchmark.slurm import job_plan
+from benchmark.workers import _Dispatch
 
 DNCNN = {"name": "dncnn", "kwargs": {"depth": 4, "channels": 8}}
 PRE, FT, FT1 = "l1_pretrain", "0.95mse+0.05wgan_gp", "mse_from_epoch1"
@@ -476,6 +476,7 @@ def test_tables_and_figures_label_the_shared_start(tmp_path, monkeypatch):
     orders = Orders.from_traj(traj, matrix)
     label = f"{PRE} (shared start of {FT}, {FT1})"
     assert orders.loss_label(PRE) == label and orders.loss_label(FT) == FT
+    assert orders.loss_label(PRE, wrap=True) == label.replace(" (", "\n(", 1) and orders.loss_label(FT, wrap=True) == FT
     tables = {t.name: t for t in build_tables(traj, None, None, orders=orders)}
     assert label in tables["metric_psnr"].markdown() and label in tables["rmse_hu_per_dose"].markdown()
     assert set(tables["metric_psnr"].numbers["loss"]) == {FT, PRE, FT1}  # the CSV keeps the plain labels
