@@ -377,7 +377,7 @@ def nps_figures(examples: pd.DataFrame, orders: Orders, folder: Path) -> list[Pa
         archs = [a for a in orders.architectures if a in set(sub["architecture"])]
         if not archs:
             continue
-        fig, axes = plt.subplots(1, len(archs), figsize=(4.8 * len(archs), 3.8), squeeze=False, sharey=True)
+        fig, axes = plt.subplots(1, len(archs), figsize=(4.8 * len(archs) + 2.8, 3.8), squeeze=False, sharey=True)  # + the legend
         drawn, unit = False, "mm"
         for ax, arch in zip(axes[0], archs):
             cells = sub[(sub["architecture"] == arch)]
