@@ -3,7 +3,7 @@ uninterrupted run, corrupt checkpoints are skipped, finished cells are never ret
 never train the same cell, divergence is marked and the matrix goes on.
 
 The guarantees concern the runner, not what the networks learn, so these tests train the small
-matrix's 8 cells on the 96² ``tiny`` data with 8 steps per epoch (:func:`runner_matrix`): the same
+matrix's 4 cells of its first dose on the 96² ``tiny`` data with 8 steps per epoch (:func:`runner_matrix`): the same
 code path at a fraction of the shipped preset's cost (this file trains the matrix five times)."""
 
 from __future__ import annotations
@@ -26,10 +26,15 @@ pytestmark = pytest.mark.slow
 
 
 
+N_CELLS = 4
+
+
 @pytest.fixture(scope="module")
 def runner_matrix(tmp_path_factory) -> str:
-    """small.yaml's cells on the 96² tiny data, 3 epochs × 8 steps of 8 patches."""
+    """small.yaml's cells at its first dose (4 cells: 2 losses × 2 architectures; the second dose adds
+    nothing these tests check) on the 96² tiny data, 3 epochs × 8 steps of 8 patches."""
     data = load_matrix("small.yaml").model_dump(mode="json")
+    data["doses"] = data["doses"][:1]
     data["dataset"]["options"] = {"size": "tiny", "patients": 14, "val_patients": 2, "test_patients": 6}
     data["training"]["patches_per_epoch"] = 64
     data["training"]["scheduler"]["warmup"] = 4
@@ -77,14 +82,14 @@ def reference_run(runner_matrix, tmp_path_factory) -> Path:
     """The runner matrix trained once, uninterrupted."""
     out = tmp_path_factory.mktemp("runner_ref")
     summary = _run(runner_matrix, out)
-    assert len(summary.trained) == 8 and not summary.failed and not summary.diverged, summary.lines()
+    assert len(summary.trained) == N_CELLS and not summary.failed and not summary.diverged, summary.lines()
     return out
 
 
 def test_small_matrix_layout(runner_matrix, reference_run):
     layout = RunLayout(reference_run)
     cells = layout.cells()
-    assert len(cells) == 8 and {c.status for c in cells} == {"done"}
+    assert len(cells) == N_CELLS and {c.status for c in cells} == {"done"}
     epochs = load_matrix(runner_matrix).training.epochs
     for c in cells:
         assert sorted(layout.checkpoints(c.cell_id)) == list(range(1, epochs + 1))
@@ -102,7 +107,7 @@ def test_small_matrix_layout(runner_matrix, reference_run):
 def test_rerun_trains_nothing(runner_matrix, reference_run):
     before = {p: p.stat().st_mtime_ns for p in reference_run.rglob("*.pt")}
     summary = _run(runner_matrix, reference_run)
-    assert summary.trained == [] and len(summary.skipped_done) == 8
+    assert summary.trained == [] and len(summary.skipped_done) == N_CELLS
     assert "nothing to train" in "\n".join(summary.lines())
     assert {p: p.stat().st_mtime_ns for p in reference_run.rglob("*.pt")} == before
 
@@ -164,7 +169,7 @@ def test_two_runners_never_train_the_same_cell(runner_matrix, tmp_path):
         {line.split(": ", 1)[1] for line in o.splitlines() if line.startswith("  trained: ")} for o, _ in outputs
     ]
     assert not trained[0] & trained[1]
-    assert len(trained[0] | trained[1]) == 8
+    assert len(trained[0] | trained[1]) == N_CELLS
     for cell in RunLayout(out).cells():
         assert len(pd.read_csv(cell.dir / TIMING)) == load_matrix(runner_matrix).training.epochs
 
