@@ -55,7 +55,11 @@ def tmp_cache(tmp_path, monkeypatch):
     return cache
 
 
-def pytest_collection_modifyitems(config, items):
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked ``heavy`` first (a stable sort: the rest keep their order), so that pytest-xdist hands
+    them out at the start and no worker is left running one alone at the end of the suite; ``gpu`` tests
+    skipped without a CUDA device."""
+    items.sort(key=lambda item: item.get_closest_marker("heavy") is None)
     if torch.cuda.is_available():
         return
     skip = pytest.mark.skip(reason="needs a CUDA device")

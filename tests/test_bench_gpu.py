@@ -64,6 +64,7 @@ def _check(report: dict[str, Any], jobs: list[str]) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.heavy
 def test_bench_gpu_quick_on_cpu(tmp_path, tmp_cache):
     report = _run(tmp_path, "--device", "cpu", "--quick", "--threads", "1", timeout=400)
     _check(report, ["1", "2"])

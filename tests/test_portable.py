@@ -198,6 +198,7 @@ def _train(matrix: Path, out: Path, cache: Path, extra: dict[str, str], *args: s
 
 
 @pytest.mark.slow
+@pytest.mark.heavy
 def test_portable_checkpoints_are_identical_under_a_capped_instruction_set_and_native_ones_are_not(tmp_path):
     cap = host_cap()
     if cap is None:
@@ -216,6 +217,7 @@ def test_portable_checkpoints_are_identical_under_a_capped_instruction_set_and_n
 
 
 @pytest.mark.slow
+@pytest.mark.heavy
 def test_portable_jobs_2_equals_jobs_1(tmp_path):
     cache = tmp_path / "cache"
     matrix = _tiny_matrix(tmp_path / "p.yaml", "portable")

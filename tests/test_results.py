@@ -88,6 +88,7 @@ def test_committed_tables_rebuild_from_the_committed_values(tmp_path):
 ONE_CELL = ("mse", "dncnn-d8c32", "25_360")  # the cheapest of the eight cells (about a minute on 2 cores)
 
 
+@pytest.mark.heavy
 def test_one_committed_cell_retrains_to_the_same_values(tmp_path):
     """One cell of results/small (mse · dncnn-d8c32 · 25_360, seed 0), retrained and scored through the command
     line as README command 1 does (a child process: the matrix's portable kernels and 2 threads are pinned
