@@ -40,7 +40,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 import numpy as np
 import pandas as pd
@@ -604,7 +604,7 @@ def rank_figure(traj: pd.DataFrame, det: pd.DataFrame, orders: Orders, folder: P
         ax.set_xlabel(f"{distortion} rank (1 = best)")
         ax.set_ylabel("mean d′ rank over inserts (1 = best)" if ax is axes[0, 0] else "")
         ax.set_title(f"{orders.architecture_label(arch)} · dose {dose}", fontsize=9)
-    by_label = dict(zip(*reversed(axes[0, -1].get_legend_handles_labels())))
+    by_label: dict[str, Any] = {}  # one legend entry per loss, from every panel
     for ax in axes[0]:
         by_label.update(zip(*reversed(ax.get_legend_handles_labels())))
     axes[0, -1].legend(list(by_label.values()), list(by_label), loc="upper left", bbox_to_anchor=(1.02, 1.0),

@@ -20,7 +20,7 @@ import pytest
 from analysis.report import ReportOptions, write_report
 from analysis.tables import INPUT_LABEL
 from benchmark.config import dump_yaml, load_matrix
-from benchmark.layout import CORRELATIONS, FIGURES, REPORT, SIGNIFICANCE, TABLES, RunLayout
+from benchmark.layout import CORRELATIONS, FIGURES, RANKS, REPORT, SIGNIFICANCE, TABLES, RunLayout
 
 pytestmark = pytest.mark.slow
 
@@ -28,17 +28,18 @@ RESULTS = Path(__file__).resolve().parents[1] / "results" / "small"
 STUDIES = sorted(p.name for p in RESULTS.parent.iterdir() if p.is_dir() and p.name != "small")
 
 
-def _same_tables(committed_dir: Path, new_dir: Path) -> None:
-    """Every committed table, the correlations and the significance tests equal the new run's."""
+def _same_tables(committed_dir: Path, new_dir: Path, *, rtol: float = 1e-4, atol: float = 1e-9,
+                 also: tuple[str, ...] = ()) -> None:
+    """Every committed table, the correlations, the significance tests and the files ``also`` equal the new
+    run's to ``rtol``/``atol`` (the default: the checkpoints are bit-identical on the same machine kind and
+    library versions; the tolerance only absorbs float summation order in BLAS on a different CPU)."""
     committed = sorted((committed_dir / TABLES).glob("*.csv"))
     assert committed, f"no committed tables under {committed_dir}: run `bash results/regenerate.sh`"
     assert sorted(p.name for p in (new_dir / TABLES).glob("*.csv")) == [p.name for p in committed]
-    for path in [*committed, committed_dir / CORRELATIONS, committed_dir / SIGNIFICANCE]:
+    for path in [*committed, *(committed_dir / name for name in (CORRELATIONS, SIGNIFICANCE, *also))]:
         old = pd.read_csv(path)
         new = pd.read_csv(new_dir / path.relative_to(committed_dir))
-        # same machine kind and library versions: the checkpoints are bit-identical; the tolerance
-        # only absorbs float summation order in BLAS on a different CPU
-        pd.testing.assert_frame_equal(old, new, check_exact=False, rtol=1e-4, atol=1e-9, obj=path.name)
+        pd.testing.assert_frame_equal(old, new, check_exact=False, rtol=rtol, atol=atol, obj=path.name)
 
 
 SPREAD = RESULTS / "seed_spread.csv"
@@ -78,11 +79,7 @@ def test_committed_tables_rebuild_from_the_committed_values(tmp_path):
         shutil.copy(RESULTS / name, analysis / name)
     shutil.copy(RESULTS / "matrix.resolved.yaml", out / "matrix.resolved.yaml")
     write_report(out, opts=ReportOptions(skip_analyze=True))
-    committed = sorted(p.name for p in (RESULTS / TABLES).glob("*.csv"))
-    assert committed and sorted(p.name for p in (analysis / TABLES).glob("*.csv")) == committed
-    for rel in [*(f"{TABLES}/{n}" for n in committed), CORRELATIONS, SIGNIFICANCE, "friedman_ranks.csv"]:
-        pd.testing.assert_frame_equal(pd.read_csv(RESULTS / rel), pd.read_csv(analysis / rel), check_exact=False,
-                                      rtol=1e-9, atol=1e-12, obj=rel)  # fmt: skip
+    _same_tables(RESULTS, analysis, rtol=1e-9, atol=1e-12, also=(RANKS,))
 
 
 ONE_CELL = ("mse", "dncnn-d8c32", "25_360")  # the cheapest of the eight cells (about a minute on 2 cores)
