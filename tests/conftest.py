@@ -26,6 +26,10 @@ def threads_per_worker() -> int:
 torch.set_num_threads(threads_per_worker())
 if "PYTEST_XDIST_WORKER" in os.environ:  # numpy/scipy BLAS of the worker, for the spawned children too
     os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(threads_per_worker())
+    # Children that pin more threads than their worker's share (portable matrices: 2 per cell) share the
+    # cores with the other workers: idle OpenMP threads then sleep instead of spinning, which changes
+    # scheduling only, never a result (the thread count, hence every reduction order, is unchanged).
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 @pytest.fixture
