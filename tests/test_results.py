@@ -1,7 +1,7 @@
 """CI checks the committed report in results/small in two cheap, exact parts: every table rebuilds from the
-committed per-image values (:func:`test_committed_tables_rebuild_from_the_committed_values`), and one of its
-eight cells, retrained through the command line with the matrix's portable kernels, gives those per-image
-values again (:func:`test_one_committed_cell_retrains_to_the_same_values`). The whole rerun of README
+committed per-image values (:func:`test_committed_tables_rebuild_from_the_committed_values`), and the first
+epoch of one of its eight cells, retrained through the command line with the matrix's portable kernels, gives
+those per-image values again (:func:`test_one_committed_cell_retrains_to_the_same_values`). The whole rerun of README
 command 1 against results/small within the seed-to-seed spread
 (:func:`test_committed_small_report_reproduces`, 7 minutes) and the CPU mini-studies (results/<study>,
 10-30 minutes each) run under the ``study`` marker, which the default run deselects:

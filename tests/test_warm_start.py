@@ -42,6 +42,9 @@ from benchmark.runner import Runner, resolve_start
 from benchmark.slurm import job_plan
 from benchmark.workers import _Dispatch
 
+# one pytest-xdist worker runs this module, so its module-scoped fixtures are built once (--dist loadgroup)
+pytestmark = pytest.mark.xdist_group("test_warm_start")
+
 DNCNN = {"name": "dncnn", "kwargs": {"depth": 4, "channels": 8}}
 PRE, FT, FT1 = "l1_pretrain", "0.95mse+0.05wgan_gp", "mse_from_epoch1"
 # the dependents come first in the matrix: the runner must still train the shared start before them
