@@ -79,10 +79,14 @@ SECTIONS = ("steps", "overhead", "cells", "eval")
 SHARES = {"steps": 0.40, "overhead": 0.08, "cells": 0.36, "eval": 0.16}  # of --budget
 DATA = {"size": "tiny"}
 DOSE = "25_360"
-# --quick on a CPU: the two transformer hourglasses narrowed to a few blocks (seconds per step otherwise)
+# --quick on a CPU: the two transformer hourglasses narrowed to a few blocks (seconds per step otherwise), and
+# the three GAN generators (11-31 M parameters at their defaults) narrowed to 16 channels, as in the CPU presets
 QUICK_KWARGS = {
     "restormer": {"dim": 8, "num_blocks": [1, 1, 1, 1], "num_refinement_blocks": 1},
     "denomamba": {"dim": 8, "num_blocks": [1, 1, 1, 1], "num_refinement_blocks": 1},
+    "unet": {"depth": 3, "channels": 16},
+    "resnet_gen": {"channels": 16, "blocks": 3},
+    "unit": {"channels": 16, "n_res": 2},
 }
 CELL_ARCH = {"name": "dncnn", "label": "dncnn-d8c32", "kwargs": {"depth": 8, "channels": 32, "batch_norm": False}}
 QUICK_CELL_ARCH = {"name": "dncnn", "label": "dncnn-d4c8", "kwargs": {"depth": 4, "channels": 8, "batch_norm": False}}
