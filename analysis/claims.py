@@ -30,8 +30,8 @@ inference; units missing for one side of a pair are dropped from that pair.
   correlation's two-sided p (H0: ρ = 0), shown for information, not corrected. Epochs of one run are
   autocorrelated: read these intervals as descriptive (:mod:`analysis.correlations`).
 
-Holm's step-down correction (Holm 1979) is ``statsmodels.stats.multitest.multipletests(method="holm")``
-over one direction's p-values of the conditions of one claim (conditions without data left out).
+Holm's step-down correction (Holm 1979) is :func:`analysis.significance.holm` (``pingouin.multicomp``; the
+same values as statsmodels' ``multipletests(method="holm")``, which the tests compare) over one direction's p-values of the conditions of one claim (conditions without data left out).
 Only the verdict logic is written here.
 """
 
