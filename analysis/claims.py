@@ -31,7 +31,8 @@ inference; units missing for one side of a pair are dropped from that pair.
   autocorrelated: read these intervals as descriptive (:mod:`analysis.correlations`).
 
 Holm's step-down correction (Holm 1979) is :func:`analysis.significance.holm` (``pingouin.multicomp``; the
-same values as statsmodels' ``multipletests(method="holm")``, which the tests compare) over one direction's p-values of the conditions of one claim (conditions without data left out).
+same values as statsmodels' ``multipletests(method="holm")``, which the tests compare) over one direction's
+p-values of the conditions of one claim (conditions without data left out).
 Only the verdict logic is written here.
 """
 

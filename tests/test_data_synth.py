@@ -14,8 +14,8 @@ from benchmark.data import synth as synth_mod
 from benchmark.data.phantoms import HU, Grid, downsample2, patient_slices
 from benchmark.data.synth import CONDITIONS, noise_std_hu
 
-# one pytest-xdist worker runs this module, so its module-scoped fixtures are built once (--dist loadgroup)
-pytestmark = pytest.mark.xdist_group("test_data_synth")
+# one xdist worker runs this module: its module-scoped fixtures are built once (--dist loadgroup)
+pytestmark = pytest.mark.xdist_group(__name__)
 
 
 @pytest.fixture(scope="module")

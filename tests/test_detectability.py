@@ -45,8 +45,8 @@ from benchmark.data.task_sets import OBJECTS, task_set
 from benchmark.layout import DETECTABILITY, DONE, REPORT, RunLayout
 from models import ARCHITECTURES, ModelInfo, build_model
 
-# one pytest-xdist worker runs this module, so its module-scoped fixtures are built once (--dist loadgroup)
-pytestmark = pytest.mark.xdist_group("test_detectability")
+# one xdist worker runs this module: its module-scoped fixtures are built once (--dist loadgroup)
+pytestmark = pytest.mark.xdist_group(__name__)
 
 N = MIN_REALISATIONS  # 100 per class: the smallest the estimators accept
 DATASET = {"kind": "synth", "options": {"size": "tiny", "build_device": "cpu"}}

@@ -21,8 +21,8 @@ from dicom_trees import write_ct
 from benchmark.core.dicom import HU_FLOOR, read_hu
 from benchmark.data import open_dataset
 
-# one pytest-xdist worker runs this module, so its module-scoped fixtures are built once (--dist loadgroup)
-pytestmark = pytest.mark.xdist_group("test_real_data_path")
+# one xdist worker runs this module: its module-scoped fixtures are built once (--dist loadgroup)
+pytestmark = pytest.mark.xdist_group(__name__)
 
 PATIENTS = {"train": ["L067", "L096"], "val": ["L109"], "test": ["L506"]}  # L506: the challenge's test patient
 SLOPE, INTERCEPT = 0.5, -1024.0  # stored = (HU - intercept) / slope, int16

@@ -22,8 +22,8 @@ from benchmark.config import dump_yaml, load_matrix
 from benchmark.layout import CELL_CONFIG, CORRUPT_SUFFIX, DIVERGED, DONE, HISTORY, TIMING, RunLayout
 from benchmark.runner import Runner
 
-# one pytest-xdist worker runs this module, so its module-scoped fixtures are built once (--dist loadgroup)
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("test_runner")]
+# one xdist worker runs this module: its module-scoped fixtures are built once (--dist loadgroup)
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group(__name__)]
 
 
 

@@ -30,8 +30,8 @@ from analysis.tables import (
 )
 from benchmark.core.errors import UserError
 
-# one pytest-xdist worker runs this module, so its module-scoped fixtures are built once (--dist loadgroup)
-pytestmark = pytest.mark.xdist_group("test_tables_figures")
+# one xdist worker runs this module: its module-scoped fixtures are built once (--dist loadgroup)
+pytestmark = pytest.mark.xdist_group(__name__)
 
 METRICS = {"psnr": (30.0, 1.0, True), "rmse_hu": (20.0, 2.0, False), "niqe": (6.0, 0.3, False)}
 

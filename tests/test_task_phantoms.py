@@ -24,8 +24,8 @@ from benchmark.data.task_phantoms import (
 )
 from benchmark.data.task_sets import REALISATIONS, task_folder, task_object, task_set
 
-# one pytest-xdist worker runs this module, so its module-scoped fixtures are built once (--dist loadgroup)
-pytestmark = pytest.mark.xdist_group("test_task_phantoms")
+# one xdist worker runs this module: its module-scoped fixtures are built once (--dist loadgroup)
+pytestmark = pytest.mark.xdist_group(__name__)
 
 
 @pytest.fixture(scope="module")

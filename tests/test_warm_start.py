@@ -42,8 +42,8 @@ from benchmark.runner import Runner, resolve_start
 from benchmark.slurm import job_plan
 from benchmark.workers import _Dispatch
 
-# one pytest-xdist worker runs this module, so its module-scoped fixtures are built once (--dist loadgroup)
-pytestmark = pytest.mark.xdist_group("test_warm_start")
+# one xdist worker runs this module: its module-scoped fixtures are built once (--dist loadgroup)
+pytestmark = pytest.mark.xdist_group(__name__)
 
 DNCNN = {"name": "dncnn", "kwargs": {"depth": 4, "channels": 8}}
 PRE, FT, FT1 = "l1_pretrain", "0.95mse+0.05wgan_gp", "mse_from_epoch1"

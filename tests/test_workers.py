@@ -28,8 +28,8 @@ from benchmark.runner import Runner, RunSummary, cell_lock
 from benchmark.status import holder_label, status_table
 from benchmark.workers import WorkerPool, assign_devices, parse_devices, worker_threads
 
-# one pytest-xdist worker runs this module, so its module-scoped fixtures are built once (--dist loadgroup)
-pytestmark = pytest.mark.xdist_group("test_workers")
+# one xdist worker runs this module: its module-scoped fixtures are built once (--dist loadgroup)
+pytestmark = pytest.mark.xdist_group(__name__)
 
 # 4 cells x 2 epochs x 2 steps on the tiny simulated data
 TINY = {
