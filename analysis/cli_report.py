@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import signal
 from collections.abc import Callable
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -17,6 +18,7 @@ from typing import TYPE_CHECKING, Annotated, Any, get_type_hints
 import typer
 
 from benchmark.core.errors import UserError
+from benchmark.core.processes import stop_on_signals
 
 if TYPE_CHECKING:  # imported lazily below: `ldct-bench --help` must not load scipy, torch and seaborn
     from analysis.pipeline import StatsOptions  # lazy: CLI start-up
@@ -120,6 +122,24 @@ def with_shared_options(command: Callable[..., None]) -> Callable[..., None]:
     return run
 
 
+def interruptible(command: Callable[..., None]) -> Callable[..., None]:
+    """``command`` with ``SIGTERM`` / ``SIGHUP`` handled as Ctrl-C (:func:`benchmark.core.processes.stop_on_signals`;
+    scoring workers are stopped with it): one ``interrupted`` line and exit code ``128 + signal``. What was
+    scored is kept in the per-checkpoint caches, so the same command goes on from there."""
+
+    @functools.wraps(command)
+    def run(*args: Any, **kwargs: Any) -> None:
+        try:
+            with stop_on_signals():
+                command(*args, **kwargs)
+        except KeyboardInterrupt as exc:
+            typer.echo("interrupted: scored checkpoints are cached; run the same command again to go on", err=True)
+            raise typer.Exit(128 + getattr(exc, "signum", signal.SIGINT)) from None
+
+    return run
+
+
+@interruptible
 @with_shared_options
 def analyze(out: Out, shared: SharedOptions) -> None:
     """Score every epoch checkpoint of every finished cell (incremental: cached values are reused) and
@@ -140,6 +160,7 @@ def analyze(out: Out, shared: SharedOptions) -> None:
                    f"{t.references_computed} of {t.references} input/NDCT conditions in {t.seconds:.1f} s")  # fmt: skip
 
 
+@interruptible
 @with_shared_options
 def report(
     out: Out,

@@ -22,16 +22,19 @@ Incremental behaviour is the cache's: a worker computes only what is missing or 
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
+import traceback
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from multiprocessing.connection import Connection, wait
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import torch
 from tqdm.auto import tqdm
 
 from benchmark.core.device import parse_device_list, worker_threads
 from benchmark.core.errors import UserError
+from benchmark.core.processes import die_with_parent, stop_on_signals, stop_processes, worker_signals
 from benchmark.layout import CellInfo
 
 R = TypeVar("R")
@@ -85,18 +88,69 @@ def call_in_worker(run: Callable[[str, Any], R], out: str, opts: Any, threads: i
         return None, (exc.message, exc.field)
 
 
+def _shard_main(worker: Callable[[str, Any, int], WorkerResult[R]], out: str, task: Any, threads: int, parent: int,
+                result: Connection) -> None:  # fmt: skip
+    """One shard's process: ``worker(out, task, threads)``, its result sent through ``result`` as
+    ``("done", value)`` or ``("crash", traceback)``; nothing when stopped (``SIGTERM`` from the parent, or
+    the parent's death: :mod:`benchmark.core.processes`)."""
+    worker_signals()
+    try:
+        if not die_with_parent(parent):
+            return
+        result.send(("done", worker(out, task, threads)))
+    except KeyboardInterrupt:
+        return
+    except BaseException:
+        result.send(("crash", traceback.format_exc()))
+    finally:
+        result.close()
+
+
 def run_in_workers(worker: Callable[[str, Any, int], WorkerResult[R]], out: Path | str, tasks: Sequence[Any], *,
                    progress: bool, desc: str) -> list[R]:  # fmt: skip
     """``worker(out, task, threads)`` for each of ``tasks`` in its own *spawned* process, the machine's CPU
-    threads divided among them; their results in task order, or the first worker's :class:`UserError`."""
+    threads divided among them; their results in task order, or the first worker's :class:`UserError` (or
+    crash, as a ``RuntimeError`` with its traceback), the other workers then stopped.
+
+    The workers stop with this process: Ctrl-C, or ``SIGTERM`` / ``SIGHUP`` to it
+    (:class:`benchmark.core.processes.Stopped`), stops them with ``SIGTERM`` before the
+    :class:`KeyboardInterrupt` goes on; if it is killed, the kernel stops them (``PR_SET_PDEATHSIG``).
+    What a stopped worker scored is kept (each cache file is written atomically); a rerun scores the rest."""
     threads = worker_threads(len(tasks))
-    with ProcessPoolExecutor(max_workers=len(tasks), mp_context=mp.get_context("spawn")) as pool:
-        futures = [pool.submit(worker, str(out), t, threads) for t in tasks]
-        results = [f.result() for f in tqdm(futures, desc=desc, unit="shard", disable=not progress)]
-    done = []
-    for value, error in results:
-        if error is not None:
-            raise UserError(error[0], field=error[1])
-        assert value is not None
-        done.append(value)
-    return done
+    ctx = mp.get_context("spawn")
+    procs: list[Any] = []
+    pending: dict[Connection, int] = {}
+    results: list[Any] = [None] * len(tasks)
+    with stop_on_signals(), tqdm(total=len(tasks), desc=desc, unit="shard", disable=not progress) as bar:
+        try:
+            for i, task in enumerate(tasks):
+                receive, send = ctx.Pipe(duplex=False)
+                proc = ctx.Process(target=_shard_main, name=f"ldct-bench-shard{i}",
+                                   args=(worker, str(out), task, threads, os.getpid(), send))  # fmt: skip
+                proc.start()
+                send.close()  # the worker holds the only sending end: its death reads as EOF here
+                procs.append(proc)
+                pending[receive] = i
+            while pending:
+                for conn in cast(list[Connection], wait(list(pending))):
+                    i = pending.pop(conn)
+                    try:
+                        kind, payload = conn.recv()
+                    except EOFError:
+                        procs[i].join()
+                        raise RuntimeError(f"scoring worker {i} ended without a result (exit code "
+                                           f"{procs[i].exitcode}); run the same command again to go on") from None  # fmt: skip
+                    finally:
+                        conn.close()
+                    if kind == "crash":
+                        raise RuntimeError(f"scoring worker {i} failed:\n{payload}")
+                    value, error = payload
+                    if error is not None:
+                        raise UserError(error[0], field=error[1])
+                    results[i] = value
+                    bar.update(1)
+        finally:
+            stop_processes(procs)
+            for conn in pending:
+                conn.close()
+    return results

@@ -115,7 +115,7 @@ def run(
             runner = Runner(cfg, out, quiet=quiet, dataset=dataset, device=device_list[0] if device_list else None,
                             retry_diverged=retry_diverged)  # fmt: skip
             summary = runner.run()
-    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM / SIGHUP to a pool (benchmark.workers.Stopped)
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM / SIGHUP to a pool (benchmark.core.processes.Stopped)
         typer.echo("interrupted: finished epochs are checkpointed; run the same command again to resume", err=True)
         raise typer.Exit(128 + getattr(exc, "signum", 2)) from None
     for line in summary.lines():

@@ -26,7 +26,8 @@ ignore SIGINT and SIGHUP), stop the workers with ``SIGTERM``: each ends its cell
 single-process run (lock released, ``RUNNING`` removed) and a rerun resumes from the last finished
 epoch; the command exits ``128 + signal``. A parent that dies without stopping them (``kill -9``, a
 crash) is noticed too: on Linux each worker asks the kernel for ``SIGTERM`` when its parent dies
-(``PR_SET_PDEATHSIG``), and everywhere a worker checks its parent before each cell it takes.
+(``PR_SET_PDEATHSIG``), and everywhere a worker checks its parent before each cell it takes. These
+signal conventions are :mod:`benchmark.core.processes`, shared with the analysis shards.
 
 On the CPU, float reductions depend on the number of threads. With native kernels a pool's checkpoints
 equal those of a single-process run with the same threads per process (``OMP_NUM_THREADS=<cpu_count //
@@ -37,17 +38,11 @@ N>``). With portable kernels (``reproducibility: {kernels: portable}``) every wo
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import json
 import multiprocessing as mp
 import os
 import queue
-import signal
-import sys
-import threading
 import traceback
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -58,12 +53,12 @@ from benchmark.cells import dependencies, expand_cells
 from benchmark.config import MatrixConfig
 from benchmark.core.device import assign_devices, parse_device_list, resolve_device, worker_threads
 from benchmark.core.errors import UserError
+from benchmark.core.processes import die_with_parent, stop_on_signals, stop_processes, worker_signals
 from benchmark.data import Dataset
 from benchmark.layout import DIVERGED, DONE, FAILED, RUNNING
 from benchmark.runner import Runner, RunSummary
 
 POLL_S = 0.5  # how often the parent looks for dead workers while no message arrives
-STOP_GRACE_S = 60.0  # how long a stopped worker may take to end its cell before it is killed
 
 
 def parse_devices(spec: str | None, matrix_device: str) -> list[torch.device]:
@@ -89,71 +84,17 @@ class _WorkerRunner(Runner):
         self.messages.put(("log", self.worker_index, msg))
 
 
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)  # besides SIGINT (Ctrl-C): they stop the pool as it does
-_PR_SET_PDEATHSIG = 1  # linux/prctl.h
-
-
-class Stopped(KeyboardInterrupt):
-    """``SIGTERM`` or ``SIGHUP`` reached the parent of a pool: handled as Ctrl-C is (the workers are
-    stopped, each ends its cell cleanly); ``signum`` gives the command's exit code ``128 + signum``."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(f"stopped by signal {signum}")
-        self.signum = signum
-
-
-@contextlib.contextmanager
-def _stop_on_signals() -> Iterator[None]:
-    """While the pool trains: ``SIGTERM`` / ``SIGHUP`` raise :class:`Stopped` in the parent (once; a
-    repeat is ignored while the workers end their cells). Only the main thread can set handlers."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum: int, frame: Any) -> None:
-        for s in STOP_SIGNALS:
-            signal.signal(s, signal.SIG_IGN)
-        raise Stopped(signum)
-
-    previous = {s: signal.signal(s, handler) for s in STOP_SIGNALS}
-    try:
-        yield
-    finally:
-        for s, h in previous.items():
-            signal.signal(s, h)
-
-
-def _die_with_parent() -> None:
-    """Linux: have the kernel send this process ``SIGTERM`` when its parent dies (``PR_SET_PDEATHSIG``),
-    so a worker whose parent was killed (``kill -9``) ends its cell cleanly instead of training on.
-    Elsewhere, or if ``prctl`` is unavailable, nothing (the check before each cell remains)."""
-    if not sys.platform.startswith("linux"):
-        return
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
-    except (OSError, AttributeError):
-        pass
-
-
-def _interrupt(signum: int, frame: Any) -> None:
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # once: let the interrupted cell clean up
-    raise KeyboardInterrupt
-
-
 def _worker(index: int, device: str, threads: int, matrix_dump: dict[str, Any], out: str, tasks: Any,
             messages: Any) -> None:  # fmt: skip
     """One worker process: take cell ids from ``tasks`` until ``None`` and train each (``run_cell``);
     stop (between cells, or through ``SIGTERM`` within one) when the parent stops or dies."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's; it stops us with SIGTERM
-    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # likewise a closed terminal
-    signal.signal(signal.SIGTERM, _interrupt)
-    _die_with_parent()
+    worker_signals()  # Ctrl-C and SIGHUP are the parent's; it stops us with SIGTERM
     parent_process = mp.parent_process()
-    parent = parent_process.pid if parent_process is not None else os.getppid()
+    parent = parent_process.pid if parent_process is not None and parent_process.pid is not None else os.getppid()
     torch.set_num_threads(threads)
     cell_id: str | None = None
     try:
-        if os.getppid() != parent:  # died before PR_SET_PDEATHSIG took effect
+        if not die_with_parent(parent):  # died before PR_SET_PDEATHSIG took effect
             raise KeyboardInterrupt
         matrix = MatrixConfig.model_validate(matrix_dump)
         cells = {c.cell_id: c for c in expand_cells(matrix)}
@@ -252,7 +193,7 @@ class WorkerPool:
             bar = tqdm(total=len(cells), initial=len(cells) - len(todo), desc="matrix", unit="cell",
                        disable=self.quiet, position=0, dynamic_ncols=True)  # fmt: skip
             try:
-                with _stop_on_signals():
+                with stop_on_signals():
                     self._train(todo, dependencies(cells), summary, bar)
             finally:
                 bar.close()
@@ -280,7 +221,7 @@ class WorkerPool:
                 p.start()
             self._collect(procs, messages, set(todo), summary, bar, dispatch)
         except BaseException:
-            self._stop(procs)
+            stop_processes(procs)
             raise
         finally:
             tasks.cancel_join_thread()  # cells left in the queue after a stop must not block our exit
@@ -353,17 +294,3 @@ class WorkerPool:
                 path.unlink(missing_ok=True)
         except (OSError, ValueError, AttributeError):
             pass
-
-    def _stop(self, procs: list[Any]) -> None:
-        """SIGTERM every live worker (it ends its cell as an interrupted run does), then wait; kill
-        one that does not end within ``STOP_GRACE_S``."""
-        for p in procs:
-            if p.is_alive():
-                p.terminate()
-        for p in procs:
-            if p.pid is None:  # never started
-                continue
-            p.join(STOP_GRACE_S)
-            if p.is_alive():
-                p.kill()
-                p.join()

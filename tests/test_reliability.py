@@ -21,11 +21,11 @@ import yaml
 from benchmark.cells import expand_cells
 from benchmark.config import parse_matrix
 from benchmark.core.errors import UserError
+from benchmark.core.processes import Stopped, stop_on_signals
 from benchmark.data import open_dataset
 from benchmark.layout import ATTEMPTS, CELL_CONFIG, DIVERGED, DONE, RUNNING, RunLayout
 from benchmark.sampling import sample_patches
 from benchmark.status import _pid_alive, status_table
-from benchmark.workers import Stopped, _stop_on_signals
 
 # one cell, one epoch of two steps on the 96² tiny data (shared with the other tests' cache)
 TINY: dict[str, Any] = {
@@ -107,10 +107,63 @@ def test_a_stopped_or_killed_pool_parent_takes_its_workers_with_it(tmp_path, sig
     assert all(layout.marker(c, DONE).is_file() for c in cells)
 
 
+_SCORING_PARENT = """
+import os, time
+import typer
+from analysis.cli_report import interruptible
+from analysis.shards import run_in_workers
+
+def work(out, task, threads):  # a scoring shard that would run for 10 minutes
+    with open(os.path.join(out, f"worker{task}.pid"), "w") as f:
+        f.write(str(os.getpid()))
+    time.sleep(600)
+    return task, None
+
+def main(out: str):
+    run_in_workers(work, out, [0, 1], progress=False, desc="scoring")
+
+if __name__ == "__main__":
+    typer.run(interruptible(main))
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "sigkill"])
+def test_a_stopped_or_killed_scoring_parent_takes_its_workers_with_it(tmp_path, sig):
+    """The scoring shards of ``analyze``/``report --jobs N`` (:func:`analysis.shards.run_in_workers`) end
+    with their parent: SIGTERM to it stops them and exits 143 with one ``interrupted`` line (the CLI's
+    :func:`analysis.cli_report.interruptible`); after ``kill -9`` of it the kernel stops them
+    (PR_SET_PDEATHSIG). Before this, both kept scoring as orphans."""
+    script = tmp_path / "parent.py"
+    script.write_text(_SCORING_PARENT)
+    proc = subprocess.Popen([sys.executable, str(script), str(tmp_path)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})  # fmt: skip
+    pid_files = [tmp_path / f"worker{i}.pid" for i in (0, 1)]
+    deadline = time.time() + 120
+    while not all(f.is_file() and f.read_text() for f in pid_files):
+        assert proc.poll() is None, proc.communicate()[1][-3000:]
+        assert time.time() < deadline, "the scoring workers did not start in time"
+        time.sleep(0.1)
+    workers = [int(f.read_text()) for f in pid_files]
+    assert set(workers) <= set(_children(proc.pid))
+    os.kill(proc.pid, sig)
+    _, err = proc.communicate(timeout=120)
+    if sig == signal.SIGTERM:
+        assert proc.returncode == 128 + signal.SIGTERM, err[-3000:]
+        assert "interrupted" in err and "Traceback" not in err, err[-3000:]
+    else:
+        assert proc.returncode == -signal.SIGKILL
+    deadline = time.time() + 60
+    while any(_pid_alive(p) for p in workers):
+        assert time.time() < deadline, f"scoring workers still alive after their parent ended: {workers}"
+        time.sleep(0.2)
+
+
 def test_sigterm_and_sighup_stop_the_pool_parent_like_ctrl_c():
     for sig in (signal.SIGTERM, signal.SIGHUP):
         before = signal.getsignal(sig)
-        with pytest.raises(KeyboardInterrupt) as info, _stop_on_signals():
+        with pytest.raises(KeyboardInterrupt) as info, stop_on_signals():
             os.kill(os.getpid(), sig)
             time.sleep(5)  # the handler raises at once
         assert isinstance(info.value, Stopped) and info.value.signum == sig

@@ -4,6 +4,7 @@ belongs to exactly one shard, and bad ``--jobs``/``--devices`` exit with code 2 
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -13,8 +14,9 @@ import torch
 from test_trajectories import make_run  # a finished run folder written as the runner does
 
 from analysis.scoring import ScoreOptions, load_input_baseline, load_trajectories, score_run
-from analysis.shards import assign_shards, parse_devices
+from analysis.shards import assign_shards, parse_devices, run_in_workers
 from benchmark import cli
+from benchmark.core.device import worker_threads
 from benchmark.core.errors import UserError
 from benchmark.layout import CellInfo
 
@@ -101,3 +103,28 @@ def test_bad_jobs_or_devices_exit_2_naming_the_option(tmp_path, monkeypatch, cap
     assert exc.value.code == 2
     err = capsys.readouterr().err
     assert err.startswith(f"error: {option}:") and "Traceback" not in err
+
+
+def _planted_worker(out: str, task: str, threads: int) -> tuple[str | None, tuple[str, str | None] | None]:
+    """A scoring shard's body with planted endings (module level: spawned workers import it)."""
+    if task == "exit":
+        os._exit(3)  # dies as a segfault or the OOM killer would leave it: no result sent
+    if task == "raise":
+        raise ValueError("planted crash")
+    if task == "user":
+        return None, ("planted user error", "--metrics")
+    return f"{task} in {threads} thread(s)", None
+
+
+@pytest.mark.slow
+def test_workers_return_in_task_order_and_a_dead_or_failing_one_is_an_error():
+    threads = worker_threads(2)  # the machine's cores divided between the two
+    got = run_in_workers(_planted_worker, ".", ["b", "a"], progress=False, desc="test")
+    assert got == [f"b in {threads} thread(s)", f"a in {threads} thread(s)"]
+    with pytest.raises(RuntimeError, match=r"scoring worker 1 ended without a result \(exit code 3\)"):
+        run_in_workers(_planted_worker, ".", ["a", "exit"], progress=False, desc="test")
+    with pytest.raises(RuntimeError, match=r"(?s)scoring worker 0 failed:.*ValueError: planted crash"):
+        run_in_workers(_planted_worker, ".", ["raise", "a"], progress=False, desc="test")
+    with pytest.raises(UserError, match="planted user error") as info:
+        run_in_workers(_planted_worker, ".", ["a", "user"], progress=False, desc="test")
+    assert info.value.field == "--metrics"
