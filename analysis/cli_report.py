@@ -125,7 +125,8 @@ def with_shared_options(command: Callable[..., None]) -> Callable[..., None]:
 def interruptible(command: Callable[..., None]) -> Callable[..., None]:
     """``command`` with ``SIGTERM`` / ``SIGHUP`` handled as Ctrl-C (:func:`benchmark.core.processes.stop_on_signals`;
     scoring workers are stopped with it): one ``interrupted`` line and exit code ``128 + signal``. What was
-    scored is kept in the per-checkpoint caches, so the same command goes on from there."""
+    scored is kept in the per-checkpoint caches, so the same command goes on from there. Called from
+    Python, the command raises ``typer.Exit`` then, not :class:`KeyboardInterrupt`."""
 
     @functools.wraps(command)
     def run(*args: Any, **kwargs: Any) -> None:

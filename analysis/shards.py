@@ -106,11 +106,17 @@ def _shard_main(worker: Callable[[str, Any, int], WorkerResult[R]], out: str, ta
         result.close()
 
 
+def _ended(proc: Any) -> str:
+    code = proc.exitcode
+    return f"signal {-code}" if code is not None and code < 0 else f"exit code {code}"
+
+
 def run_in_workers(worker: Callable[[str, Any, int], WorkerResult[R]], out: Path | str, tasks: Sequence[Any], *,
                    progress: bool, desc: str) -> list[R]:  # fmt: skip
     """``worker(out, task, threads)`` for each of ``tasks`` in its own *spawned* process, the machine's CPU
-    threads divided among them; their results in task order, or the first worker's :class:`UserError` (or
-    crash, as a ``RuntimeError`` with its traceback), the other workers then stopped.
+    threads divided among them; their results in task order. The first worker to report a
+    :class:`UserError` (or a crash, as a ``RuntimeError`` with its traceback, or an end without a result)
+    raises it here, and the other workers are stopped.
 
     The workers stop with this process: Ctrl-C, or ``SIGTERM`` / ``SIGHUP`` to it
     (:class:`benchmark.core.processes.Stopped`), stops them with ``SIGTERM`` before the
@@ -125,21 +131,22 @@ def run_in_workers(worker: Callable[[str, Any, int], WorkerResult[R]], out: Path
         try:
             for i, task in enumerate(tasks):
                 receive, send = ctx.Pipe(duplex=False)
-                proc = ctx.Process(target=_shard_main, name=f"ldct-bench-shard{i}",
-                                   args=(worker, str(out), task, threads, os.getpid(), send))  # fmt: skip
-                proc.start()
-                send.close()  # the worker holds the only sending end: its death reads as EOF here
-                procs.append(proc)
                 pending[receive] = i
+                try:
+                    procs.append(ctx.Process(target=_shard_main, name=f"ldct-bench-shard{i}",
+                                             args=(worker, str(out), task, threads, os.getpid(), send)))  # fmt: skip
+                    procs[-1].start()  # listed before it starts: a stop that lands here still reaches it
+                finally:
+                    send.close()  # the worker holds the only sending end: its death reads as EOF here
             while pending:
                 for conn in cast(list[Connection], wait(list(pending))):
                     i = pending.pop(conn)
                     try:
                         kind, payload = conn.recv()
-                    except EOFError:
+                    except (EOFError, OSError):  # OSError: it died part-way through sending
                         procs[i].join()
-                        raise RuntimeError(f"scoring worker {i} ended without a result (exit code "
-                                           f"{procs[i].exitcode}); run the same command again to go on") from None  # fmt: skip
+                        raise RuntimeError(f"scoring worker {i} ended without a result ({_ended(procs[i])}); "
+                                           "run the same command again to go on") from None  # fmt: skip
                     finally:
                         conn.close()
                     if kind == "crash":
@@ -149,8 +156,12 @@ def run_in_workers(worker: Callable[[str, Any, int], WorkerResult[R]], out: Path
                         raise UserError(error[0], field=error[1])
                     results[i] = value
                     bar.update(1)
-        finally:
+        except BaseException:
             stop_processes(procs)
+            raise
+        finally:
             for conn in pending:
                 conn.close()
+    for proc in procs:  # each has sent its result and is ending on its own
+        proc.join()
     return results

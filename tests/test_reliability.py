@@ -138,7 +138,8 @@ def test_a_stopped_or_killed_scoring_parent_takes_its_workers_with_it(tmp_path, 
     script = tmp_path / "parent.py"
     script.write_text(_SCORING_PARENT)
     proc = subprocess.Popen([sys.executable, str(script), str(tmp_path)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})  # fmt: skip
+                            stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parents[1])})  # fmt: skip
     pid_files = [tmp_path / f"worker{i}.pid" for i in (0, 1)]
     deadline = time.time() + 120
     while not all(f.is_file() and f.read_text() for f in pid_files):
@@ -168,6 +169,21 @@ def test_sigterm_and_sighup_stop_the_pool_parent_like_ctrl_c():
             time.sleep(5)  # the handler raises at once
         assert isinstance(info.value, Stopped) and info.value.signum == sig
         assert signal.getsignal(sig) == before  # restored
+    # nested (the CLI's `interruptible` around the scoring workers' own): the outer one handles the stop,
+    # and a repeat while the inner block unwinds is ignored instead of raising in its cleanup
+    before = signal.getsignal(signal.SIGTERM)
+    cleaned_up = False
+    with pytest.raises(Stopped), stop_on_signals():
+        try:
+            with stop_on_signals():
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(5)
+        finally:
+            os.kill(os.getpid(), signal.SIGTERM)  # the repeat
+            time.sleep(0.2)
+            cleaned_up = True
+    assert cleaned_up, "a repeated SIGTERM interrupted the cleanup"
+    assert signal.getsignal(signal.SIGTERM) == before
 
 
 # ------------------------------------------------------------------------------------ data errors

@@ -40,20 +40,21 @@ class Stopped(KeyboardInterrupt):
         self.signum = signum
 
 
+def _stop_handler(signum: int, frame: Any) -> None:
+    for s in STOP_SIGNALS:
+        signal.signal(s, signal.SIG_IGN)
+    raise Stopped(signum)
+
+
 @contextlib.contextmanager
 def stop_on_signals() -> Iterator[None]:
     """While the workers run: ``SIGTERM`` / ``SIGHUP`` raise :class:`Stopped` in this process (once; a
-    repeat is ignored while the workers stop). Only the main thread can set handlers; elsewhere nothing."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
+    repeat is ignored while the workers stop). Only the main thread can set handlers; elsewhere nothing.
+    Nested, the outermost one handles the signals (and a repeat stays ignored until it ends)."""
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(STOP_SIGNALS[0]) is _stop_handler:
+        yield  # not the main thread, or inside another stop_on_signals (whose stop then stays ignored)
         return
-
-    def handler(signum: int, frame: Any) -> None:
-        for s in STOP_SIGNALS:
-            signal.signal(s, signal.SIG_IGN)
-        raise Stopped(signum)
-
-    previous = {s: signal.signal(s, handler) for s in STOP_SIGNALS}
+    previous = {s: signal.signal(s, _stop_handler) for s in STOP_SIGNALS}
     try:
         yield
     finally:
