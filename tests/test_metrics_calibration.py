@@ -185,3 +185,18 @@ def test_vif_is_finite_on_a_smooth_8bit_reference(rng: np.random.Generator) -> N
     grid = [np.round(window_to_unit(a) * 255.0) / 255.0 * 400.0 - 160.0 for a in (pred_hu, ref_hu)]
     out = compute_metrics(["vif", "psnr"], grid[0], grid[1])
     assert np.all(np.isfinite(out["vif"])) and np.all((out["vif"] > 0.01) & (out["vif"] < 1.0))
+
+
+def test_niqe_of_a_flat_image_is_nan_and_leaves_its_batch_alone(dist: torch.Tensor) -> None:
+    """An output saturated over the whole window has no local variation, so NIQE is undefined: NaN for
+    it, and the other images of its batch keep their values (pyiqa's pinv raised for the whole batch and
+    stopped a whole report)."""
+    flat = torch.full_like(dist[:1], 0.5)
+    got = niqe_fast(torch.cat([dist[:1], flat, dist[1:2]])).numpy()
+    assert np.isnan(got[1])
+    np.testing.assert_allclose(got[[0, 2]], niqe_fast(dist[:2]).numpy(), rtol=0, atol=1e-12)
+    hu = np.full((2, 192, 192), 3000.0, dtype=np.float32)  # above the abdomen window: flat after windowing
+    hu[1] = np.random.default_rng(0).normal(40.0, 120.0, (192, 192))
+    out = compute_metrics(["niqe", "psnr"], hu, hu[::-1].copy(), window="abdomen")
+    values = np.asarray(out["niqe"])
+    assert np.isnan(values[0]) and np.isfinite(values[1])

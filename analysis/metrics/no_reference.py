@@ -80,7 +80,8 @@ def niqe_fast(x: torch.Tensor) -> torch.Tensor:
     of pyiqa's float64 ``conv2d``: on CPU that convolution was ≈ 85 % of NIQE's time. Only the order of
     the float64 additions changes, so the values agree with :func:`niqe_pyiqa` to ≈ 1e-12 (the tests
     allow ``NIQE_TOLERANCE``: a feature's AGGD shape parameter is an argmin over a grid of step 0.001 and
-    could in principle move one step on a tie). Works on any device; the CT path uses it."""
+    could in principle move one step on a tie). Works on any device; the CT path uses it. A flat image
+    scores NaN (NIQE is undefined there; pyiqa raises for its whole batch)."""
     ensure_torchvision()
     from pyiqa.archs.func_util import diff_round, safe_sqrt  # after ensure_torchvision()
     from pyiqa.archs.niqe_arch import compute_feature  # after ensure_torchvision()
@@ -103,7 +104,14 @@ def niqe_fast(x: torch.Tensor) -> torch.Tensor:
         if scale == 1:
             img = imresize(img / 255.0, scale=0.5, antialiasing=True) * 255.0
     dist = torch.cat(features, -1)
-    inv = torch.linalg.pinv((cov + nancov(dist)) / 2)
+    pooled = (cov + nancov(dist)) / 2
+    # A flat image (e.g. an output saturated over the whole window) has no local variation: its features
+    # and so its covariance are NaN and NIQE is undefined. It scores NaN; the other images of the batch
+    # are unaffected (pinv of the whole batch would raise).
+    finite = pooled.isfinite().flatten(1).all(1)
+    inv = torch.full_like(pooled, float("nan"))
+    if finite.any():
+        inv[finite] = torch.linalg.pinv(pooled[finite])
     diff = (mu - nanmean(dist, dim=1)).unsqueeze(1)
     quality = torch.bmm(torch.bmm(diff, inv), diff.transpose(1, 2)).squeeze()
     return per_image(torch.sqrt(quality), x.shape[0])
