@@ -108,7 +108,11 @@ def test_one_committed_cell_retrains_to_the_same_values(tmp_path):
     out = tmp_path / "run"
     cell = f"{loss}__{arch}__{dose}__s0"
     logged = f"{cell}: epoch {ONE_EPOCH}/"
-    with subprocess.Popen([sys.executable, "-m", "benchmark", "run", "--matrix", str(matrix), "--out", str(out), "--quiet"],
+    # `python -m benchmark run ...`, with Ctrl-C armed: a shell's background job (`cmd &`, CI runners, nohup)
+    # starts with SIGINT ignored, which children inherit, and Python then installs no KeyboardInterrupt.
+    ctrl_c = ("import runpy, signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+              "sys.argv[0] = 'ldct-bench'; runpy.run_module('benchmark', run_name='__main__', alter_sys=True)")
+    with subprocess.Popen([sys.executable, "-c", ctrl_c, "run", "--matrix", str(matrix), "--out", str(out), "--quiet"],
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as proc:  # fmt: skip
         assert proc.stdout is not None
         lines = []
@@ -119,6 +123,7 @@ def test_one_committed_cell_retrains_to_the_same_values(tmp_path):
                 break
         rest = proc.communicate(timeout=120)[0]
     assert any(x.startswith(logged) for x in lines), "".join(lines)[-3000:] + rest[-3000:]
+    assert proc.returncode == 128 + signal.SIGINT and "interrupted" in rest, f"not stopped by Ctrl-C: {rest[-3000:]}"
     proc = subprocess.run([sys.executable, "-m", "benchmark", "analyze", "--partial", "--out", str(out), "--quiet"],
                           capture_output=True, text=True)  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
