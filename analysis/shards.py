@@ -22,7 +22,6 @@ Incremental behaviour is the cache's: a worker computes only what is missing or 
 from __future__ import annotations
 
 import multiprocessing as mp
-import os
 import traceback
 from collections.abc import Callable, Sequence
 from multiprocessing.connection import Connection, wait
@@ -34,7 +33,13 @@ from tqdm.auto import tqdm
 
 from benchmark.core.device import parse_device_list, worker_threads
 from benchmark.core.errors import UserError
-from benchmark.core.processes import die_with_parent, stop_on_signals, stop_processes, worker_signals
+from benchmark.core.processes import (
+    die_with_parent,
+    parent_pid,
+    stop_on_signals,
+    stop_processes,
+    worker_signals,
+)
 from benchmark.layout import CellInfo
 
 R = TypeVar("R")
@@ -88,14 +93,14 @@ def call_in_worker(run: Callable[[str, Any], R], out: str, opts: Any, threads: i
         return None, (exc.message, exc.field)
 
 
-def _shard_main(worker: Callable[[str, Any, int], WorkerResult[R]], out: str, task: Any, threads: int, parent: int,
+def _shard_main(worker: Callable[[str, Any, int], WorkerResult[R]], out: str, task: Any, threads: int,
                 result: Connection) -> None:  # fmt: skip
     """One shard's process: ``worker(out, task, threads)``, its result sent through ``result`` as
     ``("done", value)`` or ``("crash", traceback)``; nothing when stopped (``SIGTERM`` from the parent, or
     the parent's death: :mod:`benchmark.core.processes`)."""
     worker_signals()
     try:
-        if not die_with_parent(parent):
+        if not die_with_parent(parent_pid()):
             return
         result.send(("done", worker(out, task, threads)))
     except KeyboardInterrupt:
@@ -134,7 +139,7 @@ def run_in_workers(worker: Callable[[str, Any, int], WorkerResult[R]], out: Path
                 pending[receive] = i
                 try:
                     procs.append(ctx.Process(target=_shard_main, name=f"ldct-bench-shard{i}",
-                                             args=(worker, str(out), task, threads, os.getpid(), send)))  # fmt: skip
+                                             args=(worker, str(out), task, threads, send)))  # fmt: skip
                     procs[-1].start()  # listed before it starts: a stop that lands here still reaches it
                 finally:
                     send.close()  # the worker holds the only sending end: its death reads as EOF here

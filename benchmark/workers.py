@@ -53,7 +53,13 @@ from benchmark.cells import dependencies, expand_cells
 from benchmark.config import MatrixConfig
 from benchmark.core.device import assign_devices, parse_device_list, resolve_device, worker_threads
 from benchmark.core.errors import UserError
-from benchmark.core.processes import die_with_parent, stop_on_signals, stop_processes, worker_signals
+from benchmark.core.processes import (
+    die_with_parent,
+    parent_pid,
+    stop_on_signals,
+    stop_processes,
+    worker_signals,
+)
 from benchmark.data import Dataset
 from benchmark.layout import DIVERGED, DONE, FAILED, RUNNING
 from benchmark.runner import Runner, RunSummary
@@ -89,8 +95,7 @@ def _worker(index: int, device: str, threads: int, matrix_dump: dict[str, Any], 
     """One worker process: take cell ids from ``tasks`` until ``None`` and train each (``run_cell``);
     stop (between cells, or through ``SIGTERM`` within one) when the parent stops or dies."""
     worker_signals()  # Ctrl-C and SIGHUP are the parent's; it stops us with SIGTERM
-    parent_process = mp.parent_process()
-    parent = parent_process.pid if parent_process is not None and parent_process.pid is not None else os.getppid()
+    parent = parent_pid()
     torch.set_num_threads(threads)
     cell_id: str | None = None
     try:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import multiprocessing as mp
 import os
 import signal
 import sys
@@ -62,11 +63,18 @@ def stop_on_signals() -> Iterator[None]:
             signal.signal(s, h)
 
 
+def parent_pid() -> int:
+    """In a ``multiprocessing`` worker: the pid of the process that started it, as recorded at its start
+    (still right after that parent died, when ``os.getppid()`` already names another process)."""
+    parent = mp.parent_process()
+    return parent.pid if parent is not None and parent.pid is not None else os.getppid()
+
+
 def die_with_parent(parent: int) -> bool:
     """Linux: have the kernel send this process ``SIGTERM`` when its parent dies (``PR_SET_PDEATHSIG``).
-    ``parent`` is the pid the parent had when it started this process; False when that parent is already
-    gone (it died before the request could take effect: the caller stops at once). Elsewhere, or without
-    ``prctl``, only that check."""
+    ``parent`` is the pid of the parent that started this process (:func:`parent_pid`); False when it is
+    already gone (it died before the request could take effect: the caller stops at once). Elsewhere, or
+    without ``prctl``, only that check."""
     if sys.platform.startswith("linux"):
         try:
             ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
