@@ -124,7 +124,7 @@ from benchmark.config import TaskConfig
 from benchmark.core.device import assign_devices, resolve_device
 from benchmark.core.errors import UserError
 from benchmark.core.io import atomic_write, atomic_write_text
-from benchmark.core.kernels import apply_portable
+from benchmark.core.kernels import apply_kernels
 from benchmark.data import open_dataset
 from benchmark.data.synth import DOSES_PERCENT, SynthDataset, condition_name, parse_condition
 from benchmark.data.task_sets import TaskSet, task_folder, task_set
@@ -640,8 +640,8 @@ def task_run(out: Path | str, opts: TaskOptions | None = None) -> TaskSummary | 
     cfg = matrix.evaluation.task
     if cfg is None:
         return None
-    if matrix.reproducibility.kernels == "portable":
-        apply_portable(matrix.reproducibility.threads, field=f"{out}: matrix.resolved.yaml reproducibility.kernels")
+    rep = matrix.reproducibility  # score with the kernels and threads the run trained with
+    apply_kernels(rep.kernels, rep.threads, field=f"{out}: matrix.resolved.yaml reproducibility.kernels")
     dataset = open_dataset(matrix.dataset.kind, matrix.dataset.options)
     if not isinstance(dataset, SynthDataset):
         raise UserError(f"needs the synth dataset, this run's is {matrix.dataset.kind!r}", field="evaluation.task")

@@ -24,7 +24,7 @@ from benchmark.checkpoint import CheckpointError
 from benchmark.config import MatrixConfig
 from benchmark.core.device import resolve_device
 from benchmark.core.errors import SkippedWarning, UserError
-from benchmark.core.kernels import apply_portable
+from benchmark.core.kernels import apply_kernels
 from benchmark.data import Dataset, open_dataset
 from benchmark.layout import CellInfo, RunLayout
 
@@ -149,11 +149,11 @@ def skip_checkpoint(bad: dict[str, str], path: Path, exc: Exception, *, by: str 
 
 def plan_scoring(out: Path | str, opts: ScoreOptions) -> ScorePlan:
     """Resolve ``opts`` against the run's matrix (module docstring). A matrix trained with the portable
-    kernels is scored with them (:func:`benchmark.core.kernels.apply_portable`)."""
+    kernels, or a pinned thread count, is scored with them (:func:`benchmark.core.kernels.apply_kernels`)."""
     layout = RunLayout(out)
     matrix = layout.matrix()
-    if matrix.reproducibility.kernels == "portable":  # score with the kernels the run trained with
-        apply_portable(matrix.reproducibility.threads, field=f"{out}: matrix.resolved.yaml reproducibility.kernels")
+    rep = matrix.reproducibility  # score with the kernels and threads the run trained with
+    apply_kernels(rep.kernels, rep.threads, field=f"{out}: matrix.resolved.yaml reproducibility.kernels")
     ev_cfg = matrix.evaluation
     metrics = list(dict.fromkeys(opts.metrics or ev_cfg.metrics))
     for m in metrics:

@@ -137,9 +137,9 @@ def cell_config(cell: Cell, matrix: MatrixConfig, start: dict[str, Any] | None =
         "dataset": matrix.dataset.model_dump(mode="json"),
         "training": matrix.training.model_dump(mode="json"),
         "deterministic": matrix.deterministic,
-        # portable kernels and their thread count decide the bytes; native cells keep their old config
+        # the kernels and a pinned thread count decide the bytes; unpinned native cells keep their old config
         **({"reproducibility": matrix.reproducibility.model_dump(mode="json")}
-           if matrix.reproducibility.kernels == "portable" else {}),
+           if matrix.reproducibility.pinned else {}),
         **({"init_from": dict(start)} if start is not None else {}),
     }
 

@@ -488,10 +488,31 @@ class ReproducibilityConfig(Strict):
     own arithmetic is not covered (``deterministic: true`` makes it reproducible per device model). The
     ``ldct-bench`` command applies the pins before torch loads; a Python process that already loaded
     torch is refused. Portable cells record ``kernels`` and ``threads`` in their config, so a native
-    cell does not resume portably or the other way round."""
+    cell does not resume portably or the other way round.
+
+    ``threads`` with native kernels: unset (the default), each process keeps the threads it has (``--jobs
+    1``: every core; ``--jobs N``: the cores divided among the workers), so a float sum's order, hence a
+    cell's bytes, depends on ``--jobs`` and the machine's cores. Set, every cell trains and is scored with
+    that many intra-op threads whatever ``--jobs``, and the cell records it in its config: results then
+    depend on the CPU kind alone. Portable kernels always pin it (1 unless set)."""
 
     kernels: Literal["native", "portable"] = "native"
-    threads: int = Field(1, ge=1, le=256, strict=True, description="intra-op CPU threads per cell in portable mode")
+    threads: int | None = Field(
+        None, ge=1, le=256, strict=True,
+        description="intra-op CPU threads per cell (training and scoring, every worker); portable: 1 unless set; "
+                    "native: unset keeps each process's threads",
+    )
+
+    @model_validator(mode="after")
+    def _portable_pins_threads(self) -> ReproducibilityConfig:
+        if self.kernels == "portable" and self.threads is None:
+            self.threads = 1
+        return self
+
+    @property
+    def pinned(self) -> bool:
+        """Whether each cell runs a recorded number of threads (portable kernels, or native with ``threads``)."""
+        return self.threads is not None
 
 
 class CheckpointsConfig(Strict):

@@ -59,7 +59,7 @@ from benchmark.checkpoint import (
 from benchmark.config import CheckpointsConfig, MatrixConfig, TrainingConfig
 from benchmark.core.device import resolve_device
 from benchmark.core.errors import UserError
-from benchmark.core.kernels import apply_portable
+from benchmark.core.kernels import apply_kernels
 from benchmark.core.precision import ENVIRONMENT, environment, record_environment
 from benchmark.core.weights import sha256_file
 from benchmark.data import Dataset, open_dataset
@@ -158,10 +158,9 @@ def setup_process(matrix: MatrixConfig, device: torch.device) -> str:
         torch.cuda.set_device(device)
     configure_determinism(device, matrix.deterministic)
     rep = matrix.reproducibility
-    if rep.kernels == "portable":
-        apply_portable(rep.threads)
+    apply_kernels(rep.kernels, rep.threads)
     _PROCESS_SETUP = (device, matrix.deterministic)
-    kernels = f"portable kernels, {rep.threads} thread(s)" if rep.kernels == "portable" else "native kernels"
+    kernels = f"{rep.kernels} kernels" + (f", {rep.threads} thread(s)" if rep.pinned else "")
     return f"process set-up: device {device}, deterministic {str(matrix.deterministic).lower()}, {kernels}"
 
 

@@ -232,7 +232,7 @@ def executor_parameters(matrix: MatrixConfig, layout: RunLayout, opts: SlurmOpti
         params["slurm_additional_parameters"] = dict(opts.additional)
     rep = matrix.reproducibility
     # portable kernels are read when the job's Python starts: pin them in the job's shell first
-    pins = shell_exports(rep.threads) if rep.kernels == "portable" else []
+    pins = shell_exports(rep.threads or 1) if rep.kernels == "portable" else []
     if opts.setup or pins:
         params["slurm_setup"] = [*pins, *opts.setup]
     return params

@@ -29,11 +29,12 @@ crash) is noticed too: on Linux each worker asks the kernel for ``SIGTERM`` when
 (``PR_SET_PDEATHSIG``), and everywhere a worker checks its parent before each cell it takes. These
 signal conventions are :mod:`benchmark.core.processes`, shared with the analysis shards.
 
-On the CPU, float reductions depend on the number of threads. With native kernels a pool's checkpoints
-equal those of a single-process run with the same threads per process (``OMP_NUM_THREADS=<cpu_count //
-N>``). With portable kernels (``reproducibility: {kernels: portable}``) every worker runs the matrix's
-``reproducibility.threads``, so ``--jobs N`` writes the same bytes as ``--jobs 1`` (tested). On GPUs with
-``deterministic: true`` they are equal in any case.
+On the CPU, float reductions depend on the number of threads. With ``reproducibility.threads`` set
+(always with portable kernels) every worker runs that many threads, so ``--jobs N`` writes the same bytes
+as ``--jobs 1`` (tested, portable and native). Native kernels without it divide the machine's cores among
+the workers, and a pool's checkpoints equal only those of a single-process run with the same threads per
+process (``OMP_NUM_THREADS=<cpu_count // N>``). On GPUs with ``deterministic: true`` they are equal in any
+case.
 """
 
 from __future__ import annotations
@@ -212,8 +213,9 @@ class WorkerPool:
         n = min(self.jobs, len(todo))
         dispatch = _Dispatch(tasks, todo, parents, n)
         rep = self.matrix.reproducibility
-        # portable kernels: every worker runs the cell's recorded thread count, so --jobs N == --jobs 1
-        threads = rep.threads if rep.kernels == "portable" else worker_threads(self.jobs)
+        # pinned threads (portable kernels, or native with `threads`): every worker runs the cells' recorded
+        # thread count, so --jobs N == --jobs 1; else the machine's cores are divided among the workers
+        threads = rep.threads if rep.threads is not None else worker_threads(self.jobs)
         dump = self.matrix.model_dump(mode="json")
         procs = [
             ctx.Process(target=_worker, name=f"ldct-bench-w{i}", args=(i, str(dev), threads, dump, str(self.out), tasks, messages))

@@ -4,8 +4,9 @@
 # STUDY: small (default; the CI matrix, a few minutes) or one of the four CPU mini-studies
 # redcnn_wgan, loss_vs_iqa, upl, mstlf (presets <study>-cpu.yaml, three seeds, <= 30 minutes each on 2 cores
 # after the shared 256^2 dataset is built; run one study at a time, or give each one thread: OMP_NUM_THREADS=1). RUN_FOLDER defaults to runs/<study>.
-# JOBS=N trains with `ldct-bench run --jobs N` (worker processes). Native kernels: the threads per cell change the
-# numbers, so rerun as committed: loss_vs_iqa with JOBS=2 (one thread per cell), upl without (one two-thread process).
+# JOBS=N trains and scores with N worker processes (`run --jobs N`, `report --jobs N`). The mini-study presets pin
+# one thread per cell (reproducibility.threads: 1), so JOBS changes only the wall time, not a number: use JOBS=2
+# on 2 cores. Their native kernels still make the numbers depend on the CPU kind (small.yaml is portable).
 # tests/test_results.py reruns the small matrix and checks its tables against results/small within the
 # seed-to-seed spread (results/small/seed_spread.csv, written here from a 3-seed run of the same matrix);
 # a `study`-marked test does the same for each mini-study.
@@ -20,7 +21,7 @@ esac
 out=${2:-runs/$study}
 start=$(date +%s)
 ldct-bench run --matrix "$preset" --out "$out" --quiet ${JOBS:+--jobs "$JOBS"}
-ldct-bench report --out "$out" --quiet
+ldct-bench report --out "$out" --quiet ${JOBS:+--jobs "$JOBS"}
 dest=results/$study
 rm -rf "$dest"
 mkdir -p "$dest"

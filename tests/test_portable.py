@@ -11,6 +11,7 @@ which shows that the cap changes the arithmetic and so that the test can fail.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -114,11 +115,17 @@ def test_a_natively_loaded_process_is_refused_portable_kernels():
 
 def test_portable_cells_record_kernels_and_threads_in_their_config():
     from benchmark.cells import cell_config, expand_cells
+    from benchmark.config import MatrixConfig
 
     m = load_matrix("small.yaml")
     assert cell_config(expand_cells(m)[0], m)["reproducibility"] == {"kernels": "portable", "threads": 2}
-    native = m.model_copy(update={"reproducibility": m.reproducibility.model_copy(update={"kernels": "native"})})
-    assert "reproducibility" not in cell_config(expand_cells(native)[0], native)  # old native cells still resume
+    data = m.model_dump(mode="json")
+    for rep, recorded in (({"kernels": "native"}, None),  # old native cells still resume
+                          ({"kernels": "native", "threads": 1}, {"kernels": "native", "threads": 1}),
+                          ({"kernels": "portable"}, {"kernels": "portable", "threads": 1})):
+        other = MatrixConfig.model_validate({**data, "reproducibility": rep})
+        assert cell_config(expand_cells(other)[0], other).get("reproducibility") == recorded, rep
+    assert MatrixConfig.model_validate({**data, "reproducibility": {"kernels": "native"}}).reproducibility.threads is None
 
 
 def test_matrix_rejects_bad_reproducibility_values(tmp_path):
@@ -174,14 +181,14 @@ def test_stored_hu_lies_on_the_grid(tmp_cache):
 # --- training: portable is the same bytes, native is not --------------------------------------------
 
 
-def _tiny_matrix(path: Path, kernels: str) -> Path:
+def _tiny_matrix(path: Path, kernels: str, threads: int | None = 2) -> Path:
     data = load_matrix("small.yaml").model_dump(mode="json")
     data["dataset"]["options"] = {"size": "tiny", "patients": 5, "val_patients": 1, "test_patients": 1}
     data["doses"] = ["25_360"]
     data["losses"] = ["mse"]
     data["training"].update(epochs=1, batch_size=4, patch_size=32, patches_per_epoch=32, val_max_images=1)
     data["training"]["scheduler"]["warmup"] = 2
-    data["reproducibility"] = {"kernels": kernels, "threads": 2}
+    data["reproducibility"] = {"kernels": kernels, **({"threads": threads} if threads is not None else {})}
     path.write_text(dump_yaml(data))
     return path
 
@@ -224,3 +231,27 @@ def test_portable_jobs_2_equals_jobs_1(tmp_path):
     one = _train(matrix, tmp_path / "one", cache, {})
     two = _train(matrix, tmp_path / "two", cache, {}, "--jobs", "2")
     assert one == two
+
+
+def _threads_trained(out: Path) -> set[int]:
+    layout = RunLayout(out)
+    return {json.loads((layout.cell_dir(c.cell_id) / "environment.json").read_text())[0]["threads"]
+            for c in layout.cells()}
+
+
+@pytest.mark.slow
+@pytest.mark.heavy
+def test_native_kernels_with_pinned_threads_write_the_same_bytes_with_any_jobs(tmp_path):
+    """Native kernels with ``threads: 1``: ``--jobs 1`` (which would otherwise run every core in one
+    process) and ``--jobs 2`` train each cell with one thread, hence the same bytes on one CPU kind."""
+    if (os.cpu_count() or 1) < 2:
+        pytest.skip("one core: --jobs 1 runs one thread anyway, so the test would prove nothing")
+    cache = tmp_path / "cache"
+    matrix = _tiny_matrix(tmp_path / "n.yaml", "native", threads=1)
+    one = _train(matrix, tmp_path / "one", cache, {})
+    two = _train(matrix, tmp_path / "two", cache, {}, "--jobs", "2")
+    assert _threads_trained(tmp_path / "one") == _threads_trained(tmp_path / "two") == {1}
+    assert one == two
+    # without the pin, --jobs 1 trains on every core: the pin is what made the two runs agree
+    _train(_tiny_matrix(tmp_path / "u.yaml", "native", threads=None), tmp_path / "unpinned", cache, {})
+    assert _threads_trained(tmp_path / "unpinned") == {os.cpu_count()}

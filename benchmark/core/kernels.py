@@ -135,6 +135,19 @@ def apply_portable(threads: int, *, field: str = "reproducibility.kernels") -> N
     torch.set_num_threads(threads)
 
 
+def apply_kernels(kernels: str, threads: int | None, *, field: str = "reproducibility.kernels") -> None:
+    """This process's kernels and threads for a matrix's ``reproducibility``, in every process that
+    trains or scores: portable kernels → :func:`apply_portable`; native with ``threads`` → that many
+    intra-op threads (``torch.set_num_threads``, which also sets OpenMP's and MKL's), so the cell's float
+    sums have one order whatever ``--jobs``; native without → the process's threads are left alone."""
+    if kernels == "portable":
+        apply_portable(threads or 1, field=field)
+    elif threads is not None:
+        import torch  # lazy: see the module docstring
+
+        torch.set_num_threads(threads)
+
+
 def describe() -> dict[str, Any]:
     """The kernel facts of this process, for a cell's ``environment.json`` and the benchmark."""
     import torch  # lazy: see the module docstring
