@@ -2,7 +2,9 @@
 ``<out>/analysis/figures/``.
 
 * ``training_loss``: training (solid) and validation (dashed) loss per epoch, one panel per loss (losses
-  have different scales), one colour per architecture · dose, band = ±1 sd over seeds (when > 1).
+  have different scales), one colour per architecture · dose, band = ±1 sd over seeds (when > 1). A log y
+  axis, except in a panel whose loss takes a value ≤ 0 (an adversarial arm's total, e.g. a WGAN critic
+  term): a log axis would drop those points and the band around them, so that panel is linear and says so.
 * ``trajectories_full_reference`` / ``trajectories_no_reference``: each metric over epochs, one row of panels
   per metric (shared y axis) and one column per architecture · dose, one line per loss, band = ±1 sd over
   images and seeds (like the figures of the loss-analysis literature). Which metrics go where is read
@@ -121,10 +123,12 @@ def training_loss_figure(traj: pd.DataFrame, orders: Orders, folder: Path) -> li
         sub = hist[hist["loss"] == loss]
         sns.lineplot(data=sub, x="epoch", y="value", hue="condition", hue_order=conditions, style="split",
                      style_order=["training", "validation"], errorbar="sd", marker="o", markersize=4, ax=ax)  # fmt: skip
-        ax.set_yscale("log")
-        ax.set_title(f"loss: {orders.loss_label(loss)}", fontsize=10)
+        positive = bool((sub["value"] > 0).all())
+        ax.set_yscale("log" if positive else "linear")
+        ax.set_title(f"loss: {orders.loss_label(loss)}" + ("" if positive else "\n(linear axis: values ≤ 0)"), fontsize=10)
         ax.set_xlabel("epoch")
-        ax.set_ylabel("loss value (network units, log scale)" if ax is axes[0, 0] or ncol == 1 else "")
+        scale = "log scale" if positive else "linear scale"
+        ax.set_ylabel(f"loss value (network units, {scale})" if ax is axes[0, 0] or ncol == 1 or not positive else "")
         ax.xaxis.get_major_locator().set_params(integer=True)
         handles, labels = ax.get_legend_handles_labels()
         ax.get_legend().remove()

@@ -14,7 +14,14 @@ import pandas as pd
 import pytest
 
 from analysis.correlations import correlations
-from analysis.figures import build_figures, comparison_figure, pick_pd_metrics, trajectory_figure, zoom_region
+from analysis.figures import (
+    build_figures,
+    comparison_figure,
+    pick_pd_metrics,
+    training_loss_figure,
+    trajectory_figure,
+    zoom_region,
+)
 from analysis.schema import BASELINE_COLUMNS, INPUT_LABEL
 from analysis.significance import significance
 from analysis.simulate import simulate_trajectories
@@ -167,6 +174,27 @@ def test_trajectory_figure_draws_the_ldct_input_line(sim, tmp_path, monkeypatch)
         np.testing.assert_allclose(lines[0].get_ydata(), expected[(metric, dose)])
     labels = [t.get_text() for t in axes[len(orders.doses) * len(orders.architectures) - 1].get_legend().get_texts()]
     assert labels == [*orders.losses, f"{INPUT_LABEL} (mean)"]
+    plt.close("all")
+
+
+def test_training_loss_panels_are_log_unless_the_loss_takes_values_at_or_below_zero(sim, tmp_path, monkeypatch):
+    """A signed loss (an adversarial arm's total, e.g. with a WGAN critic term) on a log axis would lose its
+    non-positive points silently: its panel is linear and says so; the others stay log."""
+    import matplotlib.pyplot as plt
+
+    traj, _, _, _, orders = sim
+    traj = traj.copy()
+    hist = (traj["source"] == "history") & (traj["metric"].isin(["train_loss", "val_loss"]))
+    assert hist.any() and (traj.loc[hist, "value"] > 0).all()
+    signed = hist & (traj["loss"] == "l1") & (traj["epoch"] == 2) & (traj["metric"] == "val_loss")
+    traj.loc[signed, "value"] = -traj.loc[signed, "value"]
+    figures = []
+    monkeypatch.setattr(plt, "close", figures.append)
+    training_loss_figure(traj, orders, tmp_path)
+    scales = {ax.get_title().split("\n")[0]: ax.get_yscale() for ax in figures[0].axes if ax.get_visible()}
+    assert scales == {"loss: mse": "log", "loss: l1": "linear", "loss: 0.9mse+0.1ssim_loss": "log"}, scales
+    l1 = next(ax for ax in figures[0].axes if ax.get_title().startswith("loss: l1"))
+    assert "values ≤ 0" in l1.get_title() and "linear scale" in l1.get_ylabel()
     plt.close("all")
 
 
