@@ -263,15 +263,21 @@ def test_supervised_output_gradient_norms_match_autograd_per_term():
         assert torch.equal(p, q), n
 
 
-def test_supervised_balanced_adversarial_weight_sets_the_gradient_share():
-    """``balance_adversarial``: the adversarial term's pull on the output is r = Σw_adv/Σw_pixel of the pixel
-    terms' (0.05/0.95 here), whatever the raw weights' scale: recomputed from autograd on the returned
-    objective; λ_t is logged; an entry without adversarial terms is unchanged, one without a pixel term refused."""
+def _balanced_mse_wgan():
+    """A seeded ``balance_adversarial`` supervised scheme on 0.95 MSE + 0.05 WGAN-GP, and its loss."""
     torch.manual_seed(0)
     loss = build_loss([("mse", 0.95, {}), ("wgan_gp", 0.05, {"discriminator_kwargs": {"channels": 4}})])
     s = build_scheme("supervised", {"balance_adversarial": True}, model=build_model("dncnn", {"depth": 3, "channels": 4}),
                      loss=loss, training=TRAINING, rng=torch.Generator().manual_seed(0),
                      build_network=lambda: build_model("dncnn", {"depth": 3, "channels": 4}))  # fmt: skip
+    return s, loss
+
+
+def test_supervised_balanced_adversarial_weight_sets_the_gradient_share():
+    """``balance_adversarial``: the adversarial term's pull on the output is r = Σw_adv/Σw_pixel of the pixel
+    terms' (0.05/0.95 here), whatever the raw weights' scale: recomputed from autograd on the returned
+    objective; λ_t is logged; an entry without adversarial terms is unchanged, one without a pixel term refused."""
+    s, loss = _balanced_mse_wgan()
     x, y = _batch()
     pred = s.model(x).detach().requires_grad_(True)
     total, values = s.balanced_objective(pred, y)
@@ -292,3 +298,29 @@ def test_supervised_balanced_adversarial_weight_sets_the_gradient_share():
     assert not build([("mse", 1.0, {})]).balance_adversarial  # no adversarial term: the entry is unchanged
     with pytest.raises(UserError, match=r"balance_adversarial"):
         build([("wgan_gp", 1.0, {"discriminator_kwargs": {"channels": 4}})])
+
+
+def test_balanced_validation_loss_is_the_balanced_objective_not_the_literal_weights():
+    """A ``balance_adversarial`` cell validates on the objective it trains on: ``P + λ_t·A`` with λ_t from the
+    validation output's own gradients (by hand here: autograd on the weighted MSE and critic terms), also
+    under ``no_grad`` as in ``benchmark.train.validate``, with no parameter getting a gradient. The literal
+    0.95 / 0.05 composite (the old value) differs from it."""
+    s, loss = _balanced_mse_wgan()
+    x, y = _batch()
+    s.eval()
+    with torch.no_grad():
+        pred = s.model(x)
+        total, terms = s.validation_terms(pred, y)
+    out = pred.clone().requires_grad_(True)
+    pixel = 0.95 * torch.nn.functional.mse_loss(out, y)
+    adv = 0.05 * loss.terms["wgan_gp"](out, y)
+    g_pix = torch.autograd.grad(pixel, out)[0].norm()
+    g_adv = torch.autograd.grad(adv, out)[0].norm()
+    lam = (0.05 / 0.95) * g_pix / g_adv
+    expected = pixel.detach() + lam * adv.detach()
+    torch.testing.assert_close(total, expected, rtol=1e-5, atol=0)
+    torch.testing.assert_close(terms["adv_balance"], lam, rtol=1e-5, atol=0)
+    literal, _ = loss.compute(pred, y)
+    assert abs(float(literal) - float(total)) > 1e-3 * abs(float(total))
+    assert not total.requires_grad
+    assert all(p.grad is None for p in list(s.model.parameters()) + list(loss.parameters()))

@@ -159,10 +159,20 @@ class Supervised(Scheme):
         total, terms = self.generator_step(x, y, settings)
         return total, terms, logs
 
-    @torch.no_grad()
     def validation_terms(self, pred: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """The composite training loss and each term."""
-        return self.loss.compute(pred, target)
+        """The training objective and each term on a validation output: the composite loss, or with
+        ``balance_adversarial`` the balanced objective ``P + λ_t·A`` (:meth:`balanced_objective`), λ_t taken
+        on this batch's output as in training (logged as ``adv_balance``). Before, a balanced cell's
+        validation total used the entry's literal weights (0.95 / 0.05), an objective it was never trained
+        on, dominated by the critic's value. λ_t needs the output's gradients, so they are enabled here
+        (on a detached copy: no parameter gets a gradient), also under :func:`benchmark.train.validate`'s
+        ``no_grad``."""
+        if not self.balance_adversarial:
+            with torch.no_grad():
+                return self.loss.compute(pred, target)
+        with torch.enable_grad():
+            total, values = self.balanced_objective(pred.detach().requires_grad_(True), target)
+        return total.detach(), {k: v.detach() for k, v in values.items()}
 
     def state_dict(self) -> dict[str, Any]:
         sched = self.schedulers.get("G")
