@@ -36,6 +36,7 @@ from analysis.tables import Orders, build_tables, detectability_tables, ttf_tabl
 from benchmark.config import MatrixConfig
 from benchmark.core.conventions import parse_window
 from benchmark.core.io import atomic_write_text
+from benchmark.core.precision import ENVIRONMENT
 from benchmark.layout import (
     CELLS_CSV,
     CLAIMS_CSV,
@@ -134,6 +135,36 @@ def _cells_section(layout: RunLayout) -> str:
     if len(left):
         text += "Not analysed (unfinished; rerun `ldct-bench analyze --partial` to include partial cells): "
         text += ", ".join(f"`{c}` ({s})" for c, s in zip(left["cell"], left["status"])) + "."
+    return text + _training_environments(layout, list(cells["cell"]))
+
+
+def _training_environments(layout: RunLayout, cells: list[str]) -> str:
+    """Where the cells were trained: each distinct device, CPU capability, kernels and threads of their
+    ``environment.json`` entries (JSON data only), with how many cells trained there. Native kernels round
+    differently on another processor, so a reader needs this to know which machine reproduces the numbers."""
+    hosts: dict[str, set[str]] = {}
+    missing = 0
+    for cell in cells:
+        try:
+            entries = json.loads((layout.cell_dir(cell) / ENVIRONMENT).read_text())
+        except (OSError, ValueError):
+            entries = None
+        if not isinstance(entries, list) or not entries:
+            missing += 1
+            continue
+        for e in entries:
+            if not isinstance(e, dict):
+                continue
+            desc = f"`{e.get('device_name', e.get('device', '?'))}`"
+            if str(e.get("device", "cpu")).startswith("cpu"):
+                desc += f" ({e.get('cpu_capability', '?')}, {e.get('kernels', '?')} kernels, {e.get('threads', '?')} thread(s))"
+            hosts.setdefault(desc, set()).add(cell)
+    if not hosts:
+        return ""
+    parts = [f"{d}: {len(c)} cell(s)" for d, c in sorted(hosts.items(), key=lambda kv: (-len(kv[1]), kv[0]))]
+    text = " Trained on " + "; ".join(parts) + "."
+    if missing:
+        text += f" {missing} cell(s) recorded no environment."
     return text
 
 

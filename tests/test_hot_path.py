@@ -8,6 +8,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import platform
 from typing import Any
 
 import numpy as np
@@ -17,6 +18,8 @@ import torch
 from benchmark.config import TrainingConfig, parse_matrix
 from benchmark.core.errors import UserError
 from benchmark.core.precision import (
+    cpu_model,
+    device_name,
     environment,
     float32_matmul,
     record_environment,
@@ -289,3 +292,26 @@ def test_environment_is_recorded_once_per_environment(tmp_path):
     other = {**env, "torch": "0.0"}
     record_environment(path, 6, other)
     assert json.loads(path.read_text()) == [{"from_epoch": 1, **env}, {"from_epoch": 6, **other}]
+
+
+CPUINFO_TWO_PROCESSORS = """processor\t: 0
+vendor_id\t: GenuineIntel
+cpu family\t: 6
+model\t\t: 143
+model name\t: Intel(R) Xeon(R) Platinum 8480+
+flags\t\t: fpu avx512f
+
+processor\t: 1
+vendor_id\t: AuthenticAMD
+model name\t: other
+"""
+
+
+def test_cpu_model_names_the_first_processor_with_vendor_family_and_model():
+    """A cell records the processor, not ``platform.processor()``'s ``x86_64``: two AVX-512 hosts of other
+    vendors or generations round native kernels differently. Parsed from ``/proc/cpuinfo`` text (first block
+    only); without it, the platform's name."""
+    assert cpu_model(CPUINFO_TWO_PROCESSORS) == "Intel(R) Xeon(R) Platinum 8480+ (GenuineIntel family 6 model 143)"
+    assert cpu_model("vendor_id\t: AuthenticAMD\nmodel name\t: AMD EPYC\n") == "AMD EPYC (AuthenticAMD)"
+    assert cpu_model("") == (platform.processor() or platform.machine())
+    assert device_name(CPU) == f"cpu {cpu_model()}"

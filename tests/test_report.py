@@ -4,6 +4,7 @@ reference row, a rerun that scores nothing, and bad options that exit with code 
 
 from __future__ import annotations
 
+import json
 import re
 import sys
 
@@ -14,11 +15,12 @@ from typer.testing import CliRunner
 
 from analysis.correlations import CORRELATION_COLUMNS
 from analysis.pipeline import StatsOptions
-from analysis.report import small_n_warning
+from analysis.report import _training_environments, small_n_warning
 from analysis.significance import SIGNIFICANCE_COLUMNS
 from benchmark import cli
 from benchmark.core.errors import UserError
-from benchmark.layout import CORRELATIONS, INPUT_BASELINE, REPORT, SIGNIFICANCE
+from benchmark.core.precision import ENVIRONMENT
+from benchmark.layout import CORRELATIONS, INPUT_BASELINE, REPORT, SIGNIFICANCE, RunLayout
 
 
 @pytest.mark.slow
@@ -94,3 +96,26 @@ def test_small_n_warning():
     sig = pd.DataFrame({"test": ["wilcoxon", "t"], "n": [4, 4]})
     assert "n = 4" in small_n_warning(sig) and "0.125" in small_n_warning(sig)
     assert small_n_warning(sig.assign(n=[8, 8])) == ""
+
+
+def test_report_says_on_which_machines_the_cells_trained(tmp_path):
+    """Native kernels round differently on another processor, so the report lists each training environment
+    of the cells' ``environment.json`` (a cell resumed elsewhere counts for both), the cells it trained, and
+    the cells that recorded none; an unreadable file counts as none and runs nothing."""
+    layout = RunLayout(tmp_path, must_exist=False)
+    amd = {"device": "cpu", "device_name": "cpu AMD EPYC (AuthenticAMD family 26 model 2)", "cpu_capability": "AVX512",
+           "kernels": "native", "threads": 1}  # fmt: skip
+    intel = {**amd, "device_name": "cpu Intel(R) Xeon(R) (GenuineIntel family 6 model 143)"}
+    gpu = {"device": "cuda:0", "device_name": "NVIDIA H100 80GB HBM3"}
+    cells = {"a": [{"from_epoch": 1, **amd}], "b": [{"from_epoch": 1, **amd}, {"from_epoch": 3, **intel}],
+             "c": [{"from_epoch": 1, **gpu}], "d": None, "e": "not json ["}  # fmt: skip
+    for cell, entries in cells.items():
+        layout.cell_dir(cell).mkdir(parents=True)
+        if entries is not None:
+            text = entries if isinstance(entries, str) else json.dumps(entries)
+            (layout.cell_dir(cell) / ENVIRONMENT).write_text(text)
+    text = _training_environments(layout, list(cells))
+    assert text == (" Trained on `cpu AMD EPYC (AuthenticAMD family 26 model 2)` (AVX512, native kernels, 1 thread(s)): "
+                    "2 cell(s); `NVIDIA H100 80GB HBM3`: 1 cell(s); `cpu Intel(R) Xeon(R) (GenuineIntel family 6 model 143)` "
+                    "(AVX512, native kernels, 1 thread(s)): 1 cell(s). 2 cell(s) recorded no environment.")  # fmt: skip
+    assert _training_environments(layout, ["d"]) == ""

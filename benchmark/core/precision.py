@@ -103,11 +103,40 @@ def split_placement(nbytes: int, device: torch.device, free_bytes: int | None = 
     return "device" if nbytes < fraction * free_bytes else "pinned"
 
 
+def cpu_model(cpuinfo: str | None = None) -> str:
+    """The processor as native kernels see it: ``/proc/cpuinfo``'s model name with its vendor, family and
+    model numbers (e.g. ``AMD EPYC (AuthenticAMD family 26 model 2)``), which tell CPU generations apart
+    where the name does not (a virtual machine's often reads just "AMD EPYC"). Two processors with the same
+    ATen capability (``AVX512``) can still round differently (MKL and oneDNN pick their code path by vendor
+    and generation; measured: the RED-CNN mini-study retrained on another AVX-512 host moved per-image RMSE
+    by up to 9 %), so a cell records this. Without ``/proc/cpuinfo`` (not Linux): ``platform.processor()``,
+    else the machine. ``cpuinfo`` is the file's text (tests)."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            cpuinfo = ""
+    fields: dict[str, str] = {}
+    for line in cpuinfo.splitlines():
+        if not line.strip():
+            if fields:
+                break  # the first processor's block
+            continue
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip(), value.strip())
+    name = fields.get("model name") or platform.processor() or platform.machine()
+    detail = " ".join(f"{label} {fields[k]}" for k, label in (("cpu family", "family"), ("model", "model")) if fields.get(k))
+    vendor = fields.get("vendor_id", "")
+    if vendor or detail:
+        name += f" ({' '.join(p for p in (vendor, detail) if p)})"
+    return name
+
+
 def device_name(device: torch.device) -> str:
-    """The GPU's name, or ``cpu`` with the processor (``platform.processor()``, else the machine)."""
+    """The GPU's name, or ``cpu`` with the processor (:func:`cpu_model`)."""
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    return f"{device.type} {platform.processor() or platform.machine()}".strip()
+    return f"{device.type} {cpu_model()}".strip()
 
 
 def environment(device: torch.device, precision: str, channels_last: bool) -> dict[str, Any]:
