@@ -21,6 +21,7 @@ import pytest
 from analysis.report import ReportOptions, write_report
 from analysis.tables import INPUT_LABEL
 from benchmark.config import dump_yaml, load_matrix
+from benchmark.core.precision import cpu_model
 from benchmark.layout import CORRELATIONS, FIGURES, RANKS, REPORT, SIGNIFICANCE, TABLES, RunLayout
 
 pytestmark = pytest.mark.slow
@@ -87,7 +88,17 @@ ONE_CELL = ("mse", "dncnn-d8c32", "25_360")  # the cheapest of the eight cells
 ONE_EPOCH = 1  # of the matrix's 3: the same data, seeds, kernels and learning-rate schedule
 
 
+# Measured 2026-12-07: on an AMD EPYC of family 26 (Zen 5) the portable pins do not give results/small's bytes
+# (training loss 6e-6 relative after one epoch, per-image metrics up to 3.6 % after three; the unprocessed
+# input's ST-LPIPS 7e-8 and NIQE 4e-13 too). The cause is not found: MKL's COMPATIBLE branch is honoured there
+# (MKL_VERBOSE shows CNR:COMPATIBLE, and its bytes differ from AUTO's). Known failure, strict: when a fix makes it
+# pass there, this marker fails and must go. README, "What CI checks against results/small".
+PORTABLE_GAP = "AuthenticAMD family 26 " in cpu_model()
+
+
 @pytest.mark.heavy
+@pytest.mark.xfail(PORTABLE_GAP, reason="portable kernels do not reproduce results/small on AMD family 26 (Zen 5): "
+                   "known, cause not found (README)", raises=AssertionError, strict=True)  # fmt: skip
 def test_one_committed_cell_retrains_to_the_same_values(tmp_path):
     """One cell of results/small (mse · dncnn-d8c32 · 25_360, seed 0), retrained through the command line as
     README command 1 does (a child process: the matrix's portable kernels and 2 threads are pinned before

@@ -37,7 +37,10 @@ Costs and limits: on the CPU, portable training is ~4-6x slower than native (``b
 prints the ratio). On a GPU it changes only CPU-side work; a GPU result is deterministic per device model
 (``deterministic: true``), not across models. Only x86-64 is covered (on other CPUs the switches do
 nothing and :func:`apply_portable` says so). Identity across hosts is shown on one machine by capping the
-instruction set (``tests/test_portable.py``), not on a fleet of real CPUs.
+instruction set (``tests/test_portable.py``), not on a fleet of real CPUs. **Known gap:** on an AMD EPYC of
+family 26 (Zen 5) a portable retrain of ``results/small`` differs from the committed bytes after one epoch
+(relative 6e-6), cause not found; ``numpy``'s bundled OpenBLAS, not pinned here, dispatches by core
+(README, "What CI checks against results/small").
 
 This module imports nothing heavy at load time: :mod:`benchmark.entry` uses it before torch exists.
 """
