@@ -36,7 +36,7 @@ from analysis.tables import Orders, build_tables, detectability_tables, ttf_tabl
 from benchmark.config import MatrixConfig
 from benchmark.core.conventions import parse_window
 from benchmark.core.io import atomic_write_text
-from benchmark.core.precision import ENVIRONMENT
+from benchmark.core.precision import ENVIRONMENT, read_environment
 from benchmark.layout import (
     CELLS_CSV,
     CLAIMS_CSV,
@@ -145,11 +145,8 @@ def _training_environments(layout: RunLayout, cells: list[str]) -> str:
     hosts: dict[str, set[str]] = {}
     missing = 0
     for cell in cells:
-        try:
-            entries = json.loads((layout.cell_dir(cell) / ENVIRONMENT).read_text())
-        except (OSError, ValueError):
-            entries = None
-        if not isinstance(entries, list) or not entries:
+        entries = read_environment(layout.cell_dir(cell) / ENVIRONMENT)
+        if not entries:
             missing += 1
             continue
         for e in entries:

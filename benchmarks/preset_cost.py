@@ -46,7 +46,6 @@ import argparse
 import fnmatch
 import json
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -68,7 +67,7 @@ from analysis.scoring_plan import epochs_to_score
 from benchmark.cells import Cell, expand_cells
 from benchmark.config import LossConfig, MatrixConfig, load_matrix, preset_names
 from benchmark.core.errors import MissingResource, UserError
-from benchmark.core.precision import autocast, float32_matmul, to_channels_last
+from benchmark.core.precision import autocast, cpu_model, float32_matmul, to_channels_last
 from benchmark.data import PairedSlices, open_dataset
 from benchmark.evaluate import SLAB_CONTEXT, slab_plan
 from benchmark.runner import Runner, configure_determinism
@@ -424,13 +423,7 @@ def device_name(device: str) -> str:
     dev = torch.device(device)
     if dev.type == "cuda":
         return f"{torch.cuda.get_device_name(dev)} (CUDA {torch.version.cuda}, cuDNN {torch.backends.cudnn.version()})"
-    model = ""
-    try:
-        model = next(ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
-                     if ln.startswith("model name"))  # fmt: skip
-    except (OSError, StopIteration):
-        model = platform.processor() or platform.machine()
-    return f"{dev.type}: {model}, {torch.get_num_threads()} threads"
+    return f"{dev.type}: {cpu_model()}, {torch.get_num_threads()} threads"
 
 
 def _h(v: float | None) -> str:

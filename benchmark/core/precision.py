@@ -155,17 +155,21 @@ def environment(device: torch.device, precision: str, channels_last: bool) -> di
     }
 
 
+def read_environment(path: Path) -> list[Any]:
+    """The entries of a cell's ``environment.json`` (JSON data only); ``[]`` when the file is missing,
+    unreadable or not a JSON list."""
+    try:
+        loaded = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return []
+    return loaded if isinstance(loaded, list) else []
+
+
 def record_environment(path: Path, from_epoch: int, env: dict[str, Any]) -> None:
     """Append ``{"from_epoch": from_epoch, **env}`` to the JSON list in ``path`` (a cell's
     ``environment.json``) unless ``env`` equals its last entry's: a cell resumed on the same machine
     keeps one entry, one resumed elsewhere gets one per environment it trained in."""
-    entries: list[dict[str, Any]] = []
-    if path.is_file():
-        try:
-            loaded = json.loads(path.read_text())
-            entries = loaded if isinstance(loaded, list) else []
-        except (OSError, ValueError):
-            entries = []
+    entries = read_environment(path)
     if entries and {k: v for k, v in entries[-1].items() if k != "from_epoch"} == env:
         return
     entries.append({"from_epoch": from_epoch, **env})
