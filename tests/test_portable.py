@@ -13,6 +13,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import platform
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -55,7 +57,8 @@ def host_cap() -> dict[str, str] | None:
 
 def _clean_env(cache: Path, **extra: str) -> dict[str, str]:
     drop = {MARKER, MARKER + "_EXEC", "ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "MKL_CBWR", "OMP_NUM_THREADS",
-            "MKL_NUM_THREADS", "NPY_ENABLE_CPU_FEATURES", "GLIBC_TUNABLES", *UNPINNED}
+            "MKL_NUM_THREADS", "NPY_ENABLE_CPU_FEATURES", "GLIBC_TUNABLES", "OPENBLAS_CORETYPE",
+            "OPENBLAS_NUM_THREADS", *UNPINNED}
     env = {k: v for k, v in os.environ.items() if k not in drop}
     env.update(LDCT_BENCH_CACHE=str(cache), OMP_NUM_THREADS="2", **extra)
     return env
@@ -69,7 +72,8 @@ def test_portable_env_pins_every_family_and_drops_caps():
                         "GLIBC_TUNABLES": "glibc.malloc.check=3:glibc.cpu.hwcaps=-AVX2"}, 3, baseline="X86_V2")
     assert env["ATEN_CPU_CAPABILITY"] == "default" and env["ONEDNN_MAX_CPU_ISA"] == "SSE41"
     assert env["MKL_CBWR"] == "COMPATIBLE" and env["NPY_ENABLE_CPU_FEATURES"] == "X86_V2"
-    assert env["OMP_NUM_THREADS"] == env["MKL_NUM_THREADS"] == "3" and env[MARKER] == "portable:3"
+    assert env["OMP_NUM_THREADS"] == env["MKL_NUM_THREADS"] == env["OPENBLAS_NUM_THREADS"] == "3"
+    assert env[MARKER] == "portable:3" and env["OPENBLAS_CORETYPE"] == "Prescott"
     assert "MKL_ENABLE_INSTRUCTIONS" not in env and "NPY_DISABLE_CPU_FEATURES" not in env and env["KEEP"] == "1"
     assert env["GLIBC_TUNABLES"] == "glibc.malloc.check=3:glibc.cpu.hwcaps=" + ",".join(f"-{f}" for f in GLIBC_MASK)
     assert pinned_threads(env) == 3 and pinned_threads({}) is None
@@ -259,3 +263,110 @@ def test_native_kernels_with_pinned_threads_write_the_same_bytes_with_any_jobs(t
     # without the pin, --jobs 1 trains on every core: the pin is what made the two runs agree
     _train(_tiny_matrix(tmp_path / "u.yaml", "native", threads=None), tmp_path / "unpinned", cache, {})
     assert _threads_trained(tmp_path / "unpinned") == {default}
+
+
+# --- vendor-independent replacements of VML-routed ops (benchmark.core.portable_ops) ---------------
+
+
+def _positive_floats(n: int) -> np.ndarray:
+    """``n`` float32 drawn uniformly over the bit patterns of positive finite floats (subnormals included),
+    plus the special values."""
+    bits = np.random.default_rng(0).integers(0, 0x7F800000, n, dtype=np.uint32).view(np.float32)
+    tiny = np.finfo(np.float32)
+    special = np.array([0.0, -0.0, np.inf, -np.inf, np.nan, -1.0, tiny.max, tiny.tiny, 1e-45, 1.0, 2.0, 4.0], np.float32)
+    return np.concatenate([bits, special])
+
+
+def test_exact_sqrt_is_ieee_sqrt_in_float32_and_within_an_ulp_in_float64():
+    """Reference: numpy's float32 ``sqrt`` (the IEEE-exact ``sqrtps``) and, independently, the float64 square
+    root rounded once to float32 (exact too: double rounding is harmless for sqrt)."""
+    import torch
+
+    from benchmark.core.portable_ops import exact_sqrt
+
+    x = _positive_floats(1_000_000)
+    got = exact_sqrt(torch.from_numpy(x)).numpy()
+    with np.errstate(invalid="ignore"):
+        np.testing.assert_array_equal(got, np.sqrt(x))
+        np.testing.assert_array_equal(got, np.sqrt(x.astype(np.float64)).astype(np.float32))
+    assert np.signbit(got[np.flatnonzero(np.signbit(x) & (x == 0))]).all()
+    d = np.random.default_rng(1).uniform(0, 1e6, 100_000) ** np.random.default_rng(2).uniform(-3, 3, 100_000)
+    ulps = np.abs(exact_sqrt(torch.from_numpy(d)).numpy().view(np.int64) - np.sqrt(d).view(np.int64))
+    assert ulps.max() <= 1
+    half = torch.from_numpy(x[:1000]).to(torch.bfloat16)
+    assert torch.equal(exact_sqrt(half), exact_sqrt(half.float()).to(torch.bfloat16))
+    z = torch.randn(100, dtype=torch.complex64, generator=torch.Generator().manual_seed(0))
+    np.testing.assert_allclose(exact_sqrt(z).numpy(), np.sqrt(z.numpy()), rtol=1e-6)
+    assert exact_sqrt(torch.tensor([4, 9])).tolist() == [2.0, 3.0]
+
+
+def test_replacements_agree_with_numpy_and_keep_the_in_place_and_out_contracts():
+    import torch
+
+    from benchmark.core.portable_ops import exact_sqrt, replacements
+
+    table = replacements()
+    x = torch.rand(20_000, generator=torch.Generator().manual_seed(0)) * 100 + 1e-3
+    xd = x.double().numpy()
+    for name, ref in (("log2", np.log2), ("log10", np.log10), ("atan", np.arctan)):
+        got = table[name](x).numpy()
+        want = ref(xd).astype(np.float32)
+        assert np.abs(got.view(np.int32) - want.view(np.int32)).max() <= 1, name  # the float64 route rounds once
+        np.testing.assert_allclose(table[name](x.double()).numpy(), ref(xd), rtol=1e-15, err_msg=name)
+    assert torch.equal(table["pow.Tensor_Scalar"](x, 0.5), exact_sqrt(x))
+    for e in (2, 3, -1, 1.7, 0, 1):
+        np.testing.assert_allclose(table["pow.Tensor_Scalar"](x, e).numpy(), xd**e, rtol=1e-6, err_msg=str(e))
+    assert table["pow.Tensor_Scalar"](torch.tensor([2, 3]), 2).tolist() == [4, 9]
+    y = x.clone()
+    assert table["sqrt_"](y) is y and torch.equal(y, exact_sqrt(x))
+    out = torch.empty(0)
+    assert table["log10.out"](x, out=out) is out and out.shape == x.shape
+    with pytest.raises(RuntimeError, match="can't be cast"):
+        table["sqrt_"](torch.tensor([4, 9]))
+
+
+def test_a_pinned_process_computes_torch_sqrt_and_adam_with_the_replacements(tmp_path):
+    """In a process started with the portable pins, ``torch.sqrt``, ``x ** 0.5`` (and Adam's step, which calls
+    ``sqrt``) are IEEE-exact; ATen's own CPU sqrt under the pins is MKL VML's, which here is not."""
+    code = ("import numpy as np, torch; from benchmark.core.kernels import apply_portable; "
+            "from benchmark.core.portable_ops import installed; apply_portable(1); "
+            "x = torch.rand(200000, generator=torch.Generator().manual_seed(0)); r = np.sqrt(x.numpy()); "
+            "print(installed(), int((torch.sqrt(x).numpy() != r).sum()), int(((x ** 0.5).numpy() != r).sum()))")  # fmt: skip
+    proc = subprocess.run([sys.executable, "-c", code], env=portable_env(_clean_env(tmp_path), 1), capture_output=True,
+                          text=True, cwd=ROOT)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split() == ["True", "0", "0"], proc.stdout
+
+
+QEMU = shutil.which("qemu-x86_64")
+EMULATED_CPU = "Haswell-v4"
+
+
+def _probe(tmp_path: Path, *args: str, emulate: bool = False) -> dict[str, str]:
+    command = [sys.executable, str(ROOT / "tests" / "portable_probe.py"), *args]
+    if emulate:
+        assert QEMU is not None
+        command = [QEMU, "-cpu", EMULATED_CPU, *command]
+    proc = subprocess.run(command, env=portable_env(_clean_env(tmp_path), 2), capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.splitlines()[-1])
+
+
+@pytest.mark.slow
+@pytest.mark.heavy
+@pytest.mark.skipif(QEMU is None or platform.machine() != "x86_64",
+                    reason="needs qemu-user's qemu-x86_64 (Debian/Ubuntu: apt install qemu-user)")  # fmt: skip
+def test_portable_kernels_give_the_same_bytes_on_an_emulated_processor(tmp_path):
+    """``tests/portable_probe.py`` (~70 ops forward and backward in float32 and float64, optimisers, three
+    DnCNN training steps, numpy and scipy BLAS) natively and under ``qemu-x86_64 -cpu Haswell-v4``: a
+    GenuineIntel AVX2 processor whose approximate reciprocal instructions (``rsqrtps``, ``rcpps``) qemu
+    computes exactly, unlike any real CPU, and whose maker and features differ from an AMD or AVX-512 host's.
+    Every hash is equal. The control (the pins without :mod:`benchmark.core.portable_ops`) differs in
+    ``sqrt``, Adam and training, so the emulation does tell processors apart (measured on an AMD Zen 5:
+    also ``log2``, ``log10``, ``atan``, ``cdist``, AdamW and RMSprop)."""
+    native, emulated = _probe(tmp_path), _probe(tmp_path, emulate=True)
+    assert native.keys() == emulated.keys() and len(native) > 150
+    assert [k for k in native if native[k] != emulated[k]] == []
+    control, control_emulated = _probe(tmp_path, "--control"), _probe(tmp_path, "--control", emulate=True)
+    differ = {k for k in control if control[k] != control_emulated[k]}
+    assert {"sqrt/pos/torch.float32", "optim/Adam", "train/dncnn"} <= differ, sorted(differ)

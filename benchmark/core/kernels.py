@@ -19,7 +19,14 @@ oneDNN             not used (``torch.backends.mkldnn.enabled``       its JIT ker
 NNPACK             off (``torch.backends.nnpack``)                   ISA-dispatched convolutions
 MKL (GEMM, FFT)    ``MKL_CBWR=COMPATIBLE``                           Intel's conditional numerical
                                                                      reproducibility, SSE2-compatible branch
+MKL VML            replaced (:mod:`benchmark.core.portable_ops`)     ATen's ``sqrt``, ``log2``, ``log10``,
+                                                                     ``atan`` call MKL's vector maths, whose
+                                                                     compatible branch starts from the CPU's
+                                                                     approximate reciprocals (maker-defined
+                                                                     bits); IEEE-exact replacements
 numpy              ``NPY_ENABLE_CPU_FEATURES=<baseline>``           only the build's baseline; no dispatch
+OpenBLAS           ``OPENBLAS_CORETYPE=Prescott``,                   numpy's and scipy's BLAS pick kernels by
+                   ``OPENBLAS_NUM_THREADS = threads``                core; pinned to the generic SSE3 one
 glibc libm         ``GLIBC_TUNABLES=glibc.cpu.hwcaps=-AVX…,-FMA``     the SSE2 ``exp``/``log``/``sin`` variants
 threads            ``OMP_NUM_THREADS = MKL_NUM_THREADS = threads``   one recorded thread count per cell, so a
                    and ``torch.set_num_threads(threads)``            float sum's order never depends on
@@ -36,11 +43,13 @@ portable kernels is refused by :func:`apply_portable` (it cannot be converted af
 Costs and limits: on the CPU, portable training is ~4-6x slower than native (``benchmarks/bench_portable.py``
 prints the ratio). On a GPU it changes only CPU-side work; a GPU result is deterministic per device model
 (``deterministic: true``), not across models. Only x86-64 is covered (on other CPUs the switches do
-nothing and :func:`apply_portable` says so). Identity across hosts is shown on one machine by capping the
-instruction set (``tests/test_portable.py``), not on a fleet of real CPUs. **Known gap:** on an AMD EPYC of
-family 26 (Zen 5) a portable retrain of ``results/small`` differs from the committed bytes after one epoch
-(relative 6e-6), cause not found; ``numpy``'s bundled OpenBLAS, not pinned here, dispatches by core
-(README, "What CI checks against results/small").
+nothing and :func:`apply_portable` says so). Identity across hosts is shown on one machine, not on a fleet
+of real CPUs: by capping the instruction set, and by running a probe of ~70 ops, optimisers and training
+steps under ``qemu-x86_64 -cpu Haswell-v4``, an emulated processor of another maker whose approximate
+reciprocal instructions are exact (``tests/test_portable.py``). That emulation found what the caps could
+not: ATen's VML-routed ``sqrt``/``log2``/``log10``/``atan`` and OpenBLAS's core dispatch, which made a
+portable retrain of ``results/small`` on an AMD Zen 5 differ by 6e-6 after one epoch from the bytes another
+AVX-512 host (model not recorded) had written.
 
 This module imports nothing heavy at load time: :mod:`benchmark.entry` uses it before torch exists.
 """
@@ -60,6 +69,9 @@ MARKER = "LDCT_BENCH_KERNELS"
 # glibc features whose libm variants round differently (the ``*_fma`` / AVX2 ``exp``, ``log``, ``pow``,
 # ``sin`` …); masked, every host runs the SSE2 baseline variants.
 GLIBC_MASK = ("AVX512F", "AVX512DQ", "AVX512BW", "AVX512VL", "AVX512CD", "AVX2", "FMA", "FMA4", "AVX")
+# OpenBLAS (numpy's and scipy's, each bundled) picks its kernels by core (Haswell kernels on an AMD Zen,
+# SkylakeX on an AVX-512 Intel); pinned to its generic SSE3 core, which every x86-64 CPU runs.
+OPENBLAS_CORE = "Prescott"
 # Variables that would override a pin (an instruction cap of the user's, numpy's own switch): removed.
 UNPINNED = ("MKL_ENABLE_INSTRUCTIONS", "NPY_DISABLE_CPU_FEATURES", "MKL_DYNAMIC", "OMP_DYNAMIC")
 
@@ -88,8 +100,10 @@ def portable_env(environ: Mapping[str, str], threads: int, *, baseline: str | No
         "MKL_CBWR": "COMPATIBLE",
         "NPY_ENABLE_CPU_FEATURES": baseline if baseline is not None else numpy_baseline(),
         "GLIBC_TUNABLES": ":".join(tunables),
+        "OPENBLAS_CORETYPE": OPENBLAS_CORE,
         "OMP_NUM_THREADS": str(threads),
         "MKL_NUM_THREADS": str(threads),
+        "OPENBLAS_NUM_THREADS": str(threads),
         MARKER: f"portable:{threads}",
     })  # fmt: skip
     return env
@@ -136,6 +150,9 @@ def apply_portable(threads: int, *, field: str = "reproducibility.kernels") -> N
     torch.backends.mkldnn.enabled = False  # type: ignore[assignment]
     torch.backends.nnpack.set_flags(False)
     torch.set_num_threads(threads)
+    from benchmark.core import portable_ops  # lazy: it imports torch
+
+    portable_ops.install()
 
 
 def apply_kernels(kernels: str, threads: int | None, *, field: str = "reproducibility.kernels") -> None:
