@@ -3,20 +3,22 @@ even under portable kernels (:mod:`benchmark.core.kernels`).
 
 **Why.** Under the portable pins ATen runs its non-vectorised kernels and MKL its SSE2-compatible branch
 (``MKL_CBWR=COMPATIBLE``). Yet a few float ops in ATen call MKL's vector-math library (VML) directly, and on
-that branch VML's ``sqrt``, ``log2``, ``log10`` and ``atan`` give results that differ in the last bit from
-one processor to another: they start from the CPU's *approximate* reciprocal instructions
-(``rsqrtps``/``rcpps``), whose bits Intel and AMD define differently (the instruction set only bounds their
-error). Every other SSE2 instruction is IEEE-exact, so everything else agrees. ``torch.optim.Adam`` takes a
-``sqrt`` every step, so a training run drifts apart within one epoch: on an AMD Zen 5 host a one-epoch
-retrain of a ``results/small`` cell differed by 6e-6 (relative) from the bytes another AVX-512 host had written.
+that branch VML's ``sqrt``, ``log2``, ``log10`` and ``atan`` (and in float64 ``asin``, ``acos``, ``tan``)
+give results that differ in the last bit from one processor to another. The likely reason (not read from
+MKL's code, which is closed): they start from the approximate reciprocal instructions (``rsqrtps``,
+``rcpps``), the only SSE2 arithmetic whose bits IEEE does not fix and which Intel and AMD implement
+differently. ``torch.optim.Adam`` takes a ``sqrt`` every step, so a training run drifts apart within one
+epoch: on an AMD Zen 5 host a one-epoch retrain of a ``results/small`` cell differed by 6e-6 (relative) from
+the bytes another AVX-512 host had written.
 
 **Measured** (``tests/test_portable.py``, an op table hashed natively and under ``qemu-x86_64 -cpu
 Haswell-v4``, which reports a GenuineIntel processor and emulates ``rsqrtps``/``rcpps`` exactly): of ~70 float
 ops, forward and backward, in float32 and float64 (elementwise maths, activations, reductions, norms,
 convolutions, pooling, interpolation, normalisation layers, attention, FFT, linear algebra, optimisers), only
 ``sqrt`` (and what calls it: ``pow(x, 0.5)``, ``float_power``, ``cdist``, the gradient of ``pow(x, 1.5)``,
-Adam, AdamW and RMSprop), ``log2``, ``log10`` and ``atan`` differ. ``exp``, ``log``, ``tanh``, ``erf``,
-``sin``, ``rsqrt``, GEMM and the FFT agree bit for bit.
+Adam, AdamW and RMSprop), ``log2``, ``log10`` and ``atan``, and in float64 ``asin``, ``acos`` and ``tan``
+differ. ``exp``, ``log``, ``tanh``, ``erf``, ``sin``, ``cos``, ``atan2``, ``rsqrt``, GEMM and the FFT agree
+bit for bit.
 
 **What this module does.** :func:`install` registers, for the CPU dispatch key only (autograd formulas and
 every other device are untouched), replacements of those ops built from IEEE-exact ATen ops:
@@ -32,6 +34,8 @@ every other device are untouched), replacements of those ops built from IEEE-exa
 * ``log2``/``log10``: ``log(x) / log(b)`` in float64 (``log`` agrees across processors), rounded to the
   input's type.
 * ``atan``: ``atan2(x, 1)``.
+* ``asin``, ``acos``, ``tan`` (which differ in float64 only): ``atan2(x, √((1−x)(1+x)))``,
+  ``atan2(√((1−x)(1+x)), x)`` and ``sin(x) / cos(x)`` in float64, rounded to the input's type.
 
 This is written here because no library offers it: MKL's conditional numerical reproducibility covers
 processors of one maker, and PyTorch has no switch to keep ATen off VML. The replacements run only in a
@@ -98,6 +102,31 @@ def _atan(x: torch.Tensor) -> torch.Tensor:
     return torch.atan2(x, torch.ones((), dtype=x.dtype))
 
 
+def _via_float64(formula):  # type: ignore[no-untyped-def]
+    """``formula`` evaluated in float64 (float32 and smaller are rounded back once; integers give the
+    default float type)."""
+
+    def op(x: torch.Tensor) -> torch.Tensor:
+        if x.is_complex():
+            raise NotImplementedError("portable kernels: complex inverse trigonometry is not covered")
+        out = x.dtype if x.is_floating_point() else torch.get_default_dtype()
+        return formula(x.double()).to(out)
+
+    return op
+
+
+def _asin(x: torch.Tensor) -> torch.Tensor:
+    return torch.atan2(x, exact_sqrt((1 - x) * (1 + x)))
+
+
+def _acos(x: torch.Tensor) -> torch.Tensor:
+    return torch.atan2(exact_sqrt((1 - x) * (1 + x)), x)
+
+
+def _tan(x: torch.Tensor) -> torch.Tensor:
+    return torch.sin(x) / torch.cos(x)
+
+
 def _out(fn):  # type: ignore[no-untyped-def]
     def write(x: torch.Tensor, *args: Any, out: torch.Tensor) -> torch.Tensor:
         value = fn(x, *args)
@@ -120,7 +149,8 @@ def _inplace(fn):  # type: ignore[no-untyped-def]
 def replacements() -> dict[str, Any]:
     """ATen overload name → the CPU kernel :func:`install` registers for it."""
     table: dict[str, Any] = {}
-    for name, fn in (("sqrt", exact_sqrt), ("log2", _log("log2")), ("log10", _log("log10")), ("atan", _atan)):
+    for name, fn in (("sqrt", exact_sqrt), ("log2", _log("log2")), ("log10", _log("log10")), ("atan", _atan),
+                     ("asin", _via_float64(_asin)), ("acos", _via_float64(_acos)), ("tan", _via_float64(_tan))):
         table.update({name: fn, f"{name}_": _inplace(fn), f"{name}.out": _out(fn)})
     table.update({"pow.Tensor_Scalar": _pow, "pow_.Scalar": _inplace(_pow), "pow.Tensor_Scalar_out": _out(_pow)})
     return table
