@@ -53,6 +53,10 @@ ELEMENTWISE = {
     "cumsum": lambda x: x.cumsum(0), "mean": lambda x: x.mean(), "quantile": lambda x: torch.quantile(x[:9000], 0.3),
 }  # fmt: skip
 POSITIVE_ONLY = {"sqrt", "rsqrt", "pow0.5", "pow1.5", "pow-0.5", "float_power", "log", "log2", "log10"}
+# Also probed over many magnitudes (|x| from e^-40 to e^40 for the positive-only ops, e^-5..e^5 otherwise).
+WIDE = {"sqrt", "rsqrt", "pow0.5", "pow-0.5", "log", "log2", "log10", "exp", "expm1", "exp2", "log1p", "sin", "cos",
+        "tan", "atan", "sinh", "cosh", "tanh", "asinh", "erf", "erfc", "sigmoid", "softplus", "gelu", "silu",
+        "reciprocal", "atan2", "hypot", "lgamma"}  # fmt: skip
 
 LAYERS = {
     "conv": lambda x, w: F.conv2d(x, w, padding=1), "conv_t": lambda x, w: F.conv_transpose2d(x, w, stride=2),
@@ -75,9 +79,13 @@ def probe(control: bool) -> dict[str, str]:
     for dtype in (torch.float32, torch.float64):
         positive = (torch.rand(40000, generator=g) + 0.01).to(dtype)
         real = torch.randn(40000, generator=g).to(dtype)
+        scale = torch.rand(40000, generator=g, dtype=torch.float64) * 2 - 1
+        wide_positive = torch.exp(40 * scale).to(dtype)
+        wide_real = (torch.randn(40000, generator=g, dtype=torch.float64) * torch.exp(5 * scale)).to(dtype)
         for name, fn in ELEMENTWISE.items():
-            for domain, x in (("pos", positive), ("real", real)):
-                if domain == "real" and name in POSITIVE_ONLY:
+            domains = [("pos", positive), ("real", real), ("wide", wide_positive if name in POSITIVE_ONLY else wide_real)]
+            for domain, x in domains:
+                if (domain == "real" and name in POSITIVE_ONLY) or (domain == "wide" and name not in WIDE):
                     continue
                 xx = x.clone().requires_grad_(True)
                 y = fn(xx)

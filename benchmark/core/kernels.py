@@ -20,7 +20,8 @@ NNPACK             off (``torch.backends.nnpack``)                   ISA-dispatc
 MKL (GEMM, FFT)    ``MKL_CBWR=COMPATIBLE``                           Intel's conditional numerical
                                                                      reproducibility, SSE2-compatible branch
 MKL VML            replaced (:mod:`benchmark.core.portable_ops`)     ATen's ``sqrt``, ``log2``, ``log10``,
-                                                                     ``atan`` call MKL's vector maths, whose
+                                                                     ``atan`` (float64: ``asin``, ``acos``,
+                                                                     ``tan``) call MKL's vector maths, whose
                                                                      compatible branch starts from the CPU's
                                                                      approximate reciprocals (maker-defined
                                                                      bits); IEEE-exact replacements
@@ -47,7 +48,8 @@ nothing and :func:`apply_portable` says so). Identity across hosts is shown on o
 of real CPUs: by capping the instruction set, and by running a probe of ~70 ops, optimisers and training
 steps under ``qemu-x86_64 -cpu Haswell-v4``, an emulated processor of another maker whose approximate
 reciprocal instructions are exact (``tests/test_portable.py``). That emulation found what the caps could
-not: ATen's VML-routed ``sqrt``/``log2``/``log10``/``atan`` and OpenBLAS's core dispatch, which made a
+not: ATen's VML-routed ``sqrt``/``log2``/``log10``/``atan``/``asin``/``acos``/``tan`` and OpenBLAS's
+core dispatch, which made a
 portable retrain of ``results/small`` on an AMD Zen 5 differ by 6e-6 after one epoch from the bytes another
 AVX-512 host (model not recorded) had written.
 
