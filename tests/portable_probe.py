@@ -25,16 +25,6 @@ def _hash(t: object) -> str:
     return hashlib.sha256(a.tobytes()).hexdigest()[:16]
 
 
-def _pin(control: bool) -> None:
-    if not control:
-        kernels.apply_portable(2)
-        return
-    assert kernels.pinned_threads() == 2, "run under the portable environment"
-    torch.backends.mkldnn.enabled = False  # type: ignore[assignment]
-    torch.backends.nnpack.set_flags(False)
-    torch.set_num_threads(2)
-
-
 ELEMENTWISE = {
     "sqrt": torch.sqrt, "rsqrt": torch.rsqrt, "pow0.5": lambda x: x.pow(0.5), "pow1.5": lambda x: x.pow(1.5),
     "pow-0.5": lambda x: x.pow(-0.5), "pow2": lambda x: x.pow(2), "float_power": lambda x: x.float_power(0.5),
@@ -73,7 +63,7 @@ LAYERS = {
 
 
 def probe(control: bool) -> dict[str, str]:
-    _pin(control)
+    kernels.apply_portable(2, replace_ops=not control)
     out: dict[str, str] = {}
     g = torch.Generator().manual_seed(0)
     for dtype in (torch.float32, torch.float64):

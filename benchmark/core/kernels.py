@@ -130,7 +130,7 @@ def _numpy_dispatch_on() -> list[str]:
     return [f for f in umath.__cpu_dispatch__ if umath.__cpu_features__.get(f)]
 
 
-def apply_portable(threads: int, *, field: str = "reproducibility.kernels") -> None:
+def apply_portable(threads: int, *, field: str = "reproducibility.kernels", replace_ops: bool = True) -> None:
     """Finish the pins that can be set at run time (oneDNN and NNPACK off, ``threads`` intra-op threads)
     after checking that this process started pinned; else a :class:`UserError` saying how to start it."""
     import torch  # lazy: see the module docstring
@@ -152,9 +152,10 @@ def apply_portable(threads: int, *, field: str = "reproducibility.kernels") -> N
     torch.backends.mkldnn.enabled = False  # type: ignore[assignment]
     torch.backends.nnpack.set_flags(False)
     torch.set_num_threads(threads)
-    from benchmark.core import portable_ops  # lazy: it imports torch
+    if replace_ops:  # False only to measure what the replacements change (tests/portable_probe.py)
+        from benchmark.core import portable_ops  # lazy: it imports torch
 
-    portable_ops.install()
+        portable_ops.install()
 
 
 def apply_kernels(kernels: str, threads: int | None, *, field: str = "reproducibility.kernels") -> None:

@@ -179,11 +179,16 @@ def _tan(x: torch.Tensor) -> torch.Tensor:
     return unit.imag / unit.real
 
 
+def _castable(value: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """``value``, if ATen would write it into ``target`` (its error otherwise)."""
+    if not torch.can_cast(value.dtype, target.dtype):
+        raise RuntimeError(f"result type {value.dtype} can't be cast to the desired output type {target.dtype}")
+    return value
+
+
 def _out(fn):  # type: ignore[no-untyped-def]
     def write(x: torch.Tensor, *args: Any, out: torch.Tensor) -> torch.Tensor:
-        value = fn(x, *args)
-        if not torch.can_cast(value.dtype, out.dtype):
-            raise RuntimeError(f"result type {value.dtype} can't be cast to the desired output type {out.dtype}")
+        value = _castable(fn(x, *args), out)
         out.resize_(value.shape)
         return out.copy_(value)
 
@@ -192,10 +197,7 @@ def _out(fn):  # type: ignore[no-untyped-def]
 
 def _inplace(fn):  # type: ignore[no-untyped-def]
     def write(x: torch.Tensor, *args: Any) -> torch.Tensor:
-        value = fn(x, *args)
-        if not torch.can_cast(value.dtype, x.dtype):
-            raise RuntimeError(f"result type {value.dtype} can't be cast to the desired output type {x.dtype}")
-        return x.copy_(value)
+        return x.copy_(_castable(fn(x, *args), x))
 
     return write
 
